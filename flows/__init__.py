@@ -1,0 +1,1 @@
+"""Prefect flows over the `pipeline` stage functions (no stage logic lives here)."""

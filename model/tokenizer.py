@@ -1,0 +1,102 @@
+"""SentencePiece tokenizer: training from an iterator of documents, encode/decode, token byte lengths.
+
+Settings chosen so that every string round-trips (`decode(encode(s)) == s`): identity
+normalisation, no whitespace folding, byte fallback for characters outside the vocabulary, and
+newline as its own piece so poems keep their line breaks.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Iterable
+
+import sentencepiece as spm
+
+UNK, BOS, EOS, PAD = 0, 1, 2, 3
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    out_path: Path,
+    vocab_size: int,
+    model_type: str = "bpe",
+    character_coverage: float = 0.9995,
+    control_tokens: list[str] = (),
+    input_sentence_size: int = 0,
+    seed: int = 1337,
+) -> "Tokenizer":
+    """Train SentencePiece on `texts` and write the model file atomically to `out_path`."""
+    buf = io.BytesIO()
+    spm.set_random_generator_seed(seed)  # sentence sampling and shuffling
+    try:
+        _train(texts, buf, vocab_size, model_type, character_coverage, control_tokens, input_sentence_size)
+    except RuntimeError as exc:
+        if "Vocabulary size is smaller than required_chars" in str(exc):
+            need = str(exc).split("required_chars. ")[1].split(".")[0]
+            raise ValueError(
+                f"tokenize.vocab_size={vocab_size} is too small for this corpus (needed vs given: {need}); byte "
+                "fallback reserves 256 pieces plus one per covered character: raise vocab_size or lower character_coverage"
+            ) from exc
+        raise
+    out_path = Path(out_path)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(out_path)
+    return Tokenizer(out_path)
+
+
+def _train(texts, buf, vocab_size, model_type, character_coverage, control_tokens, input_sentence_size) -> None:
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_writer=buf,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        character_coverage=character_coverage,
+        byte_fallback=True,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        allow_whitespace_only_pieces=True,
+        split_digits=True,
+        user_defined_symbols=["\n", *control_tokens],
+        unk_id=UNK, bos_id=BOS, eos_id=EOS, pad_id=PAD,
+        input_sentence_size=input_sentence_size,
+        shuffle_input_sentence=True,
+        max_sentence_length=1 << 16,  # documents, not sentences: allow long ones
+        # A small corpus may not fill the vocabulary; a slightly smaller one beats a crash.
+        hard_vocab_limit=False,
+        num_threads=1,  # deterministic output for the same input and seed
+        minloglevel=2,
+    )
+
+
+class Tokenizer:
+    """Thin wrapper over a SentencePiece model file."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
+        self.vocab_size = self.sp.get_piece_size()
+        self.eos_id, self.bos_id, self.pad_id = self.sp.eos_id(), self.sp.bos_id(), self.sp.pad_id()
+
+    def encode(self, text: str) -> list[int]:
+        return self.sp.encode(text)
+
+    def encode_batch(self, texts: list[str], num_threads: int = 1) -> list[list[int]]:
+        return self.sp.encode(texts, num_threads=num_threads)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.sp.decode([i for i in ids if i != self.eos_id])
+
+    def token_bytes(self) -> list[int]:
+        """UTF-8 byte length of each piece ('▁' is a space); 0 for control and unknown pieces."""
+        out = []
+        for i in range(self.vocab_size):
+            piece = self.sp.id_to_piece(i)
+            if self.sp.is_control(i) or self.sp.is_unknown(i) or (piece.startswith("<|") and piece.endswith("|>")):
+                out.append(0)
+            elif self.sp.is_byte(i):
+                out.append(1)
+            else:
+                out.append(len(piece.replace("\u2581", " ").encode("utf-8")))
+        return out

@@ -1,0 +1,229 @@
+"""`quill` command line: run the flow, run one stage, generate text, show the config.
+
+    quill run --preset tiny
+    quill stage tokenize --input data/runs/tiny/filter/manifest.json --out /tmp/tok
+    quill generate "Once upon a time" --model models:/quill@champion --stream
+    quill config --preset small --set train.max_steps=100
+
+Heavy imports (torch, prefect, mlflow) happen inside the commands so `quill --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+STAGES = ["ingest", "clean", "filter", "tokenize", "train", "evaluate", "register"]
+
+
+def _quiet_defaults() -> None:
+    """Embedded-defaults environment: no telemetry, a patient ephemeral Prefect server, our loggers in its UI."""
+    for key, value in {
+        "DO_NOT_TRACK": "true",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "PREFECT_LOGGING_EXTRA_LOGGERS": "pipeline,model",
+    }.items():
+        os.environ.setdefault(key, value)
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", choices=["tiny", "small", "base"], help="config preset (default: the file's, else tiny)")
+    p.add_argument("--config", metavar="FILE", help="TOML config file applied over the preset")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value, e.g. --set train.max_steps=50 (repeatable)")
+
+
+def _load(args):
+    from pipeline.config import load_config
+
+    return load_config(args.preset, args.config, args.overrides)
+
+
+def cmd_run(args) -> int:
+    from flows.corpus_to_model import FlowParams, corpus_to_model
+
+    params = FlowParams(preset=args.preset or "tiny", sources=args.source or [], overrides=args.overrides,
+                        config_file=args.config, run_name=args.run_name)
+    result = corpus_to_model(params)
+    print(f"\nRegistered model {result['model_name']} version {result['version']}"
+          f" ({'champion' if result['champion'] else 'challenger'}: {result['decision']})")
+    print(f"Run folder: {result['run_dir']}\n")
+    for i, text in enumerate(result["samples"][:3], 1):
+        print(f"--- sample {i} ---\n{text}\n")
+    return 0
+
+
+def cmd_stage(args) -> int:
+    cfg = _load(args)
+    out = Path(args.out)
+    name = args.name
+    inputs = [Path(p) for p in args.input]
+    single = inputs[0] if inputs else None
+    if name != "ingest" and (len(inputs) != 1):
+        raise SystemExit(f"quill stage {name}: give exactly one --input manifest (the previous stage's manifest.json)")
+    if name == "ingest":
+        from pipeline.ingest import ingest
+
+        m = ingest([str(p) for p in inputs] or cfg.sources, out, cfg.ingest, force=args.force)
+    elif name == "clean":
+        from pipeline.clean import clean
+
+        m = clean(single, out, cfg.clean, force=args.force)
+    elif name == "filter":
+        from pipeline.filter import filter_docs
+
+        m = filter_docs(single, out, cfg.filter, force=args.force)
+    elif name == "tokenize":
+        from pipeline.tokenize import tokenize
+
+        m = tokenize(single, out, cfg.tokenize, force=args.force)
+    elif name == "train":
+        from pipeline.tracking import MlflowTracker, NullTracker
+        from pipeline.train import train
+
+        tracker = NullTracker() if args.no_mlflow else MlflowTracker.start(cfg.register.experiment, f"train {out}")
+        m = train(single, out, cfg.train, cfg.model, tracker, force=args.force)
+        if tracker.run_id:
+            tracker.end()
+    elif name == "evaluate":
+        from pipeline.evaluate import evaluate
+
+        m = evaluate(single, out, cfg.evaluate, force=args.force)
+    else:
+        from pipeline.register import register
+
+        m = register(single, out, cfg.register, force=args.force)
+    print(m.path)
+    return 0
+
+
+def resolve_checkpoint(model: str) -> Path:
+    """A checkpoint folder, or an MLflow model URI (models:/quill@champion) downloaded to the local cache."""
+    if not model.startswith(("models:/", "runs:/")):
+        path = Path(model)
+        if not (path / "model.safetensors").exists():
+            raise SystemExit(f"{model}: not a checkpoint folder (no model.safetensors) and not a models:/ URI")
+        return path
+    import mlflow
+
+    from pipeline.tracking import configure
+
+    configure()
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model))
+    found = next(local.rglob("model.safetensors"), None)
+    if found is None:
+        raise SystemExit(f"{model}: the downloaded model holds no checkpoint")
+    return found.parent
+
+
+def cmd_generate(args) -> int:
+    from model import SamplingConfig, generate, load_checkpoint, stream
+    from model.tokenizer import Tokenizer
+
+    ckpt = resolve_checkpoint(args.model)
+    model, _, _ = load_checkpoint(ckpt)
+    tok = Tokenizer(ckpt / "tokenizer.model")
+    cfg = SamplingConfig(strategy=args.strategy, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                         top_k=args.top_k or None, top_p=args.top_p or None, min_p=args.min_p,
+                         repetition_penalty=args.repetition_penalty, no_repeat_ngram=args.no_repeat_ngram,
+                         seed=args.seed, eos_id=tok.eos_id)
+    ids = tok.encode(args.prompt)
+    if args.stream and not args.json:
+        for n in range(args.n):
+            cfg.seed = args.seed + n
+            new: list[int] = []
+            shown = ""
+            sys.stdout.write(args.prompt)
+            for token in stream(model, ids, cfg):
+                new.append(token)
+                text = tok.decode(new)
+                sys.stdout.write(text[len(shown):])
+                sys.stdout.flush()
+                shown = text
+            sys.stdout.write("\n\n" if n + 1 < args.n else "\n")
+        return 0
+    outs = []
+    for n in range(args.n):
+        cfg.seed = args.seed + n
+        outs.append(args.prompt + tok.decode(generate(model, [ids], cfg)[0]))
+    if args.json:
+        print(json.dumps({"model": args.model, "prompt": args.prompt, "samples": outs}, ensure_ascii=False, indent=2))
+    else:
+        print("\n\n".join(outs))
+    return 0
+
+
+def cmd_config(args) -> int:
+    print(_load(args).model_dump_json(indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quill", description="Quill: corpus-to-model workflow for small writing LMs.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the whole flow (Prefect) and register a model",
+                       description="Run ingest -> clean -> filter -> tokenize -> train -> evaluate -> register as a "
+                       "Prefect flow. Without PREFECT_API_URL a temporary local Prefect server is used; MLflow logs to "
+                       "MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db.")
+    _config_args(p)
+    p.add_argument("--source", action="append", metavar="PATH", help="corpus file/folder/glob (repeatable; default: data/sample)")
+    p.add_argument("--run-name", help="folder under data/runs/ (default: the preset name); reruns reuse finished stages")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("stage", help="run one stage locally, without Prefect",
+                       description="Run one stage and print the path of its manifest.json. A stage whose manifest "
+                       "matches its inputs and config is skipped (use --force to redo it).")
+    p.add_argument("name", choices=STAGES)
+    p.add_argument("--input", action="append", default=[], metavar="PATH",
+                   help="the previous stage's manifest.json (for ingest: corpus files/folders/globs, repeatable)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder; manifest.json is written there last")
+    p.add_argument("--force", action="store_true", help="recompute even if the manifest is up to date")
+    p.add_argument("--no-mlflow", action="store_true", help="train: do not log to MLflow")
+    _config_args(p)
+    p.set_defaults(func=cmd_stage)
+
+    p = sub.add_parser("generate", help="write text with a trained model",
+                       description="Generate text from a checkpoint folder or a registered model.")
+    p.add_argument("prompt")
+    p.add_argument("--model", default="models:/quill@champion", help="checkpoint folder or MLflow URI (default: %(default)s)")
+    p.add_argument("--strategy", choices=["greedy", "sample", "beam"], default="sample")
+    p.add_argument("--max-new-tokens", type=int, default=100)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=50, help="0 = off")
+    p.add_argument("--top-p", type=float, default=0.95, help="0 = off")
+    p.add_argument("--min-p", type=float, default=None)
+    p.add_argument("--repetition-penalty", type=float, default=1.1)
+    p.add_argument("--no-repeat-ngram", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n", type=int, default=1, help="number of samples")
+    p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("config", help="print the resolved config as JSON")
+    _config_args(p)
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_defaults()
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FloatingPointError) as exc:
+        print(f"quill: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

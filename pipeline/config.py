@@ -1,0 +1,259 @@
+"""One typed config tree for a whole Quill run, with presets.
+
+Every stage reads only its own section (`cfg.ingest`, `cfg.clean`, ...), so a stage's config hash
+changes only when its own knobs change. Descriptions here feed `quill config --help`-style output,
+the Prefect UI form and the MLflow params, so they are written once, here.
+
+    from pipeline.config import load_config
+    cfg = load_config(preset="tiny", overrides=["train.max_steps=50"])
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Section(BaseModel):
+    # Unknown keys are typos in a TOML file or a --set flag: refuse them instead of ignoring them.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class IngestConfig(Section):
+    split: Literal["auto", "file", "paragraph", "separator", "line"] = Field(
+        "auto",
+        description="How a .txt/.md file splits into documents: 'auto' uses the separator line if the "
+        "file has one, else blank-line paragraphs; 'file' = whole file; 'line' = one doc per line.",
+    )
+    separators: list[str] = Field(
+        ["<|endoftext|>", "%"], description="Lines that separate documents in text files (split=separator/auto)."
+    )
+    text_field: str = Field("text", description="Field holding the text in JSON/JSONL/CSV/Parquet records (dotted path for nested).")
+    encoding_errors: Literal["replace", "quarantine"] = Field(
+        "replace", description="Invalid UTF-8: decode with U+FFFD and count it, or quarantine the document."
+    )
+    shard_docs: int = Field(10_000, gt=0, description="Documents per output Parquet shard.")
+
+
+class CleanConfig(Section):
+    unicode_form: Literal["NFC", "NFKC", "none"] = Field("NFC", description="Unicode normalisation form.")
+    fix_mojibake: bool = Field(True, description="Repair UTF-8 text that was decoded as Latin-1/CP1252 (e.g. 'cafÃ©').")
+    strip_boilerplate: bool = Field(True, description="Remove web boilerplate lines (cookies, javascript, lorem ipsum, navigation).")
+    min_chars: int = Field(20, ge=0, description="Documents shorter than this after cleaning are dropped (reason 'too_short').")
+    max_chars: int = Field(200_000, gt=0, description="Documents longer than this are dropped (reason 'too_long').")
+    languages: list[str] = Field(["en", "zh"], description="ISO 639-1 codes to keep; empty keeps every language.")
+    min_language_score: float = Field(0.5, ge=0, le=1, description="Minimum language-id confidence to keep a document.")
+
+
+class QualityConfig(Section):
+    profile: Literal["prose", "poetry", "web"] = Field(
+        "prose", description="Rule profile: 'poetry' tolerates short lines, 'web' adds C4/FineWeb line rules."
+    )
+    min_words: int = Field(10, ge=0, description="Fewer words than this: 'too_few_words' (CJK characters count as words).")
+    max_words: int = Field(100_000, gt=0, description="More words than this: 'too_many_words'.")
+    min_mean_word_len: float = Field(2.0, description="Mean word length below this: 'short_words' (Gopher: 3).")
+    max_mean_word_len: float = Field(12.0, description="Mean word length above this: 'long_words' (Gopher: 10).")
+    max_symbol_ratio: float = Field(0.1, description="Share of '#' and '...' per word above this: 'symbols'.")
+    min_alpha_word_ratio: float = Field(
+        0.7, description="Share of words with a letter below this: 'non_alpha' (punctuation is not a word here)."
+    )
+    max_dup_line_ratio: float = Field(0.3, description="Share of duplicated lines above this: 'repeated_lines' (Gopher).")
+    max_top_ngram_ratio: float = Field(0.2, description="Share of chars in the most frequent word 2-gram above this: 'repeated_ngrams'.")
+
+
+class ToxicityConfig(Section):
+    threshold: float = Field(0.5, ge=0, le=1, description="Offensive score at or above which a document (or line) is dropped.")
+    mode: Literal["document", "line"] = Field(
+        "line", description="'document' drops the whole doc; 'line' drops only offending lines of long docs."
+    )
+    line_mode_min_lines: int = Field(8, ge=1, description="In line mode, docs with fewer lines than this are dropped whole.")
+
+
+class PIIConfig(Section):
+    redact: bool = Field(True, description="Replace e-mails, phones, IPs and card numbers with typed placeholders.")
+
+
+class DedupConfig(Section):
+    exact: bool = Field(True, description="Drop exact duplicates (hash of normalised text).")
+    near: bool = Field(True, description="Drop near duplicates with MinHash LSH.")
+    shingle_size: int = Field(5, ge=1, description="Word n-gram size of MinHash shingles.")
+    num_perm: int = Field(128, ge=8, description="Number of MinHash permutations (bands * rows).")
+    bands: int = Field(16, ge=1, description="LSH bands; rows per band = num_perm / bands.")
+    threshold: float = Field(0.8, gt=0, le=1, description="Estimated Jaccard similarity at or above which docs are near duplicates.")
+
+
+class FilterConfig(Section):
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    toxicity: ToxicityConfig = Field(default_factory=ToxicityConfig)
+    pii: PIIConfig = Field(default_factory=PIIConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+
+
+class TokenizeConfig(Section):
+    vocab_size: int = Field(2048, ge=64, description="SentencePiece vocabulary size.")
+    model_type: Literal["bpe", "unigram"] = Field("bpe", description="SentencePiece algorithm.")
+    input_sentence_size: int = Field(200_000, gt=0, description="Max documents sampled (seeded) to train the tokenizer.")
+    character_coverage: float = Field(0.9995, gt=0, le=1, description="Share of characters covered; rest via byte fallback.")
+    control_tokens: list[str] = Field(["<|story|>", "<|poem|>", "<|dialogue|>"], description="Extra control tokens.")
+    val_fraction: float = Field(0.05, ge=0, lt=1, description="Share of documents (by id hash) held out for validation.")
+    reuse_tokenizer: str | None = Field(None, description="Path of an existing tokenizer.model to reuse instead of training.")
+    seed: int = Field(1337, description="Seed for sampling and training the tokenizer.")
+
+
+class ModelConfig(Section):
+    """Mirror of model.GPTConfig (vocab_size comes from the tokenizer at train time)."""
+
+    block_size: int = Field(128, ge=8, description="Context length in tokens.")
+    n_layer: int = Field(4, ge=1, description="Transformer blocks.")
+    n_head: int = Field(4, ge=1, description="Attention heads.")
+    n_embd: int = Field(128, ge=8, description="Embedding width.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout probability.")
+    bias: bool = Field(False, description="Bias in Linear and LayerNorm layers.")
+    pos_encoding: Literal["sinusoidal", "learned", "rope"] = Field("rope", description="Positional encoding.")
+    tie_weights: bool = Field(True, description="Share token embedding and output projection.")
+
+
+class TrainConfig(Section):
+    max_steps: int = Field(300, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(16, ge=1, description="Sequences per micro-batch.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    lr: float = Field(3e-3, gt=0, description="Peak learning rate.")
+    min_lr: float = Field(3e-4, ge=0, description="Final learning rate of the cosine schedule.")
+    warmup_steps: int = Field(30, ge=0, description="Linear warm-up steps.")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (2-D weights only).")
+    beta1: float = Field(0.9, description="AdamW beta1.")
+    beta2: float = Field(0.99, description="AdamW beta2.")
+    grad_clip: float = Field(1.0, ge=0, description="Clip gradient norm to this (0 = off).")
+    eval_every: int = Field(100, ge=1, description="Evaluate on validation every N steps.")
+    eval_tokens: int = Field(50_000, ge=1, description="Max validation tokens per evaluation (fixed windows).")
+    ckpt_every: int = Field(0, ge=0, description="Checkpoint every N steps (0 = only at the end).")
+    device: str = Field("auto", description="'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="Autocast dtype; 'auto' = bf16 on CUDA, fp32 elsewhere.")
+    compile: bool = Field(False, description="torch.compile the model.")
+    seed: int = Field(1337, description="Seed for init and batch sampling.")
+
+
+class EvaluateConfig(Section):
+    prompts: list[str] = Field(
+        ["Once upon a time", "The old lighthouse keeper", "In the winter forest"],
+        description="Prompts for generated samples.",
+    )
+    samples_per_prompt: int = Field(1, ge=1, description="Samples generated per prompt.")
+    max_new_tokens: int = Field(60, ge=1, description="Tokens generated per sample.")
+    temperature: float = Field(0.8, ge=0, description="Sampling temperature (0 = greedy).")
+    top_k: int | None = Field(50, description="Top-k sampling (None = off).")
+    top_p: float | None = Field(0.95, description="Nucleus sampling (None = off).")
+    seed: int = Field(1234, description="Seed for sampling.")
+
+
+class RegisterConfig(Section):
+    model_name: str = Field("quill", description="MLflow registered model name.")
+    experiment: str = Field("quill", description="MLflow experiment name.")
+    margin: float = Field(0.0, ge=0, description="Bits per byte a challenger must beat the champion by to be promoted.")
+
+
+# pydantic warns that the field name `register` shadows ABCMeta.register; the name is the stage's.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+
+
+class RunConfig(Section):
+    preset: str = Field("tiny", description="Preset this config started from.")
+    sources: list[str] = Field(["data/sample"], description="Files, folders, globs or URLs to ingest.")
+    data_root: str = Field("data/runs", description="Folder under which each run writes <run_id>/<stage>/.")
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    clean: CleanConfig = Field(default_factory=CleanConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    tokenize: TokenizeConfig = Field(default_factory=TokenizeConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    register: RegisterConfig = Field(default_factory=RegisterConfig)
+
+
+# --- presets: functions, so a variant is "call one, change fields" -----------------------------
+
+
+def tiny() -> RunConfig:
+    """The whole flow on the sample corpus in well under a minute of stage work on 2 CPU cores."""
+    cfg = RunConfig(preset="tiny")
+    cfg.tokenize.vocab_size = 1024
+    cfg.model = ModelConfig(block_size=64, n_layer=2, n_head=4, n_embd=64)
+    cfg.train = TrainConfig(max_steps=200, batch_size=16, lr=3e-3, warmup_steps=20, eval_every=100, eval_tokens=20_000)
+    return cfg
+
+
+def small() -> RunConfig:
+    """CPU, minutes: the quality benchmark's size."""
+    cfg = RunConfig(preset="small")
+    cfg.tokenize.vocab_size = 2048
+    cfg.model = ModelConfig(block_size=128, n_layer=4, n_head=4, n_embd=128)
+    cfg.train = TrainConfig(max_steps=2000, batch_size=16, lr=2e-3, warmup_steps=100, eval_every=250)
+    return cfg
+
+
+def base() -> RunConfig:
+    """One GPU, GPT-2-small scale (124M-class)."""
+    cfg = RunConfig(preset="base")
+    cfg.tokenize.vocab_size = 32_000
+    cfg.model = ModelConfig(block_size=1024, n_layer=12, n_head=12, n_embd=768)
+    cfg.train = TrainConfig(
+        max_steps=20_000, batch_size=32, grad_accum=4, lr=6e-4, min_lr=6e-5, warmup_steps=700,
+        eval_every=500, eval_tokens=2_000_000, ckpt_every=1000, compile=True, beta2=0.95,
+    )
+    return cfg
+
+
+PRESETS = {"tiny": tiny, "small": small, "base": base}
+
+
+def _coerce(raw: str) -> Any:
+    """`--set` values are JSON when they parse (numbers, bools, lists, null), else plain strings."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _deep_update(base: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not of the form section.key=value")
+        node = data
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ValueError(f"override {item!r}: {part!r} is not a config section")
+            node = node[part]
+        node[leaf] = _coerce(raw.strip())
+    return data
+
+
+def load_config(preset: str | None = None, path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    """Preset (default: the file's `preset` key, else 'tiny') <- TOML file <- `--set` overrides."""
+    file_data: dict = {}
+    if path is not None:
+        with open(path, "rb") as fh:
+            file_data = tomllib.load(fh)
+    name = preset or file_data.get("preset") or "tiny"
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    data = PRESETS[name]().model_dump()
+    _deep_update(data, file_data)
+    data["preset"] = name
+    apply_overrides(data, list(overrides))
+    return RunConfig.model_validate(data)

@@ -1,0 +1,150 @@
+"""Experiment tracking seam: stages log through a Tracker; MLflow is the one implementation.
+
+Tracking location: `MLFLOW_TRACKING_URI` when set (a real server, say), else the embedded store
+`sqlite:///mlruns/mlflow.db` relative to the working directory. Experiments created on a SQLite
+store keep their artifacts beside the database (`mlruns/artifacts`). Runs are addressed by id through `MlflowClient`, never through the thread-local
+"active run", so a Prefect task in any thread can log to the run its flow opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+DEFAULT_STORE = Path("mlruns")
+
+
+class Tracker(Protocol):
+    run_id: str | None
+
+    def log_params(self, params: dict[str, Any]) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+
+
+class NullTracker:
+    """Same signatures, does nothing: stages run without any tracking server."""
+
+    run_id = None
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        pass
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(DEFAULT_STORE / 'mlflow.db').resolve()}"
+
+
+def configure() -> str:
+    """Point MLflow at the configured store (never at import time); returns the URI."""
+    import mlflow
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def experiment_id(name: str) -> str:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    artifacts = None
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        # A SQLite store's default artifact root is ./mlruns under whatever the cwd is: keep the
+        # artifacts beside the database instead (mlruns/mlflow.db -> mlruns/artifacts).
+        artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return client.create_experiment(name, artifact_location=artifacts)
+
+
+def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = str(value)[:6000]
+    return out
+
+
+class MlflowTracker:
+    """Logs to one MLflow run by id."""
+
+    def __init__(self, run_id: str):
+        from mlflow import MlflowClient
+
+        configure()
+        self.client = MlflowClient()
+        self.run_id = run_id
+
+    @classmethod
+    def start(cls, experiment: str, run_name: str, tags: dict[str, str] | None = None) -> "MlflowTracker":
+        from mlflow import MlflowClient
+
+        configure()
+        run = MlflowClient().create_run(experiment_id(experiment), run_name=run_name, tags=tags or {})
+        return cls(run.info.run_id)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in flatten(params).items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
+    def system_metrics(self):
+        """A started MLflow system-metrics monitor (CPU, memory, GPU) for this run; call .finish()."""
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(self.run_id, sampling_interval=5, samples_before_logging=1)
+        monitor.start()
+        return monitor
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
+
+    @property
+    def url(self) -> str:
+        run = self.client.get_run(self.run_id)
+        base = os.environ.get("QUILL_MLFLOW_UI", "http://127.0.0.1:5000")
+        return f"{base}/#/experiments/{run.info.experiment_id}/runs/{self.run_id}"
