@@ -2,18 +2,41 @@
 
 Settings chosen so that every string round-trips (`decode(encode(s)) == s`): identity
 normalisation, no whitespace folding, byte fallback for characters outside the vocabulary, and
-newline as its own piece so poems keep their line breaks.
+newline as its own piece so poems keep their line breaks. Training reads a bounded, seeded sample:
+SentencePiece keeps a reservoir of `input_sentence_size` documents (seeded, then shuffled) while
+the iterator streams the corpus once, and documents longer than SentencePiece's sentence limit are
+cut at line breaks into pieces instead of being silently skipped.
 """
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import sentencepiece as spm
 
 UNK, BOS, EOS, PAD = 0, 1, 2, 3
+# SentencePiece skips training "sentences" longer than max_sentence_length bytes. Pieces of at most
+# this many characters stay under it even at 4 UTF-8 bytes per character.
+MAX_SENTENCE_BYTES = 1 << 16
+TRAIN_PIECE_CHARS = MAX_SENTENCE_BYTES // 4
+
+
+def training_pieces(texts: Iterable[str], max_chars: int = TRAIN_PIECE_CHARS) -> Iterator[str]:
+    """Documents as they are, except long ones cut at line breaks (hard cuts only for huge lines)."""
+    for text in texts:
+        if len(text) <= max_chars:
+            yield text
+            continue
+        start = 0
+        while start < len(text):
+            end = min(len(text), start + max_chars)
+            if end < len(text):
+                cut = text.rfind("\n", start, end)
+                end = cut + 1 if cut > start else end
+            yield text[start:end]
+            start = end
 
 
 def train_tokenizer(
@@ -48,7 +71,7 @@ def train_tokenizer(
 
 def _train(texts, buf, vocab_size, model_type, character_coverage, control_tokens, input_sentence_size) -> None:
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts),
+        sentence_iterator=training_pieces(texts),
         model_writer=buf,
         vocab_size=vocab_size,
         model_type=model_type,
@@ -62,7 +85,7 @@ def _train(texts, buf, vocab_size, model_type, character_coverage, control_token
         unk_id=UNK, bos_id=BOS, eos_id=EOS, pad_id=PAD,
         input_sentence_size=input_sentence_size,
         shuffle_input_sentence=True,
-        max_sentence_length=1 << 16,  # documents, not sentences: allow long ones
+        max_sentence_length=MAX_SENTENCE_BYTES,  # documents, not sentences: allow long ones
         # A small corpus may not fill the vocabulary; a slightly smaller one beats a crash.
         hard_vocab_limit=False,
         num_threads=1,  # deterministic output for the same input and seed

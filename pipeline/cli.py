@@ -110,16 +110,9 @@ def resolve_checkpoint(model: str) -> Path:
         if not (path / "model.safetensors").exists():
             raise SystemExit(f"{model}: not a checkpoint folder (no model.safetensors) and not a models:/ URI")
         return path
-    import mlflow
+    from pipeline.tracking import download_checkpoint
 
-    from pipeline.tracking import configure
-
-    configure()
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model))
-    found = next(local.rglob("model.safetensors"), None)
-    if found is None:
-        raise SystemExit(f"{model}: the downloaded model holds no checkpoint")
-    return found.parent
+    return download_checkpoint(model)
 
 
 def cmd_generate(args) -> int:
@@ -217,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "alembic", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     _quiet_defaults()
     try:
         return args.func(args)

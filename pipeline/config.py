@@ -64,6 +64,33 @@ class QualityConfig(Section):
     )
     max_dup_line_ratio: float = Field(0.3, description="Share of duplicated lines above this: 'repeated_lines' (Gopher).")
     max_top_ngram_ratio: float = Field(0.2, description="Share of chars in the most frequent word 2-gram above this: 'repeated_ngrams'.")
+    max_dup_line_ratio_poetry: float = Field(
+        0.5,
+        description="'repeated_lines' threshold for profile 'poetry': refrains and choruses repeat lines, so poems get "
+        "more room than Gopher's 0.3 (the same line 30 times still fails).",
+    )
+    ngram_min_words: int = Field(
+        50, ge=2, description="'repeated_ngrams' is only checked from this many words on: in a short poem or dialogue one "
+        "repeated phrase is a large share by chance (Gopher applied it to documents of 50+ words)."
+    )
+    min_stopwords: int = Field(
+        2,
+        ge=0,
+        description="Function words (en/fr/de/es/it/pt/nl lists) needed in Latin-script text of 50+ words, else "
+        "'no_stopwords' (Gopher: 2 of 8 English stop words). Shorter texts need 1; catches keyboard mash and word salad. "
+        "Not applied to CJK or other scripts.",
+    )
+    max_no_terminal_punct_ratio: float = Field(
+        0.88,
+        description="Profile 'web': share of lines not ending in terminal punctuation above this: 'lines_no_terminal_punct'. "
+        "C4 drops every such line; FineWeb drops the doc when < 12% of lines end in punctuation; we use FineWeb's doc rule.",
+    )
+    max_bullet_line_ratio: float = Field(0.9, description="Profile 'web': share of lines starting with a bullet above this: 'bullet_lines' (Gopher: 0.9).")
+    max_ellipsis_line_ratio: float = Field(0.3, description="Profile 'web': share of lines ending in '...'/'…' above this: 'lines_ellipsis' (Gopher: 0.3).")
+    short_line_chars: int = Field(30, ge=1, description="Profile 'web': a line shorter than this many characters is short (FineWeb: 30).")
+    max_short_line_ratio: float = Field(
+        0.67, description="Profile 'web': share of short lines above this: 'short_lines' (FineWeb: 0.67). Never applied to poetry."
+    )
 
 
 class ToxicityConfig(Section):
@@ -103,6 +130,12 @@ class TokenizeConfig(Section):
     val_fraction: float = Field(0.05, ge=0, lt=1, description="Share of documents (by id hash) held out for validation.")
     reuse_tokenizer: str | None = Field(None, description="Path of an existing tokenizer.model to reuse instead of training.")
     seed: int = Field(1337, description="Seed for sampling and training the tokenizer.")
+    num_workers: int | None = Field(
+        None, ge=0,
+        description="Encoding processes, one docs shard each at a time: None = one per CPU core (at most one per docs "
+        "shard); 0 or 1 = in the stage's own process. SentencePiece threads share the remaining cores within each "
+        "process. Output is byte-identical for any value, so it is left out of the stage's config hash.",
+    )
 
 
 class ModelConfig(Section):

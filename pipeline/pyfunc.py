@@ -9,8 +9,13 @@ configs, tokenizer), and `load_context` rebuilds the model from them.
 
 from __future__ import annotations
 
+import warnings
+
 import mlflow
 from mlflow.pyfunc import PythonModel
+
+# The signature is given explicitly (with params); MLflow's advice to add type hints is noise here.
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
 
 DEFAULT_PARAMS = {"max_new_tokens": 60, "temperature": 0.8, "top_k": 50, "top_p": 0.95, "seed": 0, "strategy": "sample"}
 

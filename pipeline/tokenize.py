@@ -1,34 +1,63 @@
 """Tokenize: train SentencePiece on the filtered corpus and write token shards for training.
 
     quill stage tokenize --input data/runs/dev/filter/manifest.json --out data/runs/dev/tokenize
+    quill stage tokenize ... --set tokenize.reuse_tokenizer=models:/quill@champion   # keep a vocabulary
 
-Layout, chosen for training reads: each split (`train/`, `val/`) is a sequence of Parquet shards
-with one flat `tokens` column (uint16 when the vocabulary fits, else uint32), every document
-followed by eos, in row groups of about a million tokens; `docs.parquet` indexes each document's
-split, shard, offset and length. A flat column reads back as one contiguous numpy array, so a
-training window is a slice, not a gather over rows. The split is by document: a document goes to
-validation when the hash of its id falls under `val_fraction`.
+Layout, chosen for training reads. Each split (`train/`, `val/`) is a set of Parquet shards with
+one flat `tokens` column (uint16 when the vocabulary fits, else uint32), every document followed
+by eos, zstd, in row groups of exactly 2**20 tokens (the last of a shard shorter);
+`docs.parquet` indexes each document's split, shard (position in the manifest's list for that
+split), offset in that shard and length. A flat column reads back as one contiguous array, so a
+training window is a slice, not a gather over rows, and a row group is a cheap unit to stream.
+
+Parquet is the durable, portable artefact; it is not what training reads. Compressed pages
+cannot be memory-mapped, and uncompressed Parquet is no better: it has no 16-bit physical type
+(uint16 is stored as INT32, twice the size) and pyarrow decodes pages into heap buffers even with
+`memory_map=True` (measured: a 32 MB column allocated 32 MB). So the reader (`pipeline.data`)
+unpacks each shard once into an uncompressed `.npy` sidecar, validated by the shard's size, mtime
+and row count, and memory-maps that: zstd on disk and over the wire, zero-copy windows in training.
+
+The split is by document: a document goes to validation when the blake2b hash of its id falls
+under `val_fraction`. Encoding runs one task per docs shard, in a process pool (fork on Linux;
+each worker loads its own SentencePiece processor) with SentencePiece's batch encoding threads
+within; each task streams its shard in batches and writes its own token shards
+(`shard_<docs shard>_<part>.parquet`, atomically), so the output is the same for any worker count.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing as mp
+import os
+import re
 import shutil
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from itertools import chain
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from model.tokenizer import Tokenizer, train_tokenizer
 from pipeline.config import TokenizeConfig
-from pipeline.docs import iter_docs, write_table_atomic
-from pipeline.manifest import Manifest, input_refs, read_manifest, run_stage
+from pipeline.manifest import InputRef, Manifest, input_refs, read_manifest, run_stage, sha256_file
 
 log = logging.getLogger(__name__)
+SPLITS = ("train", "val")
 ROW_GROUP_TOKENS = 1 << 20
-SHARD_TOKENS = 1 << 26
+SHARD_TOKENS = 1 << 26  # a token shard rolls over after the document that reaches this
+ENCODE_DOCS = 1024  # documents per SentencePiece batch call: enough to keep its threads busy
+# Knobs that change speed, never output: kept out of the config hash so changing them reuses a run.
+PERF_ONLY = {"num_workers"}
+INDEX_SCHEMA = pa.schema(
+    [("id", pa.string()), ("split", pa.string()), ("shard", pa.int64()), ("offset", pa.int64()), ("length", pa.int64())]
+)
 
 
 def is_val(doc_id: str, val_fraction: float) -> bool:
@@ -37,108 +66,250 @@ def is_val(doc_id: str, val_fraction: float) -> bool:
 
 
 def tokenize(in_manifest: Path, out_dir: Path, cfg: TokenizeConfig, force: bool = False) -> Manifest:
-    inputs = [in_manifest] + ([Path(cfg.reuse_tokenizer)] if cfg.reuse_tokenizer else [])
-    return run_stage("tokenize", out_dir, input_refs(inputs), cfg, lambda tmp: _tokenize(in_manifest, tmp, cfg), force=force)
-
-
-class _SplitWriter:
-    """Appends token arrays of one split and writes shards of at most SHARD_TOKENS tokens."""
-
-    def __init__(self, folder: Path, dtype: np.dtype):
-        self.folder, self.dtype = folder, dtype
-        folder.mkdir(parents=True, exist_ok=True)
-        self.parts: list[np.ndarray] = []
-        self.buffered = 0
-        self.paths: list[Path] = []
-        self.tokens = 0
-        self.docs = 0
-
-    def add(self, ids: list[int]) -> tuple[int, int]:
-        """Returns (shard index, offset in shard) of the document."""
-        arr = np.asarray(ids, dtype=self.dtype)
-        where = (len(self.paths), self.buffered)
-        self.parts.append(arr)
-        self.buffered += len(arr)
-        self.tokens += len(arr)
-        self.docs += 1
-        if self.buffered >= SHARD_TOKENS:
-            self.flush()
-        return where
-
-    def flush(self) -> None:
-        if not self.parts:
-            return
-        tokens = np.concatenate(self.parts)
-        path = self.folder / f"shard_{len(self.paths):05d}.parquet"
-        table = pa.table({"tokens": tokens})
-        tmp = path.with_name(f".{path.name}.tmp")
-        pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_TOKENS)
-        tmp.replace(path)
-        self.paths.append(path)
-        self.parts, self.buffered = [], 0
-
-
-def _tokenize(in_manifest: Path, stage_dir: Path, cfg: TokenizeConfig) -> tuple[dict, dict]:
-    source = read_manifest(in_manifest)
-    shards = source.output_list("docs")
-    tok_path = stage_dir / "tokenizer.model"
+    in_manifest = Path(in_manifest)
+    refs = input_refs([in_manifest])
+    reuse = None
     if cfg.reuse_tokenizer:
-        shutil.copyfile(cfg.reuse_tokenizer, tok_path)
-        tok = Tokenizer(tok_path)
+        reuse = resolve_tokenizer(cfg.reuse_tokenizer)
+        # A model URI is recorded as given, with the sha of what it resolved to today, so the stage
+        # reruns exactly when the champion's vocabulary changed.
+        where = cfg.reuse_tokenizer if _is_uri(cfg.reuse_tokenizer) else str(reuse.resolve())
+        refs.append(InputRef(path=where, sha256=sha256_file(reuse)))
+    stage_cfg = cfg.model_dump(mode="json", exclude=PERF_ONLY)
+    work = partial(_tokenize, in_manifest, cfg=cfg, reuse=reuse)
+    return run_stage("tokenize", out_dir, refs, stage_cfg, work, force=force)
+
+
+def _is_uri(ref: str) -> bool:
+    return re.match(r"^[A-Za-z][\w+.-]+:/", ref) is not None  # models:/, runs:/, s3://; not C:/
+
+
+def resolve_tokenizer(ref: str) -> Path:
+    """A tokenizer.model from a file, a checkpoint folder, or a logged model URI (models:/quill@champion)."""
+    if _is_uri(ref):
+        from pipeline.tracking import download_checkpoint  # lazily: MLflow only when a URI is given
+
+        path = download_checkpoint(ref) / "tokenizer.model"
     else:
-        train_texts = (d["text"] for d in iter_docs(shards) if not is_val(d["id"], cfg.val_fraction))
-        tok = train_tokenizer(
-            train_texts, tok_path, cfg.vocab_size, cfg.model_type, cfg.character_coverage,
+        path = Path(ref)
+        path = path / "tokenizer.model" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"tokenize.reuse_tokenizer={ref!r}: no tokenizer.model at {path}")
+    return path
+
+
+# --- encoding one docs shard (runs in a worker process) -----------------------------------------
+
+
+class _TokenWriter:
+    """Token shards of one split from one docs shard: exact row groups, atomic parts of SHARD_TOKENS."""
+
+    def __init__(self, folder: Path, stem: str, dtype: np.dtype, eos: int):
+        self.folder, self.stem, self.dtype, self.eos = folder, stem, dtype, eos
+        self.pending: list[np.ndarray] = []
+        self.pending_tokens = 0
+        self.part_tokens = 0
+        self.writer: pq.ParquetWriter | None = None
+        self.parts: list[tuple[str, int]] = []  # (name, tokens) of finished parts
+
+    def add(self, docs: list[list[int]]) -> tuple[list[int], list[int]]:
+        """Appends eos to each document and buffers them; returns their (parts, offsets in part)."""
+        parts, offsets = [], []
+        i = 0
+        while i < len(docs):
+            # A part closes after the document that reaches SHARD_TOKENS: documents never straddle parts.
+            j, size = i, 0
+            while j < len(docs) and self.part_tokens + size < SHARD_TOKENS:
+                parts.append(len(self.parts))
+                offsets.append(self.part_tokens + size)
+                docs[j].append(self.eos)  # the list is ours: SentencePiece's output, not the caller's data
+                size += len(docs[j])
+                j += 1
+            # One conversion per segment, not per document: the per-document numpy calls cost more
+            # than the conversion itself.
+            self._buffer(np.fromiter(chain.from_iterable(docs[i:j]), dtype=self.dtype, count=size))
+            if self.part_tokens >= SHARD_TOKENS:
+                self._close_part()
+            i = j
+        return parts, offsets
+
+    def _buffer(self, tokens: np.ndarray) -> None:
+        self.pending.append(tokens)
+        self.pending_tokens += len(tokens)
+        self.part_tokens += len(tokens)
+        if self.pending_tokens >= ROW_GROUP_TOKENS:
+            self._write(final=False)
+
+    def _write(self, final: bool) -> None:
+        tokens = np.concatenate(self.pending)
+        # Only whole row groups until the part ends, so the layout never depends on batch sizes.
+        n = len(tokens) if final else len(tokens) // ROW_GROUP_TOKENS * ROW_GROUP_TOKENS
+        if self.writer is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(self._tmp(), pa.schema([("tokens", pa.from_numpy_dtype(self.dtype))]),
+                                           compression="zstd")
+        self.writer.write_table(pa.table({"tokens": tokens[:n]}), row_group_size=ROW_GROUP_TOKENS)
+        self.pending = [tokens[n:]] if n < len(tokens) else []
+        self.pending_tokens = len(tokens) - n
+
+    def _tmp(self) -> Path:
+        return self.folder / f".{self._name()}.tmp{os.getpid()}"
+
+    def _name(self) -> str:
+        return f"{self.stem}_{len(self.parts):03d}.parquet"
+
+    def _close_part(self) -> None:
+        if self.pending:
+            self._write(final=True)
+        if self.writer is None:
+            return
+        self.writer.close()
+        os.replace(self._tmp(), self.folder / self._name())
+        self.parts.append((self._name(), self.part_tokens))
+        self.writer, self.part_tokens = None, 0
+
+    def close(self) -> list[tuple[str, int]]:
+        self._close_part()
+        return self.parts
+
+
+def _place(encoded: list[list[int]], val: np.ndarray, writers: dict) -> tuple[list[str], list[int], list[int]]:
+    """Hands each split writer its documents; returns split, part and offset of each, in input order."""
+    placed = {s: iter(zip(*writers[s].add([e for e, v in zip(encoded, val) if v == (s == "val")]))) for s in SPLITS}
+    splits = ["val" if v else "train" for v in val]
+    where = [next(placed[s]) for s in splits]
+    return splits, [w[0] for w in where], [w[1] for w in where]
+
+
+def encode_shard(job: dict, progress=None) -> dict:
+    """Encode one docs shard into token shards of both splits; returns their names and index rows."""
+    tok = Tokenizer(job["tokenizer"])
+    stage_dir, dtype = Path(job["stage_dir"]), np.dtype(job["dtype"])
+    writers = {s: _TokenWriter(stage_dir / s, f"shard_{job['shard']:05d}", dtype, tok.eos_id) for s in SPLITS}
+    rows: dict[str, list] = {"id": [], "split": [], "part": [], "offset": [], "length": []}
+    n_bytes, n_chars = dict.fromkeys(SPLITS, 0), dict.fromkeys(SPLITS, 0)
+    for batch in pq.ParquetFile(job["docs"]).iter_batches(batch_size=ENCODE_DOCS, columns=["id", "text"]):
+        ids, text = batch.column("id").to_pylist(), batch.column("text")
+        encoded = tok.encode_batch(text.to_pylist(), num_threads=job["threads"])
+        val = np.array([is_val(i, job["val_fraction"]) for i in ids], dtype=bool)
+        rows["length"] += [len(e) + 1 for e in encoded]  # before the writers append eos to the lists
+        splits, parts, offsets = _place(encoded, val, writers)
+        rows["id"] += ids
+        rows["split"] += splits
+        rows["part"] += parts
+        rows["offset"] += offsets
+        for split, mask in (("train", ~val), ("val", val)):
+            n_bytes[split] += pc.sum(pc.binary_length(text.filter(mask))).as_py() or 0
+            n_chars[split] += pc.sum(pc.utf8_length(text.filter(mask))).as_py() or 0
+        if progress:
+            progress(len(ids))
+    return {"parts": {s: w.close() for s, w in writers.items()}, "rows": rows, "bytes": n_bytes, "chars": n_chars}
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _run_jobs(jobs: list[dict], workers: int, bar: tqdm) -> Iterator[dict]:
+    """Results in job order whatever the worker count."""
+    if workers <= 1:
+        for job in jobs:
+            yield encode_shard(job, progress=bar.update)
+        return
+    # fork is cheap and safe here (workers touch no torch state); elsewhere spawn.
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context(method)) as pool:
+        for job, result in zip(jobs, pool.map(encode_shard, jobs)):
+            bar.update(job["docs_count"])
+            yield result
+
+
+# --- the stage ----------------------------------------------------------------------------------
+
+
+def training_texts(shards: list[Path], val_fraction: float) -> Iterator[str]:
+    """Training-split texts, streamed by batch (bounded memory); validation never trains the vocabulary."""
+    for path in shards:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=ENCODE_DOCS, columns=["id", "text"]):
+            for doc_id, text in zip(batch.column("id").to_pylist(), batch.column("text").to_pylist()):
+                if not is_val(doc_id, val_fraction):
+                    yield text
+
+
+def _get_tokenizer(shards: list[Path], path: Path, cfg: TokenizeConfig, reuse: Path | None) -> Tokenizer:
+    if reuse is None:
+        return train_tokenizer(
+            training_texts(shards, cfg.val_fraction), path, cfg.vocab_size, cfg.model_type, cfg.character_coverage,
             cfg.control_tokens, cfg.input_sentence_size, cfg.seed,
         )
-    dtype = np.uint16 if tok.vocab_size <= 1 << 16 else np.uint32
-    writers = {"train": _SplitWriter(stage_dir / "train", dtype), "val": _SplitWriter(stage_dir / "val", dtype)}
-    index: dict[str, list] = {"id": [], "split": [], "shard": [], "offset": [], "length": []}
-    n_bytes = {"train": 0, "val": 0}
-    n_chars = {"train": 0, "val": 0}
-    batch: list[dict] = []
+    shutil.copyfile(reuse, path)
+    tok = Tokenizer(path)
+    missing = [t for t in cfg.control_tokens if tok.sp.piece_to_id(t) == tok.sp.unk_id()]
+    if missing:
+        log.warning("tokenize: reused tokenizer %s lacks control tokens %s", reuse, missing)
+    return tok
 
-    def encode(batch: list[dict]) -> None:
-        for doc, ids in zip(batch, tok.encode_batch([d["text"] for d in batch], num_threads=2)):
-            split = "val" if is_val(doc["id"], cfg.val_fraction) else "train"
-            shard, offset = writers[split].add(ids + [tok.eos_id])
-            for key, value in zip(index, (doc["id"], split, shard, offset, len(ids) + 1)):
-                index[key].append(value)
-            n_bytes[split] += len(doc["text"].encode("utf-8"))
-            n_chars[split] += len(doc["text"])
 
-    for doc in iter_docs(shards):
-        batch.append(doc)
-        if len(batch) == 1024:
-            encode(batch)
-            batch = []
-    encode(batch)
-    for w in writers.values():
-        w.flush()
-    if writers["train"].tokens == 0 or (cfg.val_fraction > 0 and writers["val"].tokens == 0):
-        raise ValueError(
-            f"tokenize: split left train={writers['train'].docs} val={writers['val'].docs} documents; "
-            f"the corpus is too small for val_fraction={cfg.val_fraction}"
-        )
-    write_table_atomic(pa.table(index), stage_dir / "docs.parquet")
+def _tokenize(in_manifest: Path, stage_dir: Path, cfg: TokenizeConfig, reuse: Path | None) -> tuple[dict, dict]:
+    shards = read_manifest(in_manifest).output_list("docs")
+    tok = _get_tokenizer(shards, stage_dir / "tokenizer.model", cfg, reuse)
+    jobs, workers = _jobs(shards, tok, stage_dir, cfg)
+    outputs: dict[str, list[str]] = {s: [] for s in SPLITS}
+    totals = {f"{what}_{s}": 0 for what in ("tokens", "docs", "bytes", "chars") for s in SPLITS}
+    index_tmp = stage_dir / ".docs.parquet.tmp"
+    n_docs = sum(j["docs_count"] for j in jobs)
+    with pq.ParquetWriter(index_tmp, INDEX_SCHEMA, compression="zstd") as index, \
+            tqdm(total=n_docs, desc="tokenize", unit="doc", mininterval=1.0, dynamic_ncols=True) as bar:
+        for result in _run_jobs(jobs, workers, bar):
+            index.write_table(_index_table(result["rows"], {s: len(outputs[s]) for s in SPLITS}))
+            for s in SPLITS:
+                outputs[s] += [f"{s}/{name}" for name, _ in result["parts"][s]]
+                totals[f"tokens_{s}"] += sum(n for _, n in result["parts"][s])
+                totals[f"docs_{s}"] += result["rows"]["split"].count(s)
+                totals[f"bytes_{s}"] += result["bytes"][s]
+                totals[f"chars_{s}"] += result["chars"][s]
+    os.replace(index_tmp, stage_dir / "docs.parquet")
+    _check_split(totals, cfg.val_fraction)
     np.save(stage_dir / "token_bytes.npy", np.asarray(tok.token_bytes(), dtype=np.int32))
-    total_tokens = sum(w.tokens for w in writers.values())
-    stats = {
-        "vocab_size": tok.vocab_size,
-        "tokens_train": writers["train"].tokens,
-        "tokens_val": writers["val"].tokens,
-        "docs_train": writers["train"].docs,
-        "docs_val": writers["val"].docs,
-        "bytes_per_token": round(sum(n_bytes.values()) / max(1, total_tokens), 3),
-        "bytes_val": n_bytes["val"],
-        "chars_val": n_chars["val"],
-    }
+    stats = _stats(totals, tok.vocab_size, workers, outputs)
     log.info("tokenize: vocab %d, %d train / %d val tokens", tok.vocab_size, stats["tokens_train"], stats["tokens_val"])
-    outputs = {
-        "tokenizer": "tokenizer.model",
-        "token_bytes": "token_bytes.npy",
-        "index": "docs.parquet",
-        "train": [f"train/{p.name}" for p in writers["train"].paths],
-        "val": [f"val/{p.name}" for p in writers["val"].paths],
+    return {"tokenizer": "tokenizer.model", "token_bytes": "token_bytes.npy", "index": "docs.parquet", **outputs}, stats
+
+
+def _jobs(shards: list[Path], tok: Tokenizer, stage_dir: Path, cfg: TokenizeConfig) -> tuple[list[dict], int]:
+    """One picklable task per docs shard, and how many processes to run them in."""
+    workers = min(_cpus() if cfg.num_workers is None else max(1, cfg.num_workers), max(1, len(shards)))
+    dtype = "uint16" if tok.vocab_size <= 1 << 16 else "uint32"
+    jobs = [{"shard": k, "docs": str(p), "docs_count": pq.ParquetFile(p).metadata.num_rows, "tokenizer": str(tok.path),
+             "stage_dir": str(stage_dir), "dtype": dtype, "val_fraction": cfg.val_fraction,
+             "threads": max(1, _cpus() // workers)} for k, p in enumerate(shards)]
+    return jobs, workers
+
+
+def _index_table(rows: dict[str, list], base: dict[str, int]) -> pa.Table:
+    """Worker-local part numbers become positions in the manifest's shard list of the split."""
+    shard = [base[s] + p for s, p in zip(rows["split"], rows["part"])]
+    return pa.table({"id": rows["id"], "split": rows["split"], "shard": shard, "offset": rows["offset"],
+                     "length": rows["length"]}, schema=INDEX_SCHEMA)
+
+
+def _check_split(totals: dict[str, int], val_fraction: float) -> None:
+    if totals["tokens_train"] == 0 or (val_fraction > 0 and totals["tokens_val"] == 0):
+        raise ValueError(
+            f"tokenize: split left train={totals['docs_train']} val={totals['docs_val']} documents; "
+            f"the corpus is too small for val_fraction={val_fraction}"
+        )
+
+
+def _stats(totals: dict[str, int], vocab_size: int, workers: int, outputs: dict[str, list[str]]) -> dict:
+    tokens = totals["tokens_train"] + totals["tokens_val"]
+    return {
+        "vocab_size": vocab_size,
+        **{k: totals[k] for k in ("tokens_train", "tokens_val", "docs_train", "docs_val")},
+        "bytes_per_token": round((totals["bytes_train"] + totals["bytes_val"]) / max(1, tokens), 3),
+        "bytes_val": totals["bytes_val"],
+        "chars_val": totals["chars_val"],
+        "shards_train": len(outputs["train"]),
+        "shards_val": len(outputs["val"]),
+        "workers": workers,
     }
-    return outputs, stats

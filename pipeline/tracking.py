@@ -148,3 +148,15 @@ class MlflowTracker:
         run = self.client.get_run(self.run_id)
         base = os.environ.get("QUILL_MLFLOW_UI", "http://127.0.0.1:5000")
         return f"{base}/#/experiments/{run.info.experiment_id}/runs/{self.run_id}"
+
+
+def download_checkpoint(model_uri: str) -> Path:
+    """The checkpoint folder inside a logged Quill model (models:/quill@champion, runs:/...)."""
+    import mlflow
+
+    configure()
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    found = next(local.rglob("model.safetensors"), None)
+    if found is None:
+        raise FileNotFoundError(f"{model_uri}: the downloaded model holds no checkpoint (model.safetensors)")
+    return found.parent

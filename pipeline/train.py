@@ -129,7 +129,7 @@ def _train(tok_manifest: Path, stage_dir: Path, *, cfg: TrainConfig, model_cfg: 
         done = step + 1
         elapsed = time.perf_counter() - t0
         tok_s = (done - start) * tokens_per_step / max(elapsed, 1e-9)
-        bar.set_postfix(loss=f"{loss_acc:.3f}", tok_s=f"{tok_s:,.0f}")
+        bar.set_postfix(loss=f"{loss_acc:.3f}", tok_s=f"{tok_s:,.0f}", refresh=False)
         record = {"step": done, "train_loss": loss_acc, "lr": lr, "tokens_per_sec": tok_s}
         if done % cfg.eval_every == 0 or done == cfg.max_steps:
             val = evaluate()

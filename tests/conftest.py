@@ -49,3 +49,12 @@ def mlflow_store(tmp_path: Path, monkeypatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture(scope="module")
+def corpus_dir_module(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("corpus") / "corpus"
+    d.mkdir()
+    (d / "stories.txt").write_text("\n<|endoftext|>\n".join(STORIES * 3) + "\n", encoding="utf-8")
+    (d / "poems.txt").write_text((POEM + "\n%\n") * 4, encoding="utf-8")
+    return d

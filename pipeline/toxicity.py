@@ -1,0 +1,200 @@
+"""Offensive / hateful content scoring for the filter stage: a lexicon plus structural hate patterns.
+
+    offensive_score(text) -> float in [0, 1]       one score for the whole text
+    line_scores(text)     -> list[float]           one score per line of text.split("\\n")
+
+Evidence comes from three data files in `pipeline/lexicons/`:
+  offensive.txt       words and phrases with a weight and a category (profanity, insult); leetspeak
+                      and starred spellings ("sh1t", "f**k") are derived from the words automatically;
+  hate_patterns.txt   regexes for dehumanising or eliminationist statements about groups of people
+                      ("<group> are vermin", "... should be wiped out"), weighted high, without slurs.
+Every match i has a weight w_i (how sure one occurrence makes us). A text scores
+max(max_i w_i, 1 - prod_i (1 - w_i) ** d), where d = min(1, 60 / words) dilutes the combined
+evidence of many mild words in a long text: one strong word in a line scores >= 0.5, a long story
+with a few mild words ("damn", "idiot", "hell") stays well below it. Matching is on whole words only
+(no Scunthorpe problem); words with an innocent sense ("ass" the animal, "cock" the bird, "bitch" the
+dog) have low weights and only phrases around them score high; "Dick" with a capital is a name.
+Fairy-tale violence (kill, die, blood, burned) is not in the lexicon at all.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import NamedTuple
+
+from pipeline.textclean import lower_words
+
+_LEXICONS = Path(__file__).parent / "lexicons"
+_DILUTION_WORDS = 60  # up to this many words, evidence combines undiluted
+_WINDOW = 200  # characters searched on each side of a pattern's trigger word (patterns are shorter)
+_TOKEN = re.compile(r"[a-z0-9]+")
+# A token with leetspeak or masking characters inside: "sh1t", "f*ck", "a$$hole", "b!tch".
+_OBFUSCATED = re.compile(r"(?<![\w*@$!])[a-z@$!*0-9]*[a-z][a-z@$!*0-9]*[@$!*0-9][a-z@$!*0-9]*[a-z@$*0-9](?![\w*@$])")
+# Starts with the rare character so the scan is fast; '!' only counts inside a word ("b!tch", not "oh!").
+_OBFUSCATION_HINT = re.compile(r"[@$*0-9](?:(?<=[a-z].)|(?=[a-z]))|(?<=[a-z])!(?=[a-z])")
+_LEET = str.maketrans({"@": "a", "4": "a", "3": "e", "1": "i", "!": "i", "0": "o", "$": "s", "5": "s", "7": "t"})
+
+
+class Entry(NamedTuple):
+    weight: float
+    category: str
+    cased: re.Pattern | None  # for name-like words: the lower-case/ALL-CAPS occurrences only
+    innocent: frozenset[str]  # context words that select the harmless sense of the word
+
+
+class Rule(NamedTuple):
+    regex: re.Pattern
+    weight: float
+    category: str
+    triggers: frozenset[str]  # the rule is only tried when one of these words occurs
+    need_all: bool  # phrases need all their words, patterns any trigger
+
+
+def _star_masks(word: str) -> set[str]:
+    """'fuck' -> {'f*ck', 'fu*k', 'f**k', 'f*k', ...}: inner letters hidden behind one or more stars."""
+    masks = set()
+    for start in range(1, len(word) - 1):
+        for length in range(1, min(3, len(word) - 1 - start) + 1):
+            for stars in {1, length}:
+                masks.add(word[:start] + "*" * stars + word[start + length :])
+    return masks
+
+
+def _rows(name: str) -> list[list[str]]:
+    text = (_LEXICONS / name).read_text(encoding="utf-8")
+    return [line.split("\t") for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _expand(pattern: str, macros: dict[str, str]) -> str:
+    """Replace {GROUP}-style macros (regex repetition braces like {0,2} are left alone)."""
+    return re.sub(r"\{([A-Z]+)\}", lambda m: macros[m.group(1)], pattern)
+
+
+class Lexicon(NamedTuple):
+    words: dict[str, Entry]
+    masks: dict[str, str]  # starred spelling -> word
+    rules: list[Rule]
+    rules_by_word: dict[str, list[int]]  # trigger word -> indexes of the rules it may fire
+
+
+def _macro_words(alternatives: str) -> list[str]:
+    return [w for alt in alternatives.split("|") for w in _TOKEN.findall(alt)]
+
+
+@lru_cache(maxsize=1)
+def _lexicon() -> Lexicon:
+    """Words, obfuscated spellings and phrase/pattern rules with a trigger index, loaded once."""
+    words: dict[str, Entry] = {}
+    rules: list[Rule] = []
+    for term, weight, category, *flags in _rows("offensive.txt"):
+        parts = term.split()
+        if len(parts) == 1:
+            cased = re.compile(rf"\b(?:{term}|{term.upper()})\b") if "cased" in flags else None
+            innocent = next((f.split("=", 1)[1].split(",") for f in flags if f.startswith("innocent=")), [])
+            words[term] = Entry(float(weight), category, cased, frozenset(innocent))
+        else:
+            rx = re.compile(r"\b" + r"\s+".join(map(re.escape, parts)) + r"\b")
+            rules.append(Rule(rx, float(weight), category, frozenset(_TOKEN.findall(term)), True))
+    masks = {mask: w for w in words if len(w) >= 3 for mask in _star_masks(w)}
+    macros: dict[str, str] = {}
+    raw_macros: dict[str, str] = {}
+    for row in _rows("hate_patterns.txt"):
+        if row[0].startswith("@"):  # macro definition, may use earlier macros
+            raw_macros[row[0][1:]] = row[1]
+            macros[row[0][1:]] = "(?:" + _expand(row[1], macros) + ")"
+            continue
+        weight, category, triggers, pattern = row
+        trig = [w for t in triggers.split(",") for w in (_macro_words(raw_macros[t[1:]]) if t.startswith("@") else [t])]
+        rules.append(Rule(re.compile(_expand(pattern, macros), re.M), float(weight), category, frozenset(trig), False))
+    index: dict[str, list[int]] = {}
+    for i, rule in enumerate(rules):
+        for w in rule.triggers:
+            index.setdefault(w, []).append(i)
+    return Lexicon(words, masks, rules, index)
+
+
+def _obfuscated_words(lowered: str, words: dict[str, Entry], masks: dict[str, str]) -> list[str]:
+    found = []
+    for token in _OBFUSCATED.findall(lowered):
+        plain = token.translate(_LEET)
+        if hit := plain if plain in words else masks.get(plain) or masks.get(token):
+            found.append(hit)
+    return found
+
+
+def match_details(text: str) -> tuple[list[tuple[str, float, str]], int]:
+    """([(matched text, weight, category), ...] for every match in `text`, its word count)."""
+    lex = _lexicon()
+    lowered, tokens = lower_words(text)
+    present = set(tokens)
+    found: list[tuple[str, float, str]] = []
+    hits = present & lex.words.keys()
+    # Words whose harmless sense the context selects ("the ass brayed") count neither alone nor in phrases.
+    innocent = {w for w in hits if not lex.words[w].innocent.isdisjoint(present)}
+    for word in hits - innocent:
+        entry = lex.words[word]
+        n = len(entry.cased.findall(text)) if entry.cased else tokens.count(word)
+        found += [(word, entry.weight, entry.category)] * n
+    if _OBFUSCATION_HINT.search(lowered):
+        found += [(w, lex.words[w].weight, lex.words[w].category) for w in _obfuscated_words(lowered, lex.words, lex.masks)]
+    candidates = sorted({i for w in present & lex.rules_by_word.keys() for i in lex.rules_by_word[w]})
+    for rule in map(lex.rules.__getitem__, candidates):
+        if rule.need_all:
+            if rule.triggers <= present and innocent.isdisjoint(rule.triggers):
+                found += [(m.group(), rule.weight, rule.category) for m in rule.regex.finditer(lowered)]
+            continue
+        # Patterns open with long alternations, slow to scan over a whole book: search only near
+        # the trigger words that made them candidates.
+        for start, end in _windows(lowered, rule.triggers & present):
+            found += [(m.group(), rule.weight, rule.category) for m in rule.regex.finditer(lowered, start, end)]
+    return found, len(tokens)
+
+
+def _windows(lowered: str, words: set[str]) -> list[tuple[int, int]]:
+    """Merged (start, end) spans of _WINDOW characters around every occurrence of `words`."""
+    if len(lowered) <= 2 * _WINDOW:
+        return [(0, len(lowered))]
+    spans = []
+    for word in words:
+        at = lowered.find(word)
+        while at != -1:
+            spans.append((max(0, at - _WINDOW), at + len(word) + _WINDOW))
+            at = lowered.find(word, at + len(word))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _combine(weights: list[float], n_words: int) -> float:
+    if not weights:
+        return 0.0
+    evidence = sum(-math.log1p(-min(w, 0.999)) for w in weights)
+    dilution = min(1.0, _DILUTION_WORDS / max(1, n_words))
+    return round(max(max(weights), 1.0 - math.exp(-evidence * dilution)), 4)
+
+
+def _score(text: str) -> float:
+    found, n_words = match_details(text)
+    return _combine([w for _, w, _ in found], n_words)
+
+
+def offensive_score(text: str) -> float:
+    """How offensive `text` is, in [0, 1]; >= 0.5 (the default threshold) means drop."""
+    return _score(text)
+
+
+def line_scores(text: str) -> list[float]:
+    """offensive_score of each line of text.split('\\n'); texts without any match skip the per-line pass."""
+    lines = text.split("\n")
+    if len(lines) == 1:
+        return [_score(text)]
+    if not match_details(text)[0]:
+        return [0.0] * len(lines)
+    return [_score(line) if line.strip() else 0.0 for line in lines]
