@@ -116,7 +116,13 @@ def read_manifest(path: Path | str) -> Manifest:
 
 
 def input_refs(paths: Iterable[Path]) -> list[InputRef]:
-    return [InputRef(path=str(Path(p).resolve()), sha256=sha256_file(Path(p))) for p in paths]
+    refs = []
+    for p in map(Path, paths):
+        if not p.is_file():
+            what = "run the previous stage first (or pass its manifest.json)" if p.name == MANIFEST else "no such file"
+            raise FileNotFoundError(f"no manifest at {p}: {what}" if p.suffix == ".json" else f"{p}: {what}")
+        refs.append(InputRef(path=str(p.resolve()), sha256=sha256_file(p)))
+    return refs
 
 
 def current_manifest(out_dir: Path, stage: str, inputs: list[InputRef], cfg_hash: str) -> Manifest | None:
