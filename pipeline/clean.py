@@ -46,7 +46,6 @@ def _clean(in_manifest: Path, stage_dir: Path, cfg: CleanConfig) -> tuple[dict, 
             sieve.drop(doc, reason, detail, score)  # quarantine the original text, not the cleaned one
         else:
             sieve.keep({**doc, "text": text})
-    outputs, stats = sieve.close()
-    stats["docs_changed"] = changed
+    outputs, stats = sieve.close("clean", {"docs_changed": changed})
     log.info("clean: kept %d of %d, dropped %s", stats["docs_kept"], stats["docs_in"], stats["dropped"])
     return outputs, stats

@@ -75,20 +75,27 @@ class Sieve:
         self.examples: dict[str, list[str]] = {}
         self.n_examples = examples
         self.bytes_kept = 0
+        self.lengths: dict[str, list[int]] = {"kept": [], "dropped": []}  # words, for the report
 
     def keep(self, doc: dict[str, Any]) -> None:
         self.kept.add(doc)
         self.bytes_kept += len(doc["text"].encode("utf-8"))
+        self.lengths["kept"].append(len(doc["text"].split()))
 
     def drop(self, doc: dict[str, Any], reason: str, detail: str = "", score: float | None = None) -> None:
         self.excluded.add({**doc, "reason": reason, "detail": detail, "score": score})
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        self.lengths["dropped"].append(len(doc["text"].split()))
         shown = self.examples.setdefault(reason, [])
         if len(shown) < self.n_examples:
             shown.append(f"{doc['id']}: {doc['text'][:160]!r}")
 
-    def close(self) -> tuple[dict[str, list[str]], dict[str, Any]]:
-        outputs = {
+    def close(self, stage: str, extra: dict[str, Any] | None = None,
+              scores: dict[str, list[float]] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Flush the shards and write the stage's data report; returns (outputs, stats)."""
+        from pipeline.data_report import write_data_report
+
+        outputs: dict[str, Any] = {
             "docs": rel_paths(self.kept.close(), self.stage_dir),
             "excluded": rel_paths(self.excluded.close(), self.stage_dir),
         }
@@ -98,7 +105,9 @@ class Sieve:
             "dropped": dict(sorted(self.dropped.items())),
             "bytes_kept": self.bytes_kept,
             "examples": self.examples,
+            **(extra or {}),
         }
+        outputs.update(write_data_report(self.stage_dir, stage, stats, self.lengths, scores))
         return outputs, stats
 
 

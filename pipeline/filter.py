@@ -46,7 +46,8 @@ def _drop_offensive_lines(doc: dict, cfg: FilterConfig, lines_out: ShardWriter) 
     return "\n".join(keep).strip("\n"), max(scores, default=0.0)
 
 
-def _screen(doc: dict, cfg: FilterConfig, sieve: Sieve, lines_out: ShardWriter, pii_counts: Counter) -> dict | None:
+def _screen(doc: dict, cfg: FilterConfig, sieve: Sieve, lines_out: ShardWriter, pii_counts: Counter,
+            scores: dict[str, list[float]]) -> dict | None:
     """Redact, then apply quality and offensive-content rules; None when the doc was dropped."""
     text = doc["text"]
     meta = json.loads(doc["meta"] or "{}")
@@ -58,15 +59,15 @@ def _screen(doc: dict, cfg: FilterConfig, sieve: Sieve, lines_out: ShardWriter, 
     if reason := quality_reason(text, cfg.quality):
         sieve.drop(doc, reason, f"profile={cfg.quality.profile}")
         return None
+    if cfg.toxicity.mode == "line" and text.count("\n") + 1 >= cfg.toxicity.line_mode_min_lines:
+        # A long document loses only its offending lines, whatever its overall score.
+        text, _ = _drop_offensive_lines({**doc, "text": text}, cfg, lines_out)
     score = offensive_score(text)
-    if score >= cfg.toxicity.threshold:
-        long_doc = text.count("\n") + 1 >= cfg.toxicity.line_mode_min_lines
-        if cfg.toxicity.mode == "line" and long_doc:
-            text, _ = _drop_offensive_lines({**doc, "text": text}, cfg, lines_out)
-            score = offensive_score(text)
-        if score >= cfg.toxicity.threshold or not text.strip():
-            sieve.drop(doc, "offensive", f"score={score:.2f}", score)
-            return None
+    if score >= cfg.toxicity.threshold or not text.strip():
+        sieve.drop(doc, "offensive", f"score={score:.2f}", score)
+        scores["dropped"].append(score)
+        return None
+    scores["kept"].append(score)
     meta["offensive_score"] = round(score, 4)
     return {**doc, "text": text, "meta": json.dumps(meta, ensure_ascii=False)}
 
@@ -78,9 +79,10 @@ def _filter(in_manifest: Path, stage_dir: Path, cfg: FilterConfig) -> tuple[dict
     lines_out = ShardWriter(stage_dir / "excluded_lines", "lines", LINE_SCHEMA)
     hasher = MinHasher(cfg.dedup.num_perm, cfg.dedup.shingle_size)
     pii_counts: Counter = Counter()
+    scores: dict[str, list[float]] = {"kept": [], "dropped": []}
     ids, keys, signatures = [], [], []
     for doc in iter_docs(source.output_list("docs")):
-        if (kept := _screen(doc, cfg, sieve, lines_out, pii_counts)) is None:
+        if (kept := _screen(doc, cfg, sieve, lines_out, pii_counts, scores)) is None:
             continue
         scratch.add(kept)
         ids.append(kept["id"])
@@ -96,9 +98,9 @@ def _filter(in_manifest: Path, stage_dir: Path, cfg: FilterConfig) -> tuple[dict
         else:
             sieve.keep(doc)
     shutil.rmtree(stage_dir / ".pass1", ignore_errors=True)
-    outputs, stats = sieve.close()
+    extra = {"pii_redacted": dict(pii_counts), "offensive_lines_dropped": lines_out.count}
+    outputs, stats = sieve.close("filter", extra, scores)
     outputs["excluded_lines"] = rel_paths(lines_out.close(), stage_dir)
-    stats.update(pii_redacted=dict(pii_counts), offensive_lines_dropped=lines_out.count)
     log.info("filter: kept %d of %d, dropped %s, pii %s", stats["docs_kept"], stats["docs_in"], stats["dropped"], dict(pii_counts))
     return outputs, stats
 

@@ -237,7 +237,6 @@ def _ingest(files: list[tuple[Path, str]], stage_dir: Path, cfg: IngestConfig) -
                 sieve.keep(doc)
     if sieve.kept.count == 0:
         raise IngestError(f"empty corpus: no documents in {[label for _, label in files]} (dropped: {sieve.dropped})")
-    outputs, stats = sieve.close()
-    stats.update(files=len(files), invalid_utf8_lines=decoder.bad_lines)
+    outputs, stats = sieve.close("ingest", {"files": len(files), "invalid_utf8_lines": decoder.bad_lines})
     log.info("ingest: %d files, %d docs kept, dropped %s", len(files), stats["docs_kept"], stats["dropped"])
     return outputs, stats
