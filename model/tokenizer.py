@@ -56,9 +56,9 @@ def train_tokenizer(
         _train(texts, buf, vocab_size, model_type, character_coverage, control_tokens, input_sentence_size)
     except RuntimeError as exc:
         if "Vocabulary size is smaller than required_chars" in str(exc):
-            need = str(exc).split("required_chars. ")[1].split(".")[0]
+            need = str(exc).split("required_chars. ")[1].split(".")[0].split(" vs ")[-1]
             raise ValueError(
-                f"tokenize.vocab_size={vocab_size} is too small for this corpus (needed vs given: {need}); byte "
+                f"tokenize.vocab_size={vocab_size} is too small for this corpus (it needs at least {need}); byte "
                 "fallback reserves 256 pieces plus one per covered character: raise vocab_size or lower character_coverage"
             ) from exc
         raise
@@ -113,13 +113,14 @@ class Tokenizer:
 
     def token_bytes(self) -> list[int]:
         """UTF-8 byte length of each piece ('▁' is a space); 0 for control and unknown pieces."""
-        out = []
-        for i in range(self.vocab_size):
-            piece = self.sp.id_to_piece(i)
+        pieces = self.sp.id_to_piece(list(range(self.vocab_size)))
+        return [self._piece_bytes(i, piece) for i, piece in enumerate(pieces)]
+
+    def _piece_bytes(self, i: int, piece: str) -> int:
+        # Control, unknown and byte pieces are all spelled <...>: only those need the (slower) type checks.
+        if piece.startswith("<"):
             if self.sp.is_control(i) or self.sp.is_unknown(i) or (piece.startswith("<|") and piece.endswith("|>")):
-                out.append(0)
-            elif self.sp.is_byte(i):
-                out.append(1)
-            else:
-                out.append(len(piece.replace("\u2581", " ").encode("utf-8")))
-        return out
+                return 0
+            if self.sp.is_byte(i):
+                return 1
+        return len(piece.replace("\u2581", " ").encode("utf-8"))

@@ -23,8 +23,10 @@ each rank its own generator (e.g. seeded with (seed, rank)).
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -47,22 +49,26 @@ def _fallback_dir(path: Path) -> Path:
     return root / hashlib.blake2b(str(path.resolve().parent).encode(), digest_size=8).hexdigest()
 
 
-def _unpack(pf: pq.ParquetFile, target: Path) -> None:
+def _unpack(pf: pq.ParquetFile, target: Path, stem: str) -> None:
     """Write the shard's tokens as .npy, one row group at a time, then rename into place."""
     dtype = np.dtype(pf.schema_arrow.field("tokens").type.to_pandas_dtype())
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(pf.metadata.num_rows,))
-    pos = 0
-    for i in range(pf.num_row_groups):
-        chunk = pf.read_row_group(i, columns=["tokens"]).column(0).to_numpy()
-        out[pos : pos + len(chunk)] = chunk
-        pos += len(chunk)
-    out.flush()
-    del out
-    os.replace(tmp, target)
-    for stale in target.parent.glob(f"{target.name.split('.')[0]}.*.npy"):
-        if stale != target:
-            stale.unlink(missing_ok=True)
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(pf.metadata.num_rows,))
+        pos = 0
+        for i in range(pf.num_row_groups):
+            chunk = pf.read_row_group(i, columns=["tokens"]).column(0).to_numpy()
+            out[pos : pos + len(chunk)] = chunk
+            pos += len(chunk)
+        out.flush()
+        del out
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    # Sidecars of earlier versions of this shard are dead weight.
+    for old in target.parent.glob(f"{glob.escape(stem)}.*.npy"):
+        if old != target and re.fullmatch(re.escape(stem) + r"\.[0-9a-f]{16}\.npy", old.name):
+            old.unlink(missing_ok=True)
 
 
 def open_tokens(path: Path | str, cache_dir: Path | str | None = None) -> np.ndarray:
@@ -78,7 +84,7 @@ def open_tokens(path: Path | str, cache_dir: Path | str | None = None) -> np.nda
         if not target.exists():
             try:
                 folder.mkdir(parents=True, exist_ok=True)
-                _unpack(pf, target)
+                _unpack(pf, target, path.stem)
             except OSError:
                 if folder == folders[-1]:
                     raise
@@ -88,6 +94,8 @@ def open_tokens(path: Path | str, cache_dir: Path | str | None = None) -> np.nda
 
 
 class TokenShards:
+    """One split's token shards as a single memory-mapped stream, read in windows by one data-parallel rank."""
+
     def __init__(self, paths: list[Path], rank: int = 0, world_size: int = 1, cache_dir: Path | str | None = None):
         if not paths:
             raise ValueError("no token shards given")
@@ -152,7 +160,9 @@ class TokenShards:
         n_windows = max(1, n // block_size)
         return np.arange(self.rank, n_windows, self.world_size, dtype=np.int64) * block_size
 
-    def sequential(self, batch_size: int, block_size: int, max_tokens: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def sequential(
+        self, batch_size: int, block_size: int, max_tokens: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Non-overlapping windows in order; the same batches every call (this rank's share of them)."""
         starts = self.sequential_starts(block_size, max_tokens)
         for i in range(0, len(starts), batch_size):

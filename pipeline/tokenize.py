@@ -19,9 +19,11 @@ and row count, and memory-maps that: zstd on disk and over the wire, zero-copy w
 
 The split is by document: a document goes to validation when the blake2b hash of its id falls
 under `val_fraction`. Encoding runs one task per docs shard, in a process pool (fork on Linux;
-each worker loads its own SentencePiece processor) with SentencePiece's batch encoding threads
-within; each task streams its shard in batches and writes its own token shards
-(`shard_<docs shard>_<part>.parquet`, atomically), so the output is the same for any worker count.
+each worker loads its own SentencePiece processor; small corpora stay in-process, where starting
+workers would cost more than it saves) with SentencePiece's batch encoding threads within. A task
+streams its shard in batches of 1024 documents (bounded memory), encodes the next batch in a
+thread while it writes this one, and writes its own token shards (`shard_<docs shard>_<part>.parquet`,
+atomically), so the output is byte-identical for any worker count.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ import multiprocessing as mp
 import os
 import re
 import shutil
-from concurrent.futures import ProcessPoolExecutor
+from bisect import bisect_left
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
-from itertools import chain
+from itertools import accumulate, chain
 from pathlib import Path
 from typing import Iterator
 
@@ -50,8 +53,10 @@ from pipeline.manifest import InputRef, Manifest, input_refs, read_manifest, run
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val")
+TOTALS = [f"{what}_{s}" for what in ("tokens", "docs", "bytes", "chars") for s in SPLITS]
 ROW_GROUP_TOKENS = 1 << 20
 SHARD_TOKENS = 1 << 26  # a token shard rolls over after the document that reaches this
+AUTO_BYTES_PER_WORKER = 8 << 20  # zstd docs shard bytes (about 25 MB of text) per automatic worker
 ENCODE_DOCS = 1024  # documents per SentencePiece batch call: enough to keep its threads busy
 # Knobs that change speed, never output: kept out of the config hash so changing them reuses a run.
 PERF_ONLY = {"num_workers"}
@@ -114,23 +119,22 @@ class _TokenWriter:
 
     def add(self, docs: list[list[int]]) -> tuple[list[int], list[int]]:
         """Appends eos to each document and buffers them; returns their (parts, offsets in part)."""
-        parts, offsets = [], []
-        i = 0
-        while i < len(docs):
+        parts: list[int] = []
+        offsets: list[int] = []
+        while docs:
+            starts = list(accumulate((len(d) + 1 for d in docs), initial=self.part_tokens))
             # A part closes after the document that reaches SHARD_TOKENS: documents never straddle parts.
-            j, size = i, 0
-            while j < len(docs) and self.part_tokens + size < SHARD_TOKENS:
-                parts.append(len(self.parts))
-                offsets.append(self.part_tokens + size)
-                docs[j].append(self.eos)  # the list is ours: SentencePiece's output, not the caller's data
-                size += len(docs[j])
-                j += 1
-            # One conversion per segment, not per document: the per-document numpy calls cost more
-            # than the conversion itself.
-            self._buffer(np.fromiter(chain.from_iterable(docs[i:j]), dtype=self.dtype, count=size))
+            j = bisect_left(starts, SHARD_TOKENS, 0, len(docs))
+            for d in docs[:j]:
+                d.append(self.eos)  # the lists are ours: SentencePiece's output, not the caller's data
+            parts += [len(self.parts)] * j
+            offsets += starts[:j]
+            # One conversion per batch, not per document: per-document numpy calls cost more than the copy.
+            size = starts[j] - self.part_tokens
+            self._buffer(np.fromiter(chain.from_iterable(docs[:j]), dtype=self.dtype, count=size))
             if self.part_tokens >= SHARD_TOKENS:
                 self._close_part()
-            i = j
+            docs = docs[j:]
         return parts, offsets
 
     def _buffer(self, tokens: np.ndarray) -> None:
@@ -146,17 +150,15 @@ class _TokenWriter:
         n = len(tokens) if final else len(tokens) // ROW_GROUP_TOKENS * ROW_GROUP_TOKENS
         if self.writer is None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self.writer = pq.ParquetWriter(self._tmp(), pa.schema([("tokens", pa.from_numpy_dtype(self.dtype))]),
-                                           compression="zstd")
+            schema = pa.schema([("tokens", pa.from_numpy_dtype(self.dtype))])
+            self.writer = pq.ParquetWriter(self.folder / self._name(tmp=True), schema, compression="zstd")
         self.writer.write_table(pa.table({"tokens": tokens[:n]}), row_group_size=ROW_GROUP_TOKENS)
         self.pending = [tokens[n:]] if n < len(tokens) else []
         self.pending_tokens = len(tokens) - n
 
-    def _tmp(self) -> Path:
-        return self.folder / f".{self._name()}.tmp{os.getpid()}"
-
-    def _name(self) -> str:
-        return f"{self.stem}_{len(self.parts):03d}.parquet"
+    def _name(self, tmp: bool = False) -> str:
+        name = f"{self.stem}_{len(self.parts):03d}.parquet"
+        return f".{name}.tmp{os.getpid()}" if tmp else name
 
     def _close_part(self) -> None:
         if self.pending:
@@ -164,7 +166,7 @@ class _TokenWriter:
         if self.writer is None:
             return
         self.writer.close()
-        os.replace(self._tmp(), self.folder / self._name())
+        os.replace(self.folder / self._name(tmp=True), self.folder / self._name())
         self.parts.append((self._name(), self.part_tokens))
         self.writer, self.part_tokens = None, 0
 
@@ -173,37 +175,60 @@ class _TokenWriter:
         return self.parts
 
 
-def _place(encoded: list[list[int]], val: np.ndarray, writers: dict) -> tuple[list[str], list[int], list[int]]:
+def _place(encoded: list[list[int]], val: list[bool], writers: dict) -> tuple[list[str], list[int], list[int]]:
     """Hands each split writer its documents; returns split, part and offset of each, in input order."""
-    placed = {s: iter(zip(*writers[s].add([e for e, v in zip(encoded, val) if v == (s == "val")]))) for s in SPLITS}
+    placed = {
+        "train": iter(zip(*writers["train"].add([e for e, v in zip(encoded, val) if not v]))),
+        "val": iter(zip(*writers["val"].add([e for e, v in zip(encoded, val) if v]))),
+    }
     splits = ["val" if v else "train" for v in val]
     where = [next(placed[s]) for s in splits]
     return splits, [w[0] for w in where], [w[1] for w in where]
 
 
+def _encode_batch(tok: Tokenizer, threads: int, batch: pa.RecordBatch) -> tuple[list[str], pa.Array, list[list[int]]]:
+    text = batch.column("text")
+    return batch.column("id").to_pylist(), text, tok.encode_batch(text.to_pylist(), num_threads=threads)
+
+
+def _one_ahead(fn, items: Iterator) -> Iterator:
+    """fn over items, the next result computed in a thread while the caller handles this one: SentencePiece
+    releases the GIL, so the Python work on one batch overlaps the encoding of the next."""
+    with ThreadPoolExecutor(1) as pool:
+        pending = None
+        for item in items:
+            upcoming = pool.submit(fn, item)
+            if pending is not None:
+                yield pending.result()
+            pending = upcoming
+        if pending is not None:
+            yield pending.result()
+
+
 def encode_shard(job: dict, progress=None) -> dict:
-    """Encode one docs shard into token shards of both splits; returns their names and index rows."""
+    """Encode one docs shard into token shards of both splits; returns their names, index rows, totals."""
     tok = Tokenizer(job["tokenizer"])
-    stage_dir, dtype = Path(job["stage_dir"]), np.dtype(job["dtype"])
-    writers = {s: _TokenWriter(stage_dir / s, f"shard_{job['shard']:05d}", dtype, tok.eos_id) for s in SPLITS}
+    writers = {s: _TokenWriter(Path(job["stage_dir"]) / s, f"shard_{job['shard']:05d}", np.dtype(job["dtype"]),
+                               tok.eos_id) for s in SPLITS}
     rows: dict[str, list] = {"id": [], "split": [], "part": [], "offset": [], "length": []}
-    n_bytes, n_chars = dict.fromkeys(SPLITS, 0), dict.fromkeys(SPLITS, 0)
-    for batch in pq.ParquetFile(job["docs"]).iter_batches(batch_size=ENCODE_DOCS, columns=["id", "text"]):
-        ids, text = batch.column("id").to_pylist(), batch.column("text")
-        encoded = tok.encode_batch(text.to_pylist(), num_threads=job["threads"])
-        val = np.array([is_val(i, job["val_fraction"]) for i in ids], dtype=bool)
-        rows["length"] += [len(e) + 1 for e in encoded]  # before the writers append eos to the lists
-        splits, parts, offsets = _place(encoded, val, writers)
-        rows["id"] += ids
-        rows["split"] += splits
-        rows["part"] += parts
-        rows["offset"] += offsets
-        for split, mask in (("train", ~val), ("val", val)):
-            n_bytes[split] += pc.sum(pc.binary_length(text.filter(mask))).as_py() or 0
-            n_chars[split] += pc.sum(pc.utf8_length(text.filter(mask))).as_py() or 0
+    totals = dict.fromkeys(TOTALS, 0)
+    batches = pq.ParquetFile(job["docs"]).iter_batches(batch_size=ENCODE_DOCS, columns=["id", "text"])
+    for ids, text, encoded in _one_ahead(partial(_encode_batch, tok, job["threads"]), batches):
+        val = [is_val(i, job["val_fraction"]) for i in ids]
+        lengths = [len(e) + 1 for e in encoded]  # before the writers append eos to the lists
+        for key, values in zip(rows, (ids, *_place(encoded, val, writers), lengths)):
+            rows[key] += values
+        in_val = np.array(val, dtype=bool)
+        for split, mask in (("train", ~in_val), ("val", in_val)):
+            totals[f"docs_{split}"] += int(mask.sum())
+            totals[f"bytes_{split}"] += pc.sum(pc.binary_length(text.filter(mask))).as_py() or 0
+            totals[f"chars_{split}"] += pc.sum(pc.utf8_length(text.filter(mask))).as_py() or 0
         if progress:
             progress(len(ids))
-    return {"parts": {s: w.close() for s, w in writers.items()}, "rows": rows, "bytes": n_bytes, "chars": n_chars}
+    parts = {s: w.close() for s, w in writers.items()}
+    for s in SPLITS:
+        totals[f"tokens_{s}"] = sum(n for _, n in parts[s])
+    return {"parts": parts, "rows": rows, "totals": totals}
 
 
 def _cpus() -> int:
@@ -255,30 +280,41 @@ def _tokenize(in_manifest: Path, stage_dir: Path, cfg: TokenizeConfig, reuse: Pa
     tok = _get_tokenizer(shards, stage_dir / "tokenizer.model", cfg, reuse)
     jobs, workers = _jobs(shards, tok, stage_dir, cfg)
     outputs: dict[str, list[str]] = {s: [] for s in SPLITS}
-    totals = {f"{what}_{s}": 0 for what in ("tokens", "docs", "bytes", "chars") for s in SPLITS}
+    t = dict.fromkeys(TOTALS, 0)
     index_tmp = stage_dir / ".docs.parquet.tmp"
-    n_docs = sum(j["docs_count"] for j in jobs)
     with pq.ParquetWriter(index_tmp, INDEX_SCHEMA, compression="zstd") as index, \
-            tqdm(total=n_docs, desc="tokenize", unit="doc", mininterval=1.0, dynamic_ncols=True) as bar:
+            tqdm(total=sum(j["docs_count"] for j in jobs), desc="tokenize", unit="doc", mininterval=1.0) as bar:
         for result in _run_jobs(jobs, workers, bar):
             index.write_table(_index_table(result["rows"], {s: len(outputs[s]) for s in SPLITS}))
             for s in SPLITS:
                 outputs[s] += [f"{s}/{name}" for name, _ in result["parts"][s]]
-                totals[f"tokens_{s}"] += sum(n for _, n in result["parts"][s])
-                totals[f"docs_{s}"] += result["rows"]["split"].count(s)
-                totals[f"bytes_{s}"] += result["bytes"][s]
-                totals[f"chars_{s}"] += result["chars"][s]
+            t = {k: t[k] + result["totals"][k] for k in TOTALS}
     os.replace(index_tmp, stage_dir / "docs.parquet")
-    _check_split(totals, cfg.val_fraction)
+    if t["tokens_train"] == 0 or (cfg.val_fraction > 0 and t["tokens_val"] == 0):
+        raise ValueError(f"tokenize: split left train={t['docs_train']} val={t['docs_val']} documents; "
+                         f"the corpus is too small for val_fraction={cfg.val_fraction}")
     np.save(stage_dir / "token_bytes.npy", np.asarray(tok.token_bytes(), dtype=np.int32))
-    stats = _stats(totals, tok.vocab_size, workers, outputs)
-    log.info("tokenize: vocab %d, %d train / %d val tokens", tok.vocab_size, stats["tokens_train"], stats["tokens_val"])
+    stats = {
+        "vocab_size": tok.vocab_size,
+        **{k: t[k] for k in ("tokens_train", "tokens_val", "docs_train", "docs_val", "bytes_val", "chars_val")},
+        "bytes_per_token": round((t["bytes_train"] + t["bytes_val"]) / max(1, t["tokens_train"] + t["tokens_val"]), 3),
+        "shards_train": len(outputs["train"]), "shards_val": len(outputs["val"]), "workers": workers,
+    }
+    log.info("tokenize: vocab %d, %d train / %d val tokens", tok.vocab_size, t["tokens_train"], t["tokens_val"])
     return {"tokenizer": "tokenizer.model", "token_bytes": "token_bytes.npy", "index": "docs.parquet", **outputs}, stats
+
+
+def _auto_workers(shards: list[Path]) -> int:
+    # Starting a worker costs about 0.1 s (measured, fork, 2 cores): below a few seconds of encoding
+    # each, SentencePiece's threads in this process are faster than more processes.
+    on_disk = sum(p.stat().st_size for p in shards)
+    return min(_cpus(), on_disk // AUTO_BYTES_PER_WORKER)
 
 
 def _jobs(shards: list[Path], tok: Tokenizer, stage_dir: Path, cfg: TokenizeConfig) -> tuple[list[dict], int]:
     """One picklable task per docs shard, and how many processes to run them in."""
-    workers = min(_cpus() if cfg.num_workers is None else max(1, cfg.num_workers), max(1, len(shards)))
+    workers = max(1, cfg.num_workers if cfg.num_workers is not None else _auto_workers(shards))
+    workers = min(workers, max(1, len(shards)))
     dtype = "uint16" if tok.vocab_size <= 1 << 16 else "uint32"
     jobs = [{"shard": k, "docs": str(p), "docs_count": pq.ParquetFile(p).metadata.num_rows, "tokenizer": str(tok.path),
              "stage_dir": str(stage_dir), "dtype": dtype, "val_fraction": cfg.val_fraction,
@@ -291,25 +327,3 @@ def _index_table(rows: dict[str, list], base: dict[str, int]) -> pa.Table:
     shard = [base[s] + p for s, p in zip(rows["split"], rows["part"])]
     return pa.table({"id": rows["id"], "split": rows["split"], "shard": shard, "offset": rows["offset"],
                      "length": rows["length"]}, schema=INDEX_SCHEMA)
-
-
-def _check_split(totals: dict[str, int], val_fraction: float) -> None:
-    if totals["tokens_train"] == 0 or (val_fraction > 0 and totals["tokens_val"] == 0):
-        raise ValueError(
-            f"tokenize: split left train={totals['docs_train']} val={totals['docs_val']} documents; "
-            f"the corpus is too small for val_fraction={val_fraction}"
-        )
-
-
-def _stats(totals: dict[str, int], vocab_size: int, workers: int, outputs: dict[str, list[str]]) -> dict:
-    tokens = totals["tokens_train"] + totals["tokens_val"]
-    return {
-        "vocab_size": vocab_size,
-        **{k: totals[k] for k in ("tokens_train", "tokens_val", "docs_train", "docs_val")},
-        "bytes_per_token": round((totals["bytes_train"] + totals["bytes_val"]) / max(1, tokens), 3),
-        "bytes_val": totals["bytes_val"],
-        "chars_val": totals["chars_val"],
-        "shards_train": len(outputs["train"]),
-        "shards_val": len(outputs["val"]),
-        "workers": workers,
-    }

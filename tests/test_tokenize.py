@@ -16,6 +16,7 @@ from pipeline.data import TokenShards
 from pipeline.docs import iter_docs
 from pipeline.ingest import ingest
 from pipeline.tokenize import tokenize
+from tests.conftest import POEM, STORIES
 
 EXOTIC = [
     "床前明月光，疑是地上霜。\n举头望明月，低头思故乡。",
@@ -26,17 +27,23 @@ EXOTIC = [
 CFG = dict(vocab_size=400, val_fraction=0.2, input_sentence_size=1000)
 
 
-@pytest.fixture
-def docs(corpus_dir: Path, tmp_path: Path):
-    """Ingested in shards of 8 documents so encoding has several tasks to spread over workers."""
-    (corpus_dir / "exotic.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in EXOTIC) + "\n")
-    return ingest([str(corpus_dir)], tmp_path / "run" / "ingest", IngestConfig(shard_docs=8))
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory):
+    """The conftest stories and poems plus exotic scripts, ingested once per module in shards of 8
+    documents so encoding has several tasks to spread over workers. Tests only read it."""
+    root = tmp_path_factory.mktemp("tokenize")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    (corpus / "stories.txt").write_text("\n<|endoftext|>\n".join(STORIES * 3) + "\n", encoding="utf-8")
+    (corpus / "poems.txt").write_text(POEM + "\n%\n" + POEM.replace("moon", "sun") + "\n", encoding="utf-8")
+    (corpus / "exotic.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in EXOTIC) + "\n", encoding="utf-8")
+    return ingest([str(corpus)], root / "run" / "ingest", IngestConfig(shard_docs=8))
 
 
-@pytest.fixture
-def tok_run(docs, tmp_path: Path):
+@pytest.fixture(scope="module")
+def tok_run(docs):
     cfg = TokenizeConfig(**CFG, num_workers=1)
-    return docs, tokenize(docs.path, tmp_path / "run" / "tokenize", cfg), cfg
+    return docs, tokenize(docs.path, docs.run_dir / "tokenize", cfg), cfg
 
 
 def _texts(docs) -> dict[str, str]:
@@ -137,12 +144,23 @@ def test_reuse_tokenizer_from_path_folder_and_model_uri(tok_run, tmp_path: Path,
     fake.download_checkpoint = lambda uri: ckpt if uri == "models:/quill@champion" else None
     monkeypatch.setitem(sys.modules, "pipeline.tracking", fake)
     for i, ref in enumerate([str(tok_file), str(ckpt), "models:/quill@champion"]):
-        reused = tokenize(docs.path, tmp_path / f"reuse{i}" / "tokenize", cfg.model_copy(update={"reuse_tokenizer": ref}))
+        reuse_cfg = cfg.model_copy(update={"reuse_tokenizer": ref})
+        reused = tokenize(docs.path, tmp_path / f"reuse{i}" / "tokenize", reuse_cfg)
         assert reused.output("tokenizer").read_bytes() == tok_file.read_bytes()
         assert np.array_equal(TokenShards(reused.output_list("val")).tokens, TokenShards(m.output_list("val")).tokens)
     assert reused.inputs[-1].path == "models:/quill@champion"
     with pytest.raises(FileNotFoundError, match="no tokenizer.model"):
         tokenize(docs.path, tmp_path / "bad" / "tokenize", cfg.model_copy(update={"reuse_tokenizer": str(tmp_path)}))
+
+
+def test_unigram_by_config_round_trips_and_is_deterministic(docs, tmp_path: Path):
+    cfg = TokenizeConfig(**CFG, model_type="unigram", num_workers=1)
+    a, b = (tokenize(docs.path, tmp_path / name / "tokenize", cfg) for name in ("a", "b"))
+    assert a.output("tokenizer").read_bytes() == b.output("tokenizer").read_bytes()
+    tok = Tokenizer(a.output("tokenizer"))
+    assert tok.sp.piece_to_id("<|poem|>") != tok.sp.unk_id()
+    for text in list(_texts(docs).values()) + EXOTIC:
+        assert tok.decode(tok.encode(text)) == text
 
 
 def test_long_documents_are_cut_at_line_breaks_for_training():
@@ -153,8 +171,7 @@ def test_long_documents_are_cut_at_line_breaks_for_training():
     assert list(training_pieces(["y" * 250], max_chars=100)) == ["y" * 100, "y" * 100, "y" * 50]
 
 
-def test_too_small_vocab_is_a_clear_error(corpus_dir: Path, tmp_path: Path):
-    docs = ingest([str(corpus_dir)], tmp_path / "run" / "ingest", IngestConfig())
+def test_too_small_vocab_is_a_clear_error(docs, tmp_path: Path):
     with pytest.raises(ValueError, match="vocab_size=100 is too small"):
         tokenize(docs.path, tmp_path / "run" / "tokenize", TokenizeConfig(vocab_size=100))
     assert not (tmp_path / "run" / "tokenize" / "manifest.json").exists()
