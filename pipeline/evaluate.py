@@ -1,93 +1,290 @@
-"""Evaluate: held-out loss in bits per byte and generated samples from a prompt set.
+"""Evaluate: held-out loss, what the model writes, its biases, and where it looks, in one report.
 
     quill stage evaluate --input data/runs/dev/train/manifest.json --out data/runs/dev/evaluate
 
-The validation shards are found through the train manifest's own input (the tokenize manifest).
-Writes `metrics.json`, `samples.jsonl` and `report.md`.
+- validation shards (found through the train manifest's input, the tokenize manifest): loss,
+  perplexity, bits per byte and bits per character;
+- samples from a prompt set (cfg.prompts, or cfg.prompt_file), several per prompt: distinct-1/2/3,
+  self-BLEU, seq-rep-4, mean length, share stopped on eos, and memorisation: the share of the
+  samples' n-grams found verbatim in the training shards (pipeline/eval_metrics.py);
+- bias and safety: share of samples the filter stage's offensive-content classifier flags, the
+  stereotype-pair probe and the sentiment gap across demographic prompt groups
+  (pipeline/bias_probe.py);
+- an attention heat-map (heads averaged, one panel per layer) of the first sample.
+
+Every prompt is read as the start of a document (after an eos, as in the training stream).
+Sampling is seeded (cfg.seed), so the same checkpoint and config give the same samples.
+Writes metrics.json (flat numbers), samples.jsonl, bias.json (per-pair scores, per-group
+sentiment, demographic continuations), attention_map.png, report.md and a self-contained
+report.html (metrics, loss curve, attention map and samples, images inlined).
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 import logging
+import math
+import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from model import SamplingConfig, generate, load_checkpoint
 from model.tokenizer import Tokenizer
+from pipeline import bias_probe, eval_metrics as em
 from pipeline.config import EvaluateConfig
 from pipeline.data import TokenShards
 from pipeline.loss_eval import evaluate_loss
 from pipeline.manifest import Manifest, input_refs, read_manifest, run_stage
+from pipeline.toxicity import offensive_score
+from pipeline.tracking import NullTracker, Tracker
 from pipeline.train import resolve_device
 
 log = logging.getLogger(__name__)
+BATCH_ROWS = 64  # prompts generated together; more only costs memory
 
 
-def evaluate(train_manifest: Path, out_dir: Path, cfg: EvaluateConfig, force: bool = False) -> Manifest:
+def evaluate(train_manifest: Path, out_dir: Path, cfg: EvaluateConfig, force: bool = False,
+             tracker: Tracker | None = None) -> Manifest:
+    """Run the evaluation stage; with a tracker, its output files are logged under `evaluation/`."""
     return run_stage("evaluate", out_dir, input_refs([train_manifest]), cfg,
-                     lambda tmp: _evaluate(Path(train_manifest), tmp, cfg), force=force)
+                     lambda tmp: _evaluate(Path(train_manifest), tmp, cfg, tracker or NullTracker()), force=force)
 
 
-def distinct_n(samples: list[list[int]], n: int) -> float:
-    """Share of unique n-grams among all n-grams of the samples (0 when there are none)."""
-    grams = [tuple(s[i : i + n]) for s in samples for i in range(len(s) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else 0.0
+def load_prompts(cfg: EvaluateConfig) -> list[str]:
+    """cfg.prompts, or the prompt file's: a JSON list, or one prompt per line ('#' lines are comments)."""
+    if cfg.prompt_file is None:
+        prompts = list(cfg.prompts)
+    else:
+        text = bias_probe.data_file(cfg.prompt_file, "prompts.txt").read_text(encoding="utf-8")
+        if text.lstrip().startswith("["):
+            prompts = [str(p) for p in json.loads(text)]
+        else:
+            prompts = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if not prompts:
+        raise ValueError(f"evaluate: no prompts (prompts={cfg.prompts}, prompt_file={cfg.prompt_file})")
+    return prompts
 
 
-def sample_texts(ckpt_dir: Path, prompts: list[str], cfg: EvaluateConfig, n: int) -> list[dict]:
-    model, _, _ = load_checkpoint(ckpt_dir)
-    tok = Tokenizer(ckpt_dir / "tokenizer.model")
-    sampling = SamplingConfig(
-        strategy="greedy" if cfg.temperature == 0 else "sample", max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature or 1.0, top_k=cfg.top_k, top_p=cfg.top_p, seed=cfg.seed, eos_id=tok.eos_id,
-    )
-    prompt_ids = [tok.encode(p) for p in prompts for _ in range(n)]
-    outs = generate(model, prompt_ids, sampling)
-    rows = []
-    for i, (ids, new) in enumerate(zip(prompt_ids, outs)):
-        prompt = prompts[i // n]
-        rows.append({"prompt": prompt, "text": prompt + tok.decode(new), "new_tokens": new,
-                     "stopped_on_eos": len(new) < cfg.max_new_tokens})
-    return rows
+def sampling_config(cfg: EvaluateConfig, eos_id: int, max_new_tokens: int, seed: int) -> SamplingConfig:
+    return SamplingConfig(strategy="greedy" if cfg.temperature == 0 else "sample", max_new_tokens=max_new_tokens,
+                          temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, seed=seed, eos_id=eos_id)
 
 
-def _evaluate(train_manifest: Path, stage_dir: Path, cfg: EvaluateConfig) -> tuple[dict, dict]:
+def sample_rows(model, tok: Tokenizer, prompts: list[str], sampling: SamplingConfig, n: int,
+                use_cache: bool = True) -> list[dict]:
+    """n samples of each prompt: {prompt, text, new_tokens, stopped_on_eos}, in prompt order.
+
+    Rows go to generate() BATCH_ROWS at a time, batch b with seed + b, so batches draw different
+    random numbers. With no stop strings, a row shorter than max_new_tokens ended on eos.
+    """
+    ids = [[tok.eos_id] + tok.encode(p) for p in prompts for _ in range(n)]
+    outs: list[list[int]] = []
+    for b, start in enumerate(range(0, len(ids), BATCH_ROWS)):
+        seed = None if sampling.seed is None else sampling.seed + b
+        outs += generate(model, ids[start : start + BATCH_ROWS], replace(sampling, seed=seed), use_cache=use_cache)
+    return [{"prompt": prompts[i // n], "text": prompts[i // n] + tok.decode(new), "new_tokens": new,
+             "stopped_on_eos": len(new) < sampling.max_new_tokens} for i, new in enumerate(outs)]
+
+
+def sample_metrics(samples: list[dict], train_shards: list[Path], cfg: EvaluateConfig) -> dict[str, float]:
+    new = [s["new_tokens"] for s in samples]
+    rate = em.memorised_share(new, TokenShards(train_shards).arrays, cfg.novelty_n)
+    return {**{f"distinct_{n}": em.distinct_n(new, n) for n in (1, 2, 3)},
+            "self_bleu": em.self_bleu(new), "seq_rep_4": em.seq_rep_n(new, 4), "mean_length": em.mean_length(new),
+            "eos_stop_rate": em.share(s["stopped_on_eos"] for s in samples),
+            "memorised_ngram_rate": rate, "novelty": 1.0 - rate}
+
+
+def bias_metrics(model, tok: Tokenizer, cfg: EvaluateConfig) -> tuple[dict[str, float], dict]:
+    """Stereotype probe and sentiment gap: (metrics, details for bias.json)."""
+    pairs = bias_probe.load_pairs(cfg.stereotype_pairs_file)
+    rows = bias_probe.score_pairs(pairs, bias_probe.model_scorer(model, tok),
+                                  lambda p: bias_probe.pair_covered(tok.sp, p, cfg.stereotype_max_pieces))
+    metrics = bias_probe.stereotype_preference(rows)
+    groups = bias_probe.load_group_prompts(cfg.demographic_prompts_file)
+    flat = [p for prompts in groups.values() for p in prompts]
+    sampling = sampling_config(cfg, tok.eos_id, cfg.bias_max_new_tokens, cfg.seed + 1)
+    continuations = sample_rows(model, tok, flat, sampling, cfg.bias_samples_per_prompt)
+    by_group = {g: [r["text"][len(r["prompt"]):] for r in continuations if r["prompt"] in prompts]
+                for g, prompts in groups.items()}
+    details = {"pairs": rows, "continuations": [{"prompt": r["prompt"], "text": r["text"]} for r in continuations]}
+    if (scorer := bias_probe.vader_scorer()) is not None:
+        metrics["sentiment_gap"], details["sentiment_by_group"] = bias_probe.sentiment_gap(by_group, scorer)
+    return metrics, details
+
+
+def _evaluate(train_manifest: Path, stage_dir: Path, cfg: EvaluateConfig, tracker: Tracker) -> tuple[dict, dict]:
     train_m = read_manifest(train_manifest)
     tok_m = read_manifest(train_m.inputs[0].path)
     ckpt = train_m.output("checkpoint")
-    model, gpt_cfg, _ = load_checkpoint(ckpt)
     device = resolve_device("auto")
-    model.to(device)
+    model, gpt_cfg, _ = load_checkpoint(ckpt, device=str(device))
+    tok = Tokenizer(ckpt / "tokenizer.model")
     val = evaluate_loss(
         model, TokenShards(tok_m.output_list("val")), np.load(tok_m.output("token_bytes"), allow_pickle=False),
         gpt_cfg.block_size, 16, device, None, tok_m.stats["bytes_val"] / max(1, tok_m.stats["chars_val"]),
     )
-    torch.manual_seed(cfg.seed)
-    samples = sample_texts(ckpt, cfg.prompts, cfg, cfg.samples_per_prompt)
-    new = [s["new_tokens"] for s in samples]
-    metrics = {
-        "val_loss": val["loss"], "val_perplexity": val["perplexity"], "val_bpb": val["bpb"], "val_bpc": val["bpc"],
-        "val_tokens": val["tokens"],
-        "distinct_1": distinct_n(new, 1), "distinct_2": distinct_n(new, 2), "distinct_3": distinct_n(new, 3),
-        "mean_length": float(np.mean([len(s) for s in new])) if new else 0.0,
-        "eos_stop_rate": float(np.mean([s["stopped_on_eos"] for s in samples])) if samples else 0.0,
-    }
+    samples = sample_rows(model, tok, load_prompts(cfg), sampling_config(cfg, tok.eos_id, cfg.max_new_tokens, cfg.seed),
+                          cfg.samples_per_prompt)
+    bias, details = bias_metrics(model, tok, cfg)
+    texts = [s["text"] for s in samples] + [c["text"] for c in details["continuations"]]
+    metrics = {"val_loss": val["loss"], "val_perplexity": val["perplexity"], "val_bpb": val["bpb"],
+               "val_bpc": val["bpc"], "val_tokens": val["tokens"],
+               **sample_metrics(samples, tok_m.output_list("train"), cfg),
+               "offensive_sample_rate": em.share(offensive_score(t) >= cfg.offensive_threshold for t in texts),
+               **bias}
+    first = samples[0]
+    plot_attention(model, tok, [tok.eos_id] + tok.encode(first["prompt"]) + first["new_tokens"],
+                   stage_dir / "attention_map.png", min(cfg.attention_tokens, gpt_cfg.block_size))
+    _write_outputs(stage_dir, metrics, samples, details, train_m)
+    outputs = {"metrics": "metrics.json", "samples": "samples.jsonl", "bias": "bias.json",
+               "attention_map": "attention_map.png", "report": "report.md", "report_html": "report.html"}
+    for name in outputs.values():
+        tracker.log_artifact(stage_dir / name, "evaluation")
+    log.info("evaluate: val bpb %.4f, distinct-2 %.3f, offensive %.3f, stereotype preference %.3f", metrics["val_bpb"],
+             metrics["distinct_2"], metrics["offensive_sample_rate"], metrics["stereotype_preference"])
+    return outputs, metrics
+
+
+def _write_outputs(stage_dir: Path, metrics: dict, samples: list[dict], details: dict, train_m: Manifest) -> None:
     (stage_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     with open(stage_dir / "samples.jsonl", "w", encoding="utf-8") as fh:
         for s in samples:
             fh.write(json.dumps({k: v for k, v in s.items() if k != "new_tokens"}, ensure_ascii=False) + "\n")
-    (stage_dir / "report.md").write_text(render_report(metrics, samples), encoding="utf-8")
-    log.info("evaluate: val bpb %.4f, val loss %.4f", metrics["val_bpb"], metrics["val_loss"])
-    return {"metrics": "metrics.json", "samples": "samples.jsonl", "report": "report.md"}, metrics
+    (stage_dir / "bias.json").write_text(json.dumps(_finite(details), indent=1, ensure_ascii=False), encoding="utf-8")
+    (stage_dir / "report.md").write_text(render_markdown(metrics, samples, details), encoding="utf-8")
+    loss_curve = train_m.output("loss_curve") if "loss_curve" in train_m.outputs else None
+    images = {"Loss curve": loss_curve, "Attention of the first sample": stage_dir / "attention_map.png"}
+    (stage_dir / "report.html").write_text(render_html(metrics, samples, details, images), encoding="utf-8")
 
 
-def render_report(metrics: dict, samples: list[dict]) -> str:
-    lines = ["# Evaluation", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items()]
-    lines += ["", "## Samples", ""]
+def _finite(obj):
+    """nan (a sentence too long to score) as null, so bias.json is strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    return [_finite(v) for v in obj] if isinstance(obj, list) else obj
+
+
+def plot_attention(model, tok: Tokenizer, ids: list[int], path: Path, max_tokens: int) -> None:
+    """Heat-maps of attention weights (query rows, key columns), heads averaged, one panel per layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    ids = ids[:max_tokens]
+    device = model.transformer.wte.weight.device
+    maps = model.attention_maps(torch.tensor([ids], device=device))  # n_layer x (1, nh, T, T)
+    pieces = [tok.sp.id_to_piece(i).replace("\u2581", "_").replace("\n", "\\n") for i in ids]
+    labels = ["<eos>" if i == tok.eos_id else piece for i, piece in zip(ids, pieces)]
+    cols = min(len(maps), 4)
+    rows = math.ceil(len(maps) / cols)
+    side = 1.2 + 0.16 * len(ids)
+    fig, axes = plt.subplots(rows, cols, figsize=(side * cols, side * rows), dpi=100, squeeze=False)
+    for layer, ax in enumerate(axes.flat):
+        if layer >= len(maps):
+            ax.axis("off")
+            continue
+        ax.imshow(maps[layer][0].mean(dim=0).float().cpu().numpy(), cmap="viridis", vmin=0.0)
+        ax.set_title(f"layer {layer} (mean of heads)", fontsize=8)
+        ax.set_xticks(range(len(ids)), labels, rotation=90, fontsize=6)
+        ax.set_yticks(range(len(ids)), labels, fontsize=6)
+    fig.suptitle("attention weights: rows = query token, columns = key token", fontsize=9)
+    with warnings.catch_warnings():
+        # pieces in scripts the default font lacks (CJK) are drawn as boxes; the map itself is right
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig.tight_layout()
+        fig.savefig(path)
+    plt.close(fig)
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+SECTIONS = {
+    "Validation (held-out shards)": ("val_",),
+    "Samples": ("distinct_", "self_bleu", "seq_rep_4", "mean_length", "eos_stop_rate", "memorised_", "novelty"),
+    "Bias and safety": ("offensive_", "stereotype_", "sentiment_"),
+}
+
+
+HELP = {
+    "val_loss": "mean cross-entropy per token on the validation shards (nats)",
+    "val_perplexity": "exp(val_loss)",
+    "val_bpb": "bits per UTF-8 byte of held-out text (tokenizer-independent; register gates on it)",
+    "val_bpc": "bits per character of held-out text",
+    "val_tokens": "validation tokens scored",
+    "distinct_1": "unique / all tokens over all samples (higher = more varied)",
+    "distinct_2": "unique / all token 2-grams over all samples",
+    "distinct_3": "unique / all token 3-grams over all samples",
+    "self_bleu": "BLEU-4 of each sample against the others (lower = samples differ more)",
+    "seq_rep_4": "repeated 4-grams within a sample (higher = more rambling loops)",
+    "mean_length": "new tokens per sample",
+    "eos_stop_rate": "share of samples that ended on eos before max_new_tokens",
+    "memorised_ngram_rate": "share of sampled token n-grams found verbatim in the training shards",
+    "novelty": "1 - memorised_ngram_rate",
+    "offensive_sample_rate": "share of all generated texts the filter stage's classifier flags",
+    "stereotype_preference": "share of covered pairs where the stereotyped sentence is likelier (0.5 = none)",
+    "stereotype_coverage": "share of pairs whose differing words the vocabulary represents well",
+    "sentiment_gap": "max - min of mean continuation sentiment across demographic groups",
+}
+
+
+def _sections(metrics: dict) -> dict[str, list[tuple[str, float, str]]]:
+    def help_for(key: str) -> str:
+        return HELP.get(key) or ("stereotype_preference within one category" if key.startswith("stereotype_preference_") else "")
+
+    return {title: [(k, v, help_for(k)) for k, v in metrics.items() if k.startswith(prefixes)]
+            for title, prefixes in SECTIONS.items()}
+
+
+def render_markdown(metrics: dict, samples: list[dict], details: dict) -> str:
+    lines = ["# Evaluation", ""]
+    for title, items in _sections(metrics).items():
+        lines += [f"## {title}", "", "| metric | value | meaning |", "|---|---:|---|"]
+        lines += [f"| {k} | {v:.4f} | {h} |" for k, v, h in items] + [""]
+    if "sentiment_by_group" in details:
+        lines += ["Mean sentiment (VADER compound) of continuations by group:", ""]
+        lines += ["| group | sentiment |", "|---|---:|"]
+        lines += [f"| {g} | {v:+.3f} |" for g, v in details["sentiment_by_group"].items()] + [""]
+    lines += ["Images: `report.html` (loss curve, attention map). Per-pair scores: `bias.json`.", "", "## Samples", ""]
     for s in samples:
         lines += [f"**{s['prompt']}**", "", "> " + s["text"].replace("\n", "\n> "), ""]
     return "\n".join(lines)
+
+
+def _img(path: Path | None) -> str:
+    if path is None or not Path(path).is_file():
+        return "<p><em>not available</em></p>"
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(Path(path).name)}" src="data:image/png;base64,{data}" style="max-width:100%">'
+
+
+def render_html(metrics: dict, samples: list[dict], details: dict, images: dict[str, Path | None]) -> str:
+    """One self-contained page: metric tables, group sentiment, images inlined as base64, samples."""
+    esc = html.escape
+    parts = ["<!doctype html><meta charset='utf-8'><title>Quill evaluation</title>",
+             "<style>body{font-family:sans-serif;max-width:60em;margin:auto}td,th{padding:2px 8px}"
+             "td.n{text-align:right;font-family:monospace}"
+             "pre{white-space:pre-wrap;background:#f6f6f6;padding:6px}</style>",
+             "<h1>Evaluation</h1>"]
+    for title, items in _sections(metrics).items():
+        rows = "".join(f"<tr><td>{esc(k)}</td><td class=n>{v:.4f}</td><td>{esc(h)}</td></tr>" for k, v, h in items)
+        head = "<tr><th>metric</th><th>value</th><th>meaning</th></tr>"
+        parts.append(f"<h2>{esc(title)}</h2><table>{head}{rows}</table>")
+    if "sentiment_by_group" in details:
+        rows = "".join(f"<tr><td>{esc(g)}</td><td class=n>{v:+.3f}</td></tr>"
+                       for g, v in details["sentiment_by_group"].items())
+        parts.append(f"<h3>Sentiment of continuations by group</h3><table>{rows}</table>")
+    for title, path in images.items():
+        parts.append(f"<h2>{esc(title)}</h2>{_img(path)}")
+    parts.append("<h2>Samples</h2>")
+    parts += [f"<p><b>{esc(s['prompt'])}</b>{' (eos)' if s['stopped_on_eos'] else ''}</p><pre>{esc(s['text'])}</pre>"
+              for s in samples]
+    return "\n".join(parts)
