@@ -2,8 +2,9 @@
 
 Tracking location: `MLFLOW_TRACKING_URI` when set (a real server, say), else the embedded store
 `sqlite:///mlruns/mlflow.db` relative to the working directory. Experiments created on a SQLite
-store keep their artifacts beside the database (`mlruns/artifacts`). Runs are addressed by id through `MlflowClient`, never through the thread-local
-"active run", so a Prefect task in any thread can log to the run its flow opened.
+store keep their artifacts beside the database (`mlruns/artifacts`); on a server, artifacts go
+where the server says. Runs are addressed by id through `MlflowClient`, never through the
+thread-local "active run", so a Prefect task in any thread can log to the run its flow opened.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -58,3 +59,93 @@ def corpus_dir_module(tmp_path_factory) -> Path:
     (d / "stories.txt").write_text("\n<|endoftext|>\n".join(STORIES * 3) + "\n", encoding="utf-8")
     (d / "poems.txt").write_text((POEM + "\n%\n") * 4, encoding="utf-8")
     return d
+
+
+# --- MLflow registry fixtures (tests/test_register.py, tests/test_serve.py) ----------------------
+
+@pytest.fixture(scope="session")
+def mlflow_blank_db(tmp_path_factory) -> Path:
+    """An MLflow SQLite database with its tables created once: migrations take ~8 s per new database."""
+    from mlflow import MlflowClient
+
+    folder = tmp_path_factory.mktemp("mlflow_blank")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)  # MLflow puts the Default experiment's artifacts under the cwd: not the repo's mlruns/
+        MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+    return folder / "mlflow.db"
+
+
+def copy_blank_db(blank: Path, folder: Path) -> str:
+    """A fresh store in folder/mlruns/ from the blank database; returns its tracking URI."""
+    import shutil
+    import sqlite3
+
+    db = folder / "mlruns" / "mlflow.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(blank, db)
+    with sqlite3.connect(db) as con:  # the Default experiment's artifacts: this store's, not the template's
+        con.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                    ((db.parent / "artifacts" / "0").as_uri(),))
+    con.close()
+    return f"sqlite:///{db}"
+
+
+@contextlib.contextmanager
+def mlflow_at(uri: str):
+    """MLFLOW_TRACKING_URI and MLFLOW_REGISTRY_URI at uri inside; on the way out MLflow's global URIs
+    (which `configure()` sets, and which win over the environment) are cleared and the variables restored."""
+    import mlflow
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("MLFLOW_REGISTRY_URI", uri)
+        try:
+            yield uri
+        finally:
+            mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)
+
+
+@pytest.fixture
+def mlflow_registry(tmp_path: Path, mlflow_blank_db: Path):
+    """Like mlflow_store (MLFLOW_TRACKING_URI at a fresh store under tmp_path), but starts from the blank database."""
+    with mlflow_at(copy_blank_db(mlflow_blank_db, tmp_path)) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="session")
+def tiny_evaluated(tmp_path_factory):
+    """The evaluate manifest of ingest -> tokenize -> train (4 steps, 1 layer) -> evaluate on a small corpus."""
+    from pipeline.config import EvaluateConfig, IngestConfig, ModelConfig, TokenizeConfig, TrainConfig
+    from pipeline.evaluate import evaluate
+    from pipeline.ingest import ingest
+    from pipeline.tokenize import tokenize
+    from pipeline.train import train
+
+    root = tmp_path_factory.mktemp("tiny_evaluated")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    (corpus / "stories.txt").write_text("\n<|endoftext|>\n".join(STORIES * 3) + "\n", encoding="utf-8")
+    (corpus / "poems.txt").write_text((POEM + "\n%\n") * 4, encoding="utf-8")
+    run = root / "run"
+    m = ingest([str(corpus)], run / "ingest", IngestConfig())
+    m = tokenize(m.path, run / "tokenize", TokenizeConfig(vocab_size=400, val_fraction=0.2))
+    m = train(m.path, run / "train", TrainConfig(max_steps=4, batch_size=4, eval_every=4, warmup_steps=1),
+              ModelConfig(block_size=32, n_layer=1, n_head=2, n_embd=32))
+    # Short bias-probe sampling where the evaluate stage has those knobs (names it does not know are left out).
+    quick = {"max_new_tokens": 8, "samples_per_prompt": 1, "bias_samples_per_prompt": 1, "bias_max_new_tokens": 4}
+    quick = {k: v for k, v in quick.items() if k in EvaluateConfig.model_fields}
+    return evaluate(m.path, run / "evaluate", EvaluateConfig(**quick))
+
+
+@pytest.fixture(scope="session")
+def registered_store(tmp_path_factory, mlflow_blank_db: Path, tiny_evaluated) -> str:
+    """A tracking URI whose registry holds `quill` version 1 (champion) from tiny_evaluated; read it, do not write."""
+    from pipeline.config import RegisterConfig
+    from pipeline.register import register
+
+    root = tmp_path_factory.mktemp("registered")
+    uri = copy_blank_db(mlflow_blank_db, root)
+    with mlflow_at(uri):
+        register(tiny_evaluated.path, root / "register", RegisterConfig())
+    return uri

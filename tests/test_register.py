@@ -1,58 +1,85 @@
-"""Registration: gate cases, alias moves, idempotency, pyfunc load + predict round trip."""
+"""Registration: gate cases, alias moves, idempotency, pyfunc load + predict, `quill generate --model models:/...`."""
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from pipeline.register import gate
+from pipeline.register import Scores, gate, scores_from
+
+S = Scores
 
 
 @pytest.mark.parametrize(
-    "candidate, champion, margin, promote",
+    "candidate, champion, margin, tolerance, promote",
     [
-        (2.0, None, 0.0, True),    # first model
-        (1.9, 2.0, 0.05, True),    # better by more than the margin
-        (2.1, 2.0, 0.0, False),    # worse
-        (1.98, 2.0, 0.05, False),  # better, but within the margin
-        (2.0, 2.0, 0.0, False),    # equal
+        (S(2.0), None, 0.0, 0.0, True),                  # first model
+        (S(1.9), S(2.0), 0.05, 0.0, True),               # better by more than the margin
+        (S(2.1), S(2.0), 0.0, 0.0, False),               # worse
+        (S(1.98), S(2.0), 0.05, 0.0, False),             # better, but within the margin
+        (S(1.95), S(2.0), 0.05, 0.0, False),             # better by exactly the margin
+        (S(2.0), S(2.0), 0.0, 0.0, False),               # equal
+        (S(1.5, 0.2), S(2.0, 0.1), 0.0, 0.0, False),     # better bpb, more offensive samples
+        (S(1.5, 0.1), S(2.0, 0.1), 0.0, 0.0, True),      # better bpb, offensive rate equal
+        (S(1.5, 0.0), S(2.0, 0.1), 0.0, 0.0, True),      # better on both
+        (S(1.5, 0.15), S(2.0, 0.1), 0.0, 0.1, True),     # more offensive, but within the tolerance
+        (S(1.5), S(None), 0.0, 0.0, False),              # champion without val_bpb (set by hand)
+        (S(1.5), S(math.nan), 0.0, 0.0, False),          # champion's val_bpb unusable
+        (S(math.nan), None, 0.0, 0.0, False),            # a diverged candidate never becomes champion
+        (S(None), S(2.0), 0.0, 0.0, False),              # candidate without val_bpb
     ],
 )
-def test_gate(candidate, champion, margin, promote):
-    assert gate(candidate, champion, margin)[0] is promote
+def test_gate(candidate, champion, margin, tolerance, promote):
+    ok, why = gate(candidate, champion, margin, tolerance)
+    assert ok is promote and why
 
 
-@pytest.fixture(scope="module")
-def evaluated(tmp_path_factory, corpus_dir_module):
-    """ingest -> tokenize -> train (a few steps) -> evaluate on the small fixture corpus."""
-    from pipeline.config import EvaluateConfig, IngestConfig, ModelConfig, TokenizeConfig, TrainConfig
-    from pipeline.evaluate import evaluate
-    from pipeline.ingest import ingest
-    from pipeline.tokenize import tokenize
-    from pipeline.train import train
-
-    run = tmp_path_factory.mktemp("reg") / "run"
-    m = ingest([str(corpus_dir_module)], run / "ingest", IngestConfig())
-    m = tokenize(m.path, run / "tokenize", TokenizeConfig(vocab_size=400, val_fraction=0.2))
-    m = train(m.path, run / "train", TrainConfig(max_steps=4, batch_size=4, eval_every=4, warmup_steps=1),
-              ModelConfig(block_size=32, n_layer=1, n_head=2, n_embd=32))
-    return evaluate(m.path, run / "evaluate", EvaluateConfig(max_new_tokens=8))
+def test_gate_reason_names_the_failing_metric():
+    assert "offensive_sample_rate 0.2000 > champion 0.1000" in gate(S(1.5, 0.2), S(2.0, 0.1), 0.0)[1]
+    assert "registered by hand" in gate(S(1.5), S(None), 0.0)[1]
 
 
-def _variant(eval_m, tmp: Path, bpb: float) -> Path:
-    """A copy of the evaluation with another val_bpb (a different model, as the gate sees it)."""
-    dst = tmp / f"eval_{bpb}" / "evaluate"
+def test_scores_from_tags_and_missing_metric(caplog):
+    assert scores_from({"val_bpb": "1.25", "offensive_sample_rate": "0.5"}, "v1") == S(1.25, 0.5)
+    with caplog.at_level(logging.WARNING, logger="pipeline.register"):
+        assert scores_from({"val_bpb": 1.25}, "old version") == S(1.25, 0.0)
+    assert "old version has no offensive_sample_rate" in caplog.text
+    assert scores_from({}, "by hand").val_bpb is None
+    assert scores_from({"val_bpb": "n/a", "offensive_sample_rate": "?"}, "typed by hand") == S(None, 0.0)
+
+
+def test_hand_registered_champion_is_kept(caplog):
+    """A champion whose tags lack val_bpb: not compared against, not replaced, and the log says why."""
+    from pipeline.config import RegisterConfig
+    from pipeline.register import _decide
+
+    champion = SimpleNamespace(version=1, tags={})
+    client = SimpleNamespace(get_model_version_by_alias=lambda name, alias: champion)
+    with caplog.at_level(logging.WARNING, logger="pipeline.register"):
+        promote, why, held = _decide(client, RegisterConfig(), SimpleNamespace(version="2"), S(0.5, 0.0))
+    assert not promote and held is champion and "no usable val_bpb" in why
+
+
+def _variant(eval_m, tmp: Path, bpb: float, offensive: float | None = 0.0) -> Path:
+    """A copy of the evaluation with other metrics (a different model, as the gate sees it)."""
+    dst = tmp / f"eval_{bpb}_{offensive}" / "evaluate"
     shutil.copytree(eval_m.stage_dir, dst)
     data = json.loads((dst / "manifest.json").read_text())
     data["stats"]["val_bpb"] = bpb
+    data["stats"].pop("offensive_sample_rate", None)
+    if offensive is not None:
+        data["stats"]["offensive_sample_rate"] = offensive
     (dst / "manifest.json").write_text(json.dumps(data))
     return dst / "manifest.json"
 
 
-def test_registry_aliases_and_idempotency(evaluated, tmp_path: Path, mlflow_store):
+def test_registry_aliases_gate_and_idempotency(tiny_evaluated, tmp_path: Path, mlflow_registry):
     from mlflow import MlflowClient
 
     from pipeline.config import RegisterConfig
@@ -62,36 +89,109 @@ def test_registry_aliases_and_idempotency(evaluated, tmp_path: Path, mlflow_stor
     cfg = RegisterConfig(margin=0.01)
     configure()
     client = MlflowClient()
-    base = evaluated.stats["val_bpb"]
-    first = _variant(evaluated, tmp_path, base)
-    r1 = register(first, tmp_path / "r1" / "register", cfg).stats
-    assert r1["version"] == 1 and r1["champion"]
-    again = register(first, tmp_path / "r1b" / "register", cfg).stats  # another folder, same evaluation
+    base = tiny_evaluated.stats["val_bpb"]
+
+    def reg(manifest: Path, folder: str) -> dict:
+        return register(manifest, tmp_path / folder / "register", cfg).stats
+
+    def alias(name: str) -> str:
+        return str(client.get_model_version_by_alias("quill", name).version)
+
+    first = _variant(tiny_evaluated, tmp_path, base, offensive=None)  # an older evaluation: no offensive rate
+    r1 = reg(first, "r1")
+    assert r1["version"] == 1 and r1["champion"] and alias("champion") == alias("challenger") == "1"
+    assert "offensive_sample_rate" not in client.get_model_version("quill", "1").tags  # not measured: no tag
+    again = reg(first, "r1b")  # another folder, same evaluation
     assert again["version"] == 1 and len(client.search_model_versions("name='quill'")) == 1
 
-    worse = register(_variant(evaluated, tmp_path, base + 0.5), tmp_path / "r2" / "register", cfg).stats
+    worse = reg(_variant(tiny_evaluated, tmp_path, base + 0.5), "r2")
     assert worse["version"] == 2 and not worse["champion"]
-    assert client.get_model_version_by_alias("quill", "champion").version == "1"
-    assert client.get_model_version_by_alias("quill", "challenger").version == "2"
-    assert client.get_model_version("quill", "2").tags["gate.decision"] == "kept_champion"
+    assert alias("champion") == "1" and alias("challenger") == "2"
+    tags = client.get_model_version("quill", "2").tags
+    assert tags["gate.decision"] == "kept_champion" and tags["gate.champion_version"] == "1"
+    assert float(tags["val_bpb"]) == base + 0.5 and float(tags["offensive_sample_rate"]) == 0.0
 
-    better = register(_variant(evaluated, tmp_path, base - 0.5), tmp_path / "r3" / "register", cfg).stats
-    assert better["champion"] and client.get_model_version_by_alias("quill", "champion").version == "3"
+    ruder = reg(_variant(tiny_evaluated, tmp_path, base - 0.5, offensive=0.25), "r3")  # better bpb, more offensive
+    assert ruder["version"] == 3 and not ruder["champion"] and alias("champion") == "1"
+    reason = client.get_model_version("quill", "3").tags["gate.reason"]
+    assert "offensive_sample_rate 0.2500 > champion 0.0000" in reason
+
+    better = reg(_variant(tiny_evaluated, tmp_path, base - 0.5, offensive=0.0), "r4")
+    assert better["version"] == 4 and better["champion"] and alias("champion") == alias("challenger") == "4"
+    assert client.get_model_version("quill", "4").tags["gate.decision"] == "promoted"
+
+    # Rerunning an old registration returns its version and recorded decision and moves no alias.
+    old = register(_variant(tiny_evaluated, tmp_path / "again", base + 0.5), tmp_path / "r2b" / "register", cfg).stats
+    assert old["version"] == 2 and not old["champion"] and old["gate_decision"] == "kept_champion"
+    assert alias("champion") == alias("challenger") == "4" and len(client.search_model_versions("name='quill'")) == 4
 
 
-def test_pyfunc_round_trip(evaluated, tmp_path: Path, mlflow_store):
+def test_registration_lineage(registered_store):
+    """The version's run holds every stage manifest; the version's tags hold the gate's inputs and verdict."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(registered_store, registry_uri=registered_store)
+    mv = client.get_model_version_by_alias("quill", "champion")
+    stages = {a.path.split("/")[-1] for a in client.list_artifacts(mv.run_id, "manifests")}
+    assert {"ingest", "tokenize", "train", "evaluate"} <= stages
+    assert {"quill.eval_sha256", "val_bpb", "offensive_sample_rate", "gate.decision", "gate.reason"} <= set(mv.tags)
+
+
+@pytest.fixture
+def champion_env(registered_store):
+    from pipeline.tracking import configure
+    from tests.conftest import mlflow_at
+
+    with mlflow_at(registered_store):
+        configure()
+        yield registered_store
+
+
+def test_pyfunc_round_trip_and_params(champion_env):
     import mlflow
     import pandas as pd
 
-    from pipeline.config import RegisterConfig
-    from pipeline.register import register
-    from pipeline.tracking import configure, download_checkpoint
+    from pipeline.tracking import download_checkpoint
 
-    register(evaluated.path, tmp_path / "register", RegisterConfig())
-    configure()
     model = mlflow.pyfunc.load_model("models:/quill@champion")
-    params = {"max_new_tokens": 5, "seed": 3, "strategy": "greedy"}
-    out = model.predict(pd.DataFrame({"prompt": ["Once upon", "The sea"]}), params=params)
+    assert {p.name for p in model.metadata.get_params_schema().params} == {
+        "max_new_tokens", "temperature", "top_k", "top_p", "seed", "strategy"}
+    prompts = pd.DataFrame({"prompt": ["Once upon", "The sea"]})
+    greedy = {"max_new_tokens": 5, "seed": 3, "strategy": "greedy"}
+    out = model.predict(prompts, params=greedy)
     assert len(out) == 2 and out[0].startswith("Once upon") and out[1].startswith("The sea")
-    assert out == model.predict(pd.DataFrame({"prompt": ["Once upon", "The sea"]}), params=params)
+    assert out == model.predict(prompts, params={**greedy, "seed": 99})  # greedy: the seed does not matter
+    assert model.predict(["Once upon", "The sea"], params=greedy) == out  # a plain list of prompts
+    assert model.predict(prompts, params={**greedy, "max_new_tokens": 0}) == ["Once upon", "The sea"]
+
+    sample = {"max_new_tokens": 8, "temperature": 1.5, "top_k": 0, "top_p": 0, "strategy": "sample"}
+    runs = {s: model.predict(["Once upon"], params={**sample, "seed": s})[0] for s in range(3)}
+    assert runs[1] == model.predict(["Once upon"], params={**sample, "seed": 1})[0]  # same seed, same text
+    assert len(set(runs.values())) > 1  # the seed is honoured
     assert (download_checkpoint("models:/quill@champion") / "tokenizer.model").exists()
+
+
+def test_pyfunc_rejects_bad_params(champion_env):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    model = mlflow.pyfunc.load_model("models:/quill@champion")
+    with pytest.raises(MlflowException, match="strategy"):
+        model.predict(["Once"], params={"strategy": "shout"})
+
+
+def test_cli_generate_from_registry(champion_env, capsys):
+    import os
+
+    from pipeline.cli import main
+
+    saved = dict(os.environ)
+    try:
+        args = ["generate", "Once upon", "--model", "models:/quill@champion", "--max-new-tokens", "5", "--json"]
+        assert main(args) == 0
+    finally:  # main() sets environment defaults for the whole process; keep them out of later tests
+        os.environ.clear()
+        os.environ.update(saved)
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"] == "models:/quill@champion" and out["prompt"] == "Once upon"
+    assert len(out["samples"]) == 1 and out["samples"][0].startswith("Once upon")
