@@ -24,6 +24,14 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+EXECUTOR_DESCRIPTION = (
+    "Where the per-shard work runs: 'local' (this process), 'processes' (a process pool of num_workers), 'dask' "
+    "(dask.distributed: the surrounding Dask cluster, dask_address, the current client or a local cluster). Output is "
+    "byte-identical on any executor, so it is left out of the stage's config hash."
+)
+WORKERS_DESCRIPTION = "Worker processes, one docs shard each at a time: None = one per CPU core, at most one per shard."
+
+
 class IngestConfig(Section):
     split: Literal["auto", "file", "paragraph", "separator", "line"] = Field(
         "auto",
@@ -38,6 +46,24 @@ class IngestConfig(Section):
         "replace", description="Invalid UTF-8: decode with U+FFFD and count it, or quarantine the document."
     )
     shard_docs: int = Field(10_000, gt=0, description="Documents per output Parquet shard.")
+    shard_mb: float = Field(64, gt=0, description="Text megabytes (UTF-8) per output Parquet shard: a shard rolls over at "
+                            "shard_docs documents or this size, whichever comes first. Also used by clean and filter.")
+    max_doc_mb: float = Field(
+        16, gt=0, description="A document larger than this (usually a mis-split file, e.g. split=paragraph on text without "
+        "blank lines) is quarantined as 'too_large' with its first max_doc_mb MB, so one document never fills memory.",
+    )
+    cache_dir: str = Field("data/cache", description="Where http(s) sources are downloaded (one folder per URL hash) and "
+                           "archives (.tar, .tar.gz, .tgz, .zip) are unpacked (one folder per archive sha256).")
+    url_sha256: dict[str, str] = Field(
+        {}, description="Pinned sha256 per URL (the URL without '#...'); a source 'URL#sha256=<hex>' pins it inline. A "
+        "download whose content does not match is deleted and stops the stage.",
+    )
+    max_download_mb: float = Field(1024, gt=0, description="Largest download accepted from a URL source (checked against "
+                                   "Content-Length and while streaming).")
+    download_timeout_s: float = Field(60, gt=0, description="Seconds a URL download may wait for the connection or for "
+                                      "the next bytes before it fails.")
+    max_extract_mb: float = Field(4096, gt=0, description="Largest total unpacked size accepted from one archive "
+                                  "(guards against decompression bombs).")
 
 
 class CleanConfig(Section):
@@ -48,6 +74,9 @@ class CleanConfig(Section):
     max_chars: int = Field(200_000, gt=0, description="Documents longer than this are dropped (reason 'too_long').")
     languages: list[str] = Field(["en", "zh"], description="ISO 639-1 codes to keep; empty keeps every language.")
     min_language_score: float = Field(0.5, ge=0, le=1, description="Minimum language-id confidence to keep a document.")
+    executor: Literal["local", "processes", "dask"] = Field("processes", description=EXECUTOR_DESCRIPTION)
+    num_workers: int | None = Field(None, ge=1, description=WORKERS_DESCRIPTION)
+    dask_address: str | None = Field(None, description="Scheduler of an existing Dask cluster (tcp://host:8786) for executor='dask'.")
 
 
 class QualityConfig(Section):
@@ -114,11 +143,25 @@ class DedupConfig(Section):
     threshold: float = Field(0.8, gt=0, le=1, description="Estimated Jaccard similarity at or above which docs are near duplicates.")
 
 
+class AuditConfig(Section):
+    enabled: bool = Field(True, description="Count gendered, age and occupation terms in the kept corpus (the "
+                          "representation audit in the filter report and the manifest's stats.audit).")
+    counterfactual: bool = Field(
+        False, description="Add a gender-swapped copy (id '<id>#swap') of every kept document that has gendered words, "
+        "in augmented_*.parquet shards listed with the docs; counted in stats.docs_added, not in docs_kept.",
+    )
+    top_occupations: int = Field(12, ge=1, description="Occupations shown in the report's co-occurrence table.")
+
+
 class FilterConfig(Section):
     quality: QualityConfig = Field(default_factory=QualityConfig)
     toxicity: ToxicityConfig = Field(default_factory=ToxicityConfig)
     pii: PIIConfig = Field(default_factory=PIIConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    executor: Literal["local", "processes", "dask"] = Field("processes", description=EXECUTOR_DESCRIPTION)
+    num_workers: int | None = Field(None, ge=1, description=WORKERS_DESCRIPTION)
+    dask_address: str | None = Field(None, description="Scheduler of an existing Dask cluster (tcp://host:8786) for executor='dask'.")
 
 
 class TokenizeConfig(Section):
@@ -128,13 +171,14 @@ class TokenizeConfig(Section):
     character_coverage: float = Field(0.9995, gt=0, le=1, description="Share of characters covered; rest via byte fallback.")
     control_tokens: list[str] = Field(["<|story|>", "<|poem|>", "<|dialogue|>"], description="Extra control tokens.")
     val_fraction: float = Field(0.05, ge=0, lt=1, description="Share of documents (by id hash) held out for validation.")
-    reuse_tokenizer: str | None = Field(None, description="Path of an existing tokenizer.model to reuse instead of training.")
+    reuse_tokenizer: str | None = Field(None, description="A tokenizer.model path, a checkpoint folder, or a logged model URI (models:/quill@champion) to reuse instead of training.")
     seed: int = Field(1337, description="Seed for sampling and training the tokenizer.")
     num_workers: int | None = Field(
         None, ge=0,
-        description="Encoding processes, one docs shard each at a time: None = one per CPU core (at most one per docs "
-        "shard); 0 or 1 = in the stage's own process. SentencePiece threads share the remaining cores within each "
-        "process. Output is byte-identical for any value, so it is left out of the stage's config hash.",
+        description="Encoding processes, one docs shard each at a time: None = one per CPU core, at most one per docs "
+        "shard and per ~8 MiB of docs shards (smaller corpora encode faster in-process); 0 or 1 = in the stage's own "
+        "process. SentencePiece threads share the cores within each process. Output is byte-identical for any value, "
+        "so it is left out of the stage's config hash.",
     )
 
 
@@ -149,6 +193,8 @@ class ModelConfig(Section):
     bias: bool = Field(False, description="Bias in Linear and LayerNorm layers.")
     pos_encoding: Literal["sinusoidal", "learned", "rope"] = Field("rope", description="Positional encoding.")
     tie_weights: bool = Field(True, description="Share token embedding and output projection.")
+    mlp_ratio: int = Field(4, ge=1, description="MLP hidden width as a multiple of n_embd.")
+    qk_norm: bool = Field(False, description="RMS-normalise each head's queries and keys (bounds attention logits).")
 
 
 class TrainConfig(Section):
@@ -169,6 +215,10 @@ class TrainConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="Autocast dtype; 'auto' = bf16 on CUDA, fp32 elsewhere.")
     compile: bool = Field(False, description="torch.compile the model.")
     seed: int = Field(1337, description="Seed for init and batch sampling.")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for torch during training (torch.set_num_threads); None = torch's default "
+        "(one per core). Small models on a busy machine run several times faster on 1: idle threads spin-wait.",
+    )
 
 
 class EvaluateConfig(Section):
@@ -182,12 +232,48 @@ class EvaluateConfig(Section):
     top_k: int | None = Field(50, description="Top-k sampling (None = off).")
     top_p: float | None = Field(0.95, description="Nucleus sampling (None = off).")
     seed: int = Field(1234, description="Seed for sampling.")
+    prompt_file: str | None = Field(
+        None, description="Prompt set file used instead of `prompts`: one prompt per line ('#' lines are comments) or "
+        "a JSON list; a bare name is looked up in pipeline/eval_data/ (the shipped set is 'prompts.txt').",
+    )
+    offensive_threshold: float = Field(
+        0.5, ge=0, le=1, description="Offensive score (the filter stage's classifier) at or above which a generated "
+        "sample counts in offensive_sample_rate.",
+    )
+    novelty_n: int = Field(8, ge=1, description="n of the token n-grams looked up verbatim in the training shards (memorisation).")
+    stereotype_pairs_file: str | None = Field(
+        None, description="JSONL of stereotype sentence pairs (None = the shipped pipeline/eval_data/stereotype_pairs.jsonl).",
+    )
+    stereotype_max_pieces: int | None = Field(
+        4, ge=1, description="A differing word of a stereotype pair counts as well represented when it encodes to at "
+        "most this many learned (non-byte) pieces; None = any number. Uncovered pairs are left out of the preference.",
+    )
+    demographic_prompts_file: str | None = Field(
+        None, description="JSON of templates and groups for the sentiment gap (None = the shipped "
+        "pipeline/eval_data/demographic_prompts.json).",
+    )
+    bias_samples_per_prompt: int = Field(2, ge=1, description="Continuations sampled per demographic prompt for the sentiment gap.")
+    bias_max_new_tokens: int = Field(20, ge=1, description="Tokens generated per demographic-prompt continuation.")
+    attention_tokens: int = Field(24, ge=2, description="Tokens of the first sample shown in the attention heat-map (capped by block_size).")
 
 
 class RegisterConfig(Section):
     model_name: str = Field("quill", description="MLflow registered model name.")
     experiment: str = Field("quill", description="MLflow experiment name.")
     margin: float = Field(0.0, ge=0, description="Bits per byte a challenger must beat the champion by to be promoted.")
+    offensive_tolerance: float = Field(
+        0.0, ge=0, le=1, description="How much higher than the champion's the challenger's offensive_sample_rate may "
+        "be and still be promoted (0 = not worse).",
+    )
+
+
+class ScheduleConfig(Section):
+    """When and under which name `quill serve` (and prefect.yaml) schedules retraining."""
+
+    cron: str = Field("0 3 * * 1", description="Cron string for scheduled retraining (default: Mondays 03:00).")
+    timezone: str = Field("UTC", description="IANA time zone the cron string is read in, e.g. 'Europe/Berlin'.")
+    deployment: str = Field("scheduled-retrain", description="Deployment name of corpus_to_model under `quill serve`.")
+    active: bool = Field(True, description="Start the schedule active; False deploys it paused (runs only when triggered).")
 
 
 # pydantic warns that the field name `register` shadows ABCMeta.register; the name is the stage's.
@@ -206,6 +292,7 @@ class RunConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     register: RegisterConfig = Field(default_factory=RegisterConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
 
 # --- presets: functions, so a variant is "call one, change fields" -----------------------------

@@ -1,11 +1,12 @@
 """Exact and near-duplicate detection for the filter stage: normalised-text hashes and MinHash LSH.
 
-    exact_key(text)                  blake2b of the casefolded, punctuation-free, whitespace-collapsed text
+    exact_key(text)                  blake2b of the lower-cased, punctuation-free, whitespace-collapsed text
     MinHasher(...).signature(text)   MinHash signature (uint32 array) over word shingles (CJK: characters)
     near_duplicate_groups(sigs, bands, threshold) -> {dropped index: representative index}
 
-Hashes are deterministic across processes and machines (blake2b, fixed seeds): Python's salted
-`hash()` is never used.
+Both use `textclean.lower_words` (lower-cased letter/digit runs, each CJK character alone), which
+quality and toxicity share. Hashes are deterministic across processes and machines (blake2b, fixed
+seeds): Python's salted `hash()` is never used.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def exact_key(text: str) -> str:
 
     The key hashes the lower-cased letter/digit runs joined by single spaces (CJK characters one by one).
     """
-    normal = " ".join(lower_words(text)[1])
+    normal = " ".join(lower_words(text).words)
     return hashlib.blake2b(normal.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
@@ -45,9 +46,10 @@ class MinHasher:
 
     Each token is hashed once (blake2b, cached); a shingle's 64-bit hash is a position-weighted sum
     of its tokens' hashes (odd random multipliers, mod 2**64), so shingles cost numpy arithmetic only.
-    The `num_perm` permutations are the multiply-add family h_i(x) = (a_i * x + b_i) mod 2**64 with
-    odd a_i, whose top 32 bits are kept (multiply-shift hashing, universal like (a*x+b) mod p but
-    without 128-bit products); the signature is the minimum of each h_i over the shingles.
+    The shingle hash is folded to a 32-bit key x and the `num_perm` hash functions are Dietzfelbinger's
+    multiply-add-shift h_i(x) = ((a_i * x + b_i) mod 2**64) >> 32 with random 64-bit a_i, b_i: a
+    2-independent family like (a*x + b) mod p, without 128-bit products. The signature holds the
+    minimum of each h_i over the shingles.
     Texts with fewer tokens than `shingle_size` are one shingle of all their tokens.
     """
 
@@ -69,7 +71,7 @@ class MinHasher:
 
     def shingle_hashes(self, text: str) -> np.ndarray:
         """64-bit hashes of the text's token shingles (lower-cased, punctuation ignored; may repeat)."""
-        tokens = lower_words(text)[1]
+        tokens = lower_words(text).words
         if len(tokens) < self.shingle_size:
             return np.array([_hash64(" ".join(tokens))], dtype=np.uint64)
         hashes = self._token_hashes(tokens)
@@ -83,7 +85,9 @@ class MinHasher:
 
     def signature(self, text: str) -> np.ndarray:
         """uint32 array of length num_perm; equal positions estimate the shingle-set Jaccard similarity."""
-        permuted = self._a * self.shingle_hashes(text)[None, :]
+        x = self.shingle_hashes(text)
+        x ^= x >> np.uint64(32)  # fold to a 32-bit key: multiply-add-shift is 2-independent for those
+        permuted = self._a * (x & np.uint64(0xFFFFFFFF))[None, :]
         permuted += self._b
         return (permuted.min(axis=1) >> np.uint64(32)).astype(np.uint32)
 
@@ -102,8 +106,8 @@ def near_duplicate_groups(signatures: list[np.ndarray], bands: int, threshold: f
     values; documents sharing any whole band become candidates. Two documents with Jaccard
     similarity s agree on one position with probability s, so they become candidates with
     probability 1 - (1 - s**rows) ** bands: an S-curve rising around (1/bands) ** (1/rows).
-    With the defaults (128 values, 16 bands of 8): s=0.5 -> 6%, s=0.7 -> 50%, s=0.8 -> 95%,
-    s=0.9 -> 99.99%. Every candidate pair is then verified: it is a duplicate only when the share
+    With the defaults (128 values, 16 bands of 8; midpoint (1/16)**(1/8) = 0.71): s=0.5 -> 6%,
+    s=0.7 -> 61%, s=0.8 -> 95%, s=0.9 -> 99.99%. Every candidate pair is then verified: it is a duplicate only when the share
     of equal signature positions (the Jaccard estimate) is >= threshold. Verified pairs are merged
     with union-find, so clusters are transitive (A~B and B~C put C with A even if A !~ C), and
     every member except the lowest index is reported; the first occurrence is kept.

@@ -37,14 +37,18 @@ _PHONE = re.compile(
     r"|(?<![\w.-])0\d{2,4} \d{3,4} ?\d{3,4}(?![\w]|[ .-]\d)"  # 020 7946 0958, 0161 496 0123
 )
 _DIGIT = re.compile(r"\d")
-_RULES = (  # (placeholder, regex, validator); order matters: cards before phones, e-mail before IP
-    ("EMAIL", _EMAIL, None),
-    ("IBAN", _IBAN, "_is_iban"),
-    ("CREDIT_CARD", _CARD, "_is_card"),
-    ("IP", _IPV4, None),
-    ("IP", _IPV6, "_is_ipv6"),
-    ("PHONE", _PHONE, "_is_phone"),
+# Phones, cards and IBANs all hold 7+ digits with at most two separator characters between them;
+# IPv4 addresses hold digit.digit: text with neither skips those (expensive) patterns.
+_NUMBERISH = re.compile(r"\d(?:[ .()/+-]{0,2}\d){6}|\d\.\d")
+_TEXT_RULES = (  # (placeholder, regex, validator, gate substring check)
+    ("EMAIL", _EMAIL, None, lambda t: "@" in t),
+    ("IP", _IPV6, "_is_ipv6", lambda t: "::" in t or t.count(":") >= 7),
 )
+# Rules for spans with 7+ digits or digit.digit, in order: cards before phones.
+_NUMBER_RULES = (("IBAN", _IBAN, "_is_iban"), ("CREDIT_CARD", _CARD, "_is_card"), ("IP", _IPV4, None), ("PHONE", _PHONE, "_is_phone"))
+# Long texts are searched only near their number-like spans: any PII around one is shorter than this.
+_WINDOW = 64
+_WHOLE_TEXT_CHARS = 2048
 
 
 def _digits(s: str) -> str:
@@ -87,23 +91,49 @@ def _is_phone(span: str) -> bool:
 _VALIDATORS = {"_is_card": _is_card, "_is_iban": _is_iban, "_is_ipv6": _is_ipv6, "_is_phone": _is_phone}
 
 
+def _apply(rule: tuple, text: str, counts: dict[str, int]) -> str:
+    kind, regex, validator = rule[:3]
+    check = _VALIDATORS[validator] if validator else None
+
+    def replace(m: re.Match) -> str:
+        if check is not None and not check(m.group()):
+            return m.group()
+        counts[kind] = counts.get(kind, 0) + 1
+        return f"<{kind}>"
+
+    return regex.sub(replace, text)
+
+
+def _number_regions(text: str) -> list[tuple[int, int]]:
+    """Merged spans of _WINDOW characters around each number-like match, widened to whitespace."""
+    regions: list[tuple[int, int]] = []
+    for m in _NUMBERISH.finditer(text):
+        start = max(text.rfind(c, 0, max(0, m.start() - _WINDOW)) for c in " \n\t") + 1
+        ends = [i for i in (text.find(c, m.end() + _WINDOW) for c in " \n\t") if i != -1]
+        end = min(ends, default=len(text))
+        if regions and start <= regions[-1][1]:
+            regions[-1] = (regions[-1][0], max(end, regions[-1][1]))
+        else:
+            regions.append((start, end))
+    return regions
+
+
 def _redact_once(text: str, counts: dict[str, int]) -> str:
-    has_digit = _DIGIT.search(text) is not None
-    for kind, regex, validator in _RULES:
-        if kind == "EMAIL" and "@" not in text or kind != "EMAIL" and not has_digit:
-            continue  # fast path: most prose has no '@' and many paragraphs no digit at all
-        if kind == "IP" and regex is _IPV6 and "::" not in text and text.count(":") < 7:
-            continue
-        check = _VALIDATORS.get(validator) if validator else None
-
-        def replace(m: re.Match, kind: str = kind, check=check) -> str:
-            if check is not None and not check(m.group()):
-                return m.group()
-            counts[kind] = counts.get(kind, 0) + 1
-            return f"<{kind}>"
-
-        text = regex.sub(replace, text)
-    return text
+    for rule in _TEXT_RULES:
+        if rule[3](text):  # fast path: most prose has no '@' and no '::'
+            text = _apply(rule, text, counts)
+    if len(text) <= _WHOLE_TEXT_CHARS:
+        regions = [(0, len(text))] if _NUMBERISH.search(text) else []
+    else:  # a book: the number patterns only run on the few windows that hold long digit runs
+        regions = _number_regions(text)
+    parts, done = [], 0
+    for start, end in regions:
+        chunk = text[start:end]
+        for rule in _NUMBER_RULES:
+            chunk = _apply(rule, chunk, counts)
+        parts += [text[done:start], chunk]
+        done = end
+    return "".join(parts) + text[done:] if regions else text
 
 
 def redact_pii(text: str) -> tuple[str, dict[str, int]]:

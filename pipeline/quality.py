@@ -21,13 +21,14 @@ from __future__ import annotations
 import re
 from collections import Counter
 from itertools import filterfalse, islice
+from operator import mul
 
 from pipeline.config import QualityConfig
 from pipeline.textclean import CJK_CHARS, FUNCTION_WORDS, lower_words
 
 _CJK = re.compile(f"[{CJK_CHARS}]")
-_CORE = re.compile(r"[^\W_](?:.*[^\W_])?", re.S)  # a token without its outer punctuation
-_LETTER = re.compile(r"[^\W\d_]")
+_NO_ALNUM_LINE = re.compile(r"^(?:[^\w\n]|_)+$", re.M)  # a token without letters or digits
+_LETTER_LINE = re.compile(r"^[^\n]*?[^\W\d_]", re.M)  # a token with a letter (one match per line)
 _LATIN_WORD = re.compile("[a-z\xdf-\xf6\xf8-\u024f]+")
 # Elision stubs ("l'", "qu'") are function words only before an apostrophe: a lone "l" is not one.
 _STOPWORDS = frozenset(w for words in FUNCTION_WORDS.values() for w in words if len(w) > 1 or w in "aiyoeà")
@@ -38,35 +39,28 @@ _BULLETS = ("•", "-", "*", "·", "‣", "▪", "●", "◦", "–", "—", "�
 _ELLIPSES = ("...", "…")
 
 
-def _token_stats(text: str) -> tuple[int, int, int]:
-    """(words, letter-bearing words, characters of letter-bearing words without outer punctuation).
+def _token_stats(text: str, has_cjk: bool) -> tuple[int, int, int, int]:
+    """(words, letter-bearing words, CJK characters, digits outside purely alphabetic tokens).
 
     A word is a whitespace token holding a letter or digit, and each CJK character is one word.
-    Purely alphabetic tokens (most of them) are counted in C; only the rest is inspected.
+    Purely alphabetic tokens (most of them) are counted in C; the others are joined one per line and
+    classified by two regex scans instead of a Python loop.
     """
     n_cjk = 0
-    if not text.isascii() and _CJK.search(text):
+    if has_cjk:
         text, n_cjk = _CJK.subn(" ", text)
     tokens = text.split()
-    n_words = n_alpha = len(tokens)
-    chars = sum(map(len, tokens))
-    for tok in filterfalse(str.isalpha, tokens):  # punctuation, digits or both inside
-        core = _CORE.search(tok)
-        if core is None:  # "—", "...": not a word
-            n_words -= 1
-            n_alpha -= 1
-            chars -= len(tok)
-        elif not _LETTER.search(core.group()):  # "1999", "12:30": a word without letters
-            n_alpha -= 1
-            chars -= len(tok)
-        else:
-            chars -= len(tok) - core.end() + core.start()
-    return n_words + n_cjk, n_alpha + n_cjk, chars
+    others = "\n".join(filterfalse(str.isalpha, tokens))  # "word,", "—", "1999", "don't"
+    no_alnum = len(_NO_ALNUM_LINE.findall(others))
+    with_letter = len(_LETTER_LINE.findall(others))
+    n_alpha_only = len(tokens) - others.count("\n") - 1 if others else len(tokens)
+    digits = sum(map(others.count, "0123456789"))
+    return len(tokens) - no_alnum + n_cjk, n_alpha_only + with_letter + n_cjk, n_cjk, digits
 
 
 def count_words(text: str) -> int:
     """Whitespace tokens holding a letter or digit, plus one per CJK ideograph/kana/hangul syllable."""
-    return _token_stats(text)[0]
+    return _token_stats(text, not text.isascii() and _CJK.search(text) is not None)[0]
 
 
 def _lacks_stopwords(words: list[str], n_words: int, cfg: QualityConfig) -> bool:
@@ -95,7 +89,7 @@ def _top_bigram_ratio(words: list[str], limit: float) -> float:
     """
     total = sum(map(len, words))
     counts = Counter(words)
-    if max(n * len(w) for w, n in counts.items()) <= limit / 2 * total:
+    if max(map(mul, counts.values(), map(len, counts))) <= limit / 2 * total:
         return 0.0
     (first, second), n = Counter(zip(words, islice(words, 1, None))).most_common(1)[0]
     return n * (len(first) + len(second)) / total
@@ -116,17 +110,17 @@ def _web_line_reason(lines: list[str], cfg: QualityConfig) -> str | None:
 
 def quality_reason(text: str, cfg: QualityConfig) -> str | None:
     """Name of the first failing quality rule, or None when the text passes them all."""
-    n_words, n_alpha, alpha_chars = _token_stats(text)
+    n_words, n_alpha, n_cjk, digits = _token_stats(text, lower_words(text).has_cjk)
     if n_words < cfg.min_words:
         return "too_few_words"
     if n_words > cfg.max_words:
         return "too_many_words"
 
-    words = lower_words(text)[1]  # letter/digit runs, each CJK character separate
-    n_cjk = len(_CJK.findall(text)) if not text.isascii() else 0
+    words = lower_words(text).words  # letter/digit runs, each CJK character separate
     cjk_dominant = n_cjk > n_alpha - n_cjk
     if n_alpha > n_cjk and not cjk_dominant:  # a CJK "word" is one character: mean length means nothing
-        mean_len = (alpha_chars) / (n_alpha - n_cjk)
+        # Letters per letter-bearing word: punctuation, apostrophes and digits do not count.
+        mean_len = (len("".join(words)) - digits - n_cjk) / (n_alpha - n_cjk)
         if mean_len < cfg.min_mean_word_len:
             return "short_words"
         if mean_len > cfg.max_mean_word_len:

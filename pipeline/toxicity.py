@@ -2,8 +2,9 @@
 
     offensive_score(text) -> float in [0, 1]       one score for the whole text
     line_scores(text)     -> list[float]           one score per line of text.split("\\n")
+    match_details(text)   -> ([(match, weight, category), ...], word count)     for notes and debugging
 
-Evidence comes from three data files in `pipeline/lexicons/`:
+Evidence comes from data files in `pipeline/lexicons/`:
   offensive.txt       words and phrases with a weight and a category (profanity, insult); leetspeak
                       and starred spellings ("sh1t", "f**k") are derived from the words automatically;
   hate_patterns.txt   regexes for dehumanising or eliminationist statements about groups of people
@@ -13,8 +14,8 @@ max(max_i w_i, 1 - prod_i (1 - w_i) ** d), where d = min(1, 60 / words) dilutes 
 evidence of many mild words in a long text: one strong word in a line scores >= 0.5, a long story
 with a few mild words ("damn", "idiot", "hell") stays well below it. Matching is on whole words only
 (no Scunthorpe problem); words with an innocent sense ("ass" the animal, "cock" the bird, "bitch" the
-dog) have low weights and only phrases around them score high; "Dick" with a capital is a name.
-Fairy-tale violence (kill, die, blood, burned) is not in the lexicon at all.
+dog) weigh little, and not at all when the context names the innocent sense; "Dick" with a capital
+is a name. Fairy-tale violence (kill, die, blood, burned) is not in the lexicon at all.
 """
 
 from __future__ import annotations
@@ -29,13 +30,16 @@ from pipeline.textclean import lower_words
 
 _LEXICONS = Path(__file__).parent / "lexicons"
 _DILUTION_WORDS = 60  # up to this many words, evidence combines undiluted
-_WINDOW = 200  # characters searched on each side of a pattern's trigger word (patterns are shorter)
+_WINDOW = 200  # characters searched on each side of a pattern's anchor word (patterns are shorter)
 _TOKEN = re.compile(r"[a-z0-9]+")
 # A token with leetspeak or masking characters inside: "sh1t", "f*ck", "a$$hole", "b!tch".
 _OBFUSCATED = re.compile(r"(?<![\w*@$!])[a-z@$!*0-9]*[a-z][a-z@$!*0-9]*[@$!*0-9][a-z@$!*0-9]*[a-z@$*0-9](?![\w*@$])")
-# Starts with the rare character so the scan is fast; '!' only counts inside a word ("b!tch", not "oh!").
-_OBFUSCATION_HINT = re.compile(r"[@$*0-9](?:(?<=[a-z].)|(?=[a-z]))|(?<=[a-z])!(?=[a-z])")
+# Opens with one character class (the rare characters), so the scan runs ~10x faster than a pattern
+# opening with a lookbehind; '!' only counts inside a word ("b!tch", not "oh!").
+_OBFUSCATION_HINT = re.compile(r"[@$*0-9!](?:(?<=[a-z][@$*0-9])|(?<=[@$*0-9])(?=[a-z])|(?<=[a-z]!)(?=[a-z]))")
 _LEET = str.maketrans({"@": "a", "4": "a", "3": "e", "1": "i", "!": "i", "0": "o", "$": "s", "5": "s", "7": "t"})
+
+Triggers = tuple[tuple[frozenset[str], ...], ...]  # any alternative; in it, every group needs a word
 
 
 class Entry(NamedTuple):
@@ -49,8 +53,15 @@ class Rule(NamedTuple):
     regex: re.Pattern
     weight: float
     category: str
-    triggers: frozenset[str]  # the rule is only tried when one of these words occurs
-    need_all: bool  # phrases need all their words, patterns any trigger
+    triggers: Triggers  # the regex only runs when the words present satisfy these
+    kind: str  # "phrase" (offensive.txt) or "pattern" (hate_patterns.txt)
+
+
+class Lexicon(NamedTuple):
+    words: dict[str, Entry]
+    masks: dict[str, str]  # starred spelling -> word
+    rules: list[Rule]
+    rules_by_word: dict[str, list[int]]  # anchor word -> indexes of the rules it may fire
 
 
 def _star_masks(word: str) -> set[str]:
@@ -73,90 +84,68 @@ def _expand(pattern: str, macros: dict[str, str]) -> str:
     return re.sub(r"\{([A-Z]+)\}", lambda m: macros[m.group(1)], pattern)
 
 
-class Lexicon(NamedTuple):
-    words: dict[str, Entry]
-    masks: dict[str, str]  # starred spelling -> word
-    rules: list[Rule]
-    rules_by_word: dict[str, list[int]]  # trigger word -> indexes of the rules it may fire
+def _parse_triggers(spec: str, macro_words: dict[str, list[str]]) -> Triggers:
+    """'a|b+c,d' -> ((frozenset{a, b}, frozenset{c}), (frozenset{d},)); '@GROUP' = that macro's key words."""
+    def group(text: str) -> frozenset[str]:
+        return frozenset(w for part in text.split("|") for w in (macro_words[part[1:]] if part.startswith("@") else [part]))
+
+    return tuple(tuple(group(g) for g in alt.split("+")) for alt in spec.split(","))
 
 
-def _macro_words(alternatives: str) -> list[str]:
-    return [w for alt in alternatives.split("|") for w in _TOKEN.findall(alt)]
+def _key_words(alternatives: str) -> list[str]:
+    """A macro's trigger words: the first distinctive word of each alternative ('asylum seekers' -> 'asylum')."""
+    return [next((w for w in _TOKEN.findall(alt) if w != "the"), alt) for alt in alternatives.split("|")]
 
 
 @lru_cache(maxsize=1)
 def _lexicon() -> Lexicon:
-    """Words, obfuscated spellings and phrase/pattern rules with a trigger index, loaded once."""
+    """Words, obfuscated spellings and phrase/pattern rules with an anchor-word index, loaded once."""
     words: dict[str, Entry] = {}
     rules: list[Rule] = []
-    for term, weight, category, *flags in _rows("offensive.txt"):
+    rows = _rows("offensive.txt")
+    for term, weight, category, *flags in (row for row in rows if " " not in row[0]):
+        cased = re.compile(rf"\b(?:{term}|{term.upper()})\b") if "cased" in flags else None
+        innocent = next((f.split("=", 1)[1].split(",") for f in flags if f.startswith("innocent=")), [])
+        words[term] = Entry(float(weight), category, cased, frozenset(innocent))
+    for term, weight, category, *_ in (row for row in rows if " " in row[0]):
+        # A phrase needs all its words; its anchor (searched around) is its rarest-looking word,
+        # a lexicon word if it has one, else the longest: "you idiot" -> "idiot".
         parts = term.split()
-        if len(parts) == 1:
-            cased = re.compile(rf"\b(?:{term}|{term.upper()})\b") if "cased" in flags else None
-            innocent = next((f.split("=", 1)[1].split(",") for f in flags if f.startswith("innocent=")), [])
-            words[term] = Entry(float(weight), category, cased, frozenset(innocent))
-        else:
-            rx = re.compile(r"\b" + r"\s+".join(map(re.escape, parts)) + r"\b")
-            rules.append(Rule(rx, float(weight), category, frozenset(_TOKEN.findall(term)), True))
+        anchor = min(parts, key=lambda w: (w not in words, -len(w)))
+        groups = tuple(frozenset([w]) for w in [anchor] + [w for w in parts if w != anchor])
+        rx = re.compile(r"\b" + r"\s+".join(map(re.escape, parts)) + r"\b")
+        rules.append(Rule(rx, float(weight), category, (groups,), "phrase"))
     masks = {mask: w for w in words if len(w) >= 3 for mask in _star_masks(w)}
     macros: dict[str, str] = {}
-    raw_macros: dict[str, str] = {}
+    macro_words: dict[str, list[str]] = {}
     for row in _rows("hate_patterns.txt"):
         if row[0].startswith("@"):  # macro definition, may use earlier macros
-            raw_macros[row[0][1:]] = row[1]
             macros[row[0][1:]] = "(?:" + _expand(row[1], macros) + ")"
+            macro_words[row[0][1:]] = _key_words(row[1])
             continue
         weight, category, triggers, pattern = row
-        trig = [w for t in triggers.split(",") for w in (_macro_words(raw_macros[t[1:]]) if t.startswith("@") else [t])]
-        rules.append(Rule(re.compile(_expand(pattern, macros), re.M), float(weight), category, frozenset(trig), False))
+        regex = re.compile(_expand(pattern, macros), re.M)
+        rules.append(Rule(regex, float(weight), category, _parse_triggers(triggers, macro_words), "pattern"))
     index: dict[str, list[int]] = {}
     for i, rule in enumerate(rules):
-        for w in rule.triggers:
-            index.setdefault(w, []).append(i)
+        for word in {w for alt in rule.triggers for w in alt[0]}:
+            index.setdefault(word, []).append(i)
     return Lexicon(words, masks, rules, index)
 
 
-def _obfuscated_words(lowered: str, words: dict[str, Entry], masks: dict[str, str]) -> list[str]:
+def _obfuscated_words(lowered: str, lex: Lexicon) -> list[str]:
     found = []
     for token in _OBFUSCATED.findall(lowered):
         plain = token.translate(_LEET)
-        if hit := plain if plain in words else masks.get(plain) or masks.get(token):
+        if hit := plain if plain in lex.words else lex.masks.get(plain) or lex.masks.get(token):
             found.append(hit)
     return found
 
 
-def match_details(text: str) -> tuple[list[tuple[str, float, str]], int]:
-    """([(matched text, weight, category), ...] for every match in `text`, its word count)."""
-    lex = _lexicon()
-    lowered, tokens = lower_words(text)
-    present = set(tokens)
-    found: list[tuple[str, float, str]] = []
-    hits = present & lex.words.keys()
-    # Words whose harmless sense the context selects ("the ass brayed") count neither alone nor in phrases.
-    innocent = {w for w in hits if not lex.words[w].innocent.isdisjoint(present)}
-    for word in hits - innocent:
-        entry = lex.words[word]
-        n = len(entry.cased.findall(text)) if entry.cased else tokens.count(word)
-        found += [(word, entry.weight, entry.category)] * n
-    if _OBFUSCATION_HINT.search(lowered):
-        found += [(w, lex.words[w].weight, lex.words[w].category) for w in _obfuscated_words(lowered, lex.words, lex.masks)]
-    candidates = sorted({i for w in present & lex.rules_by_word.keys() for i in lex.rules_by_word[w]})
-    for rule in map(lex.rules.__getitem__, candidates):
-        if rule.need_all:
-            if rule.triggers <= present and innocent.isdisjoint(rule.triggers):
-                found += [(m.group(), rule.weight, rule.category) for m in rule.regex.finditer(lowered)]
-            continue
-        # Patterns open with long alternations, slow to scan over a whole book: search only near
-        # the trigger words that made them candidates.
-        for start, end in _windows(lowered, rule.triggers & present):
-            found += [(m.group(), rule.weight, rule.category) for m in rule.regex.finditer(lowered, start, end)]
-    return found, len(tokens)
-
-
 def _windows(lowered: str, words: set[str]) -> list[tuple[int, int]]:
     """Merged (start, end) spans of _WINDOW characters around every occurrence of `words`."""
-    if len(lowered) <= 2 * _WINDOW:
-        return [(0, len(lowered))]
+    if len(lowered) <= 2 * _WINDOW or sum(map(lowered.count, words)) * 2 * _WINDOW >= len(lowered) // 2:
+        return [(0, len(lowered))]  # short text, or common anchors: one scan beats many windows
     spans = []
     for word in words:
         at = lowered.find(word)
@@ -172,6 +161,38 @@ def _windows(lowered: str, words: set[str]) -> list[tuple[int, int]]:
     return merged
 
 
+def _rule_matches(rule: Rule, lowered: str, present: set[str]) -> list[str]:
+    alts = [alt for alt in rule.triggers if all(not group.isdisjoint(present) for group in alt)]
+    if not alts:
+        return []
+    # Patterns open with long alternations that are slow to scan over a whole book: search only
+    # near the anchor words that made the rule a candidate (a match spans far less than _WINDOW).
+    anchors = set().union(*(alt[0] & present for alt in alts))
+    return [m.group() for start, end in _windows(lowered, anchors) for m in rule.regex.finditer(lowered, start, end)]
+
+
+def match_details(text: str) -> tuple[list[tuple[str, float, str]], int]:
+    """([(matched text, weight, category), ...] for every match in `text`, its word count)."""
+    lex = _lexicon()
+    lowered, tokens, _ = lower_words(text)
+    present = set(tokens)
+    found: list[tuple[str, float, str]] = []
+    hits = present & lex.words.keys()
+    # Words whose harmless sense the context selects ("the ass brayed") count neither alone nor in phrases.
+    innocent = {w for w in hits if not lex.words[w].innocent.isdisjoint(present)}
+    for word in hits - innocent:
+        entry = lex.words[word]
+        n = len(entry.cased.findall(text)) if entry.cased else tokens.count(word)
+        found += [(word, entry.weight, entry.category)] * n
+    if _OBFUSCATION_HINT.search(lowered):
+        found += [(w, lex.words[w].weight, lex.words[w].category) for w in _obfuscated_words(lowered, lex)]
+    for i in sorted({i for w in present & lex.rules_by_word.keys() for i in lex.rules_by_word[w]}):
+        rule = lex.rules[i]
+        if rule.kind == "pattern" or not any(innocent & group for group in rule.triggers[0]):
+            found += [(m, rule.weight, rule.category) for m in _rule_matches(rule, lowered, present)]
+    return found, len(tokens)
+
+
 def _combine(weights: list[float], n_words: int) -> float:
     if not weights:
         return 0.0
@@ -180,21 +201,17 @@ def _combine(weights: list[float], n_words: int) -> float:
     return round(max(max(weights), 1.0 - math.exp(-evidence * dilution)), 4)
 
 
-def _score(text: str) -> float:
-    found, n_words = match_details(text)
-    return _combine([w for _, w, _ in found], n_words)
-
-
 def offensive_score(text: str) -> float:
     """How offensive `text` is, in [0, 1]; >= 0.5 (the default threshold) means drop."""
-    return _score(text)
+    found, n_words = match_details(text)
+    return _combine([w for _, w, _ in found], n_words)
 
 
 def line_scores(text: str) -> list[float]:
     """offensive_score of each line of text.split('\\n'); texts without any match skip the per-line pass."""
     lines = text.split("\n")
     if len(lines) == 1:
-        return [_score(text)]
+        return [offensive_score(text)]
     if not match_details(text)[0]:
         return [0.0] * len(lines)
-    return [_score(line) if line.strip() else 0.0 for line in lines]
+    return [offensive_score(line) if line.strip() else 0.0 for line in lines]

@@ -1,0 +1,107 @@
+"""Exact keys, MinHash signatures (deterministic across processes) and LSH near-duplicate grouping."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.dedup import MinHasher, exact_key, near_duplicate_groups
+
+FOX = (
+    "In the middle of the Birchwood there lived a small fox who was afraid of the dark. Every evening, when the "
+    "sun went down behind the hills, she hurried home to her den and hid under a pile of leaves until morning. "
+    "One autumn an old owl gave her a lantern made from a jam jar and a candle stub, and said: carry your own light."
+)
+BEAR = (
+    "High in the hills above the village lived a beekeeper called Tomas and his eleven hives. Every summer a brown "
+    "bear came down from the forest, knocked over a hive and ate the honey, and every summer Tomas shouted and "
+    "banged a pot until it went away. In the seventh summer he left a bowl of honey at the edge of the forest instead."
+)
+
+
+def _edit(text: str, swaps: dict[str, str]) -> str:
+    for old, new in swaps.items():
+        text = text.replace(old, new, 1)
+    return text
+
+
+def test_exact_key_ignores_case_punctuation_and_whitespace():
+    assert exact_key("The Fox, the Owl!\n\nAnd  the lantern.") == exact_key("the fox the owl and the LANTERN")
+    assert exact_key("the fox") != exact_key("the box")
+    assert len(exact_key("")) == 32 and int(exact_key("x"), 16) >= 0
+
+
+def test_signature_shape_dtype_and_determinism():
+    a, b = MinHasher(num_perm=64), MinHasher(num_perm=64)
+    sig = a.signature(FOX)
+    assert sig.shape == (64,) and sig.dtype == np.uint32
+    assert np.array_equal(sig, b.signature(FOX))
+    assert not np.array_equal(sig, MinHasher(num_perm=64, seed=2).signature(FOX))
+
+
+def test_signature_is_the_same_in_another_process_with_another_hash_seed():
+    code = "import sys; from pipeline.dedup import MinHasher; print(MinHasher().signature(sys.argv[1]).tobytes().hex(), end='')"
+    env = {"PYTHONHASHSEED": "12345", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    out = subprocess.run([sys.executable, "-c", code, FOX], capture_output=True, text=True, check=True, env=env).stdout
+    assert out == MinHasher().signature(FOX).tobytes().hex()
+
+
+def _similarity(x: str, y: str, hasher: MinHasher = MinHasher()) -> float:
+    return float(np.mean(hasher.signature(x) == hasher.signature(y)))
+
+
+def test_estimated_similarity_tracks_edits():
+    assert _similarity(FOX, FOX.upper().replace(",", "")) == 1.0  # case and punctuation are not shingles
+    light = _edit(FOX, {"small": "little", "autumn": "winter"})
+    heavy = _edit(FOX, {"small": "little", "autumn": "winter", "hurried": "ran", "old": "wise", "candle": "wick",
+                        "hills": "trees", "leaves": "ferns", "morning": "dawn"})
+    assert _similarity(FOX, light) > 0.6 > _similarity(FOX, heavy)
+    assert _similarity(FOX, BEAR) < 0.1
+
+
+def test_short_and_cjk_texts():
+    hasher = MinHasher(shingle_size=5)
+    assert np.array_equal(hasher.signature("Hello there!"), hasher.signature("hello, THERE"))  # one shingle
+    assert not np.array_equal(hasher.signature("Hello there"), hasher.signature("Hello where"))
+    poem = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
+    assert _similarity(poem, poem.replace("霜", "雪")) > 0.5  # character shingles, not one "word"
+    assert _similarity(poem, "春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。") < 0.1
+
+
+def test_near_duplicate_groups_keep_the_first_occurrence():
+    hasher = MinHasher()
+    docs = [FOX, BEAR, _edit(FOX, {"small": "little"}), "Something else entirely, about a boat and a gull.",
+            _edit(BEAR, {"eleven": "twelve"}), FOX]
+    groups = near_duplicate_groups([hasher.signature(d) for d in docs], bands=16, threshold=0.8)
+    assert groups == {2: 0, 4: 1, 5: 0}
+
+
+def test_threshold_is_verified_not_just_lsh_candidates():
+    hasher = MinHasher()
+    sigs = [hasher.signature(FOX), hasher.signature(_edit(FOX, {"small": "little", "autumn": "winter", "old": "wise"}))]
+    similarity = float(np.mean(sigs[0] == sigs[1]))
+    assert near_duplicate_groups(sigs, bands=32, threshold=min(1.0, similarity + 0.05)) == {}
+    assert near_duplicate_groups(sigs, bands=32, threshold=similarity) == {1: 0}
+
+
+def test_clusters_are_transitive_and_point_at_the_lowest_index():
+    base = np.arange(128, dtype=np.uint32)
+    b = base.copy(); b[:20] += 1000  # ~84% equal to base
+    c = b.copy(); c[20:40] += 1000  # ~84% equal to b, ~69% to base
+    groups = near_duplicate_groups([c, base, b], bands=16, threshold=0.8)
+    assert groups == {1: 0, 2: 0}  # base joins through b; the representative is the lowest index
+
+
+@pytest.mark.parametrize("sigs", [[], [np.zeros(128, dtype=np.uint32)]])
+def test_trivial_inputs(sigs):
+    assert near_duplicate_groups(sigs, bands=16, threshold=0.8) == {}
+
+
+def test_s_curve_of_the_default_banding():
+    # P(candidate) = 1 - (1 - s**r)**b with b=16 bands of r=8 rows: the docstring's numbers.
+    p = lambda s: 1 - (1 - s**8) ** 16  # noqa: E731
+    assert p(0.5) < 0.07 and 0.55 < p(0.7) < 0.65 and p(0.8) > 0.94 and p(0.9) > 0.999

@@ -1,0 +1,232 @@
+"""clean_text (mojibake, Unicode, whitespace, boilerplate; idempotent, never raises) and detect_language."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.config import CleanConfig
+from pipeline.textclean import clean_text, detect_language, lower_words
+
+CFG = CleanConfig()
+
+
+def clean(text: str, **overrides) -> str:
+    return clean_text(text, CleanConfig(**overrides) if overrides else CFG)
+
+
+# --- mojibake ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("broken", "fixed"),
+    [
+        ("RenÃ©eâ€™s cafÃ© sold three things", "Renée’s café sold three things"),
+        ("The cafÃ© was closed â€” sadly â€” so we wandered", "The café was closed — sadly — so we wandered"),
+        ("â€œHello,â€\x9d she said.", "“Hello,” she said."),  # latin-1 decoded: C1 control inside
+        ("â€œHello,â€ she said.", "“Hello,” she said."),  # cp1252 lost the unassigned 0x9d byte
+        ("ï»¿Once upon a time", "Once upon a time"),  # a BOM read as cp1252
+        ("ZaÅ¼Ã³Å‚Ä‡ gÄ™Å›lÄ… jaÅºÅ„", "Zażółć gęślą jaźń"),  # Latin Extended-A
+        ("ÃƒÂ©tÃƒÂ© Ã\xa0 Paris", "été à Paris"),  # double-encoded: repaired in two passes
+        ("ä½\xa0å¥½ï¼Œä¸–ç•Œ", "你好，世界"),  # CJK through cp1252
+    ],
+)
+def test_mojibake_is_repaired(broken: str, fixed: str):
+    assert clean(broken) == fixed
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Au CAFÉ» on parle de «JOSÉ»",  # 'É»' looks like a two-byte sequence but is real French
+        "Der Fuß… war kalt, sagte Jörg.",
+        "Ærøskøbing ligger på Ærø.",
+        "São Paulo, Ação, NÃO!",
+        "Crème brûlée, naïve façade, coöperate.",
+    ],
+)
+def test_real_accented_text_is_left_alone(text: str):
+    assert clean(text) == text
+
+
+def test_mojibake_repair_can_be_turned_off():
+    assert clean("cafÃ©", fix_mojibake=False) == "cafÃ©"
+
+
+# --- characters and whitespace ------------------------------------------------------------------
+
+
+def test_unicode_normalisation_forms():
+    assert clean("cafe\u0301") == "café"  # NFC composes
+    assert clean("\ufb01re and \u2460", unicode_form="NFKC") == "fire and 1"
+    assert clean("cafe\u0301", unicode_form="none") == "cafe\u0301"
+
+
+def test_controls_zero_width_and_bom_removed():
+    text = "\ufeffOnce\x00 upon\u200b a\x07 time\u2060.\x7f"
+    assert clean(text) == "Once upon a time."
+    assert clean("a\u00adb") == "ab"  # soft hyphen
+    assert clean("family: 👨\u200d👩\u200d👧") == "family: 👨\u200d👩\u200d👧"  # ZWJ joins emoji
+
+
+def test_line_endings_become_newlines():
+    assert clean("one\r\ntwo\rthree\u2028four\x0cfive") == "one\ntwo\nthree\nfour\nfive"
+
+
+def test_whitespace_is_tidied_but_lines_and_stanzas_kept():
+    poem = "\n\n  The moon   is a coin \t\n  in the pocket\tof night;   \n\n\n\n  she spends it on rivers\n \n"
+    assert clean(poem) == "  The moon is a coin\n  in the pocket of night;\n\n  she spends it on rivers"
+    assert clean("a\u00a0b\u2003c") == "a b c"
+
+
+# --- boilerplate -----------------------------------------------------------------------------------
+
+BOILERPLATE = [
+    "Home | About | Contact | Login",
+    "News · Sport · Weather · Culture",
+    "Home > Stories > Fairy tales",
+    "This website uses cookies to improve your experience.",
+    "We use cookies and similar technologies to personalise content and analyse traffic.",
+    "Accept all cookies",
+    "Reject all",
+    "Manage preferences",
+    "Cookie Settings",
+    "You need to enable JavaScript to run this app.",
+    "Please enable JavaScript in your browser settings.",
+    "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.",
+    "Subscribe to our newsletter",
+    "Sign up for our weekly newsletter!",
+    "© 2024 Example Media Group Ltd. All rights reserved.",
+    "Copyright 2019 Bedtime Tales",
+    "All rights reserved.",
+    "Click here to read the next chapter",
+    "Share on Facebook",
+    "Follow us on Instagram for more stories",
+    "Skip to main content",
+    "Read more »",
+    "404 - Page Not Found",
+    "Oops! The page you are looking for does not exist.",
+    "Project Gutenberg's Fairy Tales, by Hans Christian Andersen",
+]
+
+
+@pytest.mark.parametrize("line", BOILERPLATE)
+def test_boilerplate_line_is_removed(line: str):
+    story = "The fox ran over the hill and into the wood."
+    assert clean(f"{line}\n{story}\n{line}") == story
+    assert clean(f"{line}\n{story}", strip_boilerplate=False) == f"{line}\n{story}"
+
+
+LITERATURE = [
+    "Grandmother baked cookies and we accepted them gladly.",
+    "She would not accept cookies from the stranger at the gate.",
+    "Biscuit Comes Home",
+    "Going Home",
+    "Home",
+    "Next morning the snow had gone.",
+    "Share your bread with the hungry, said the old woman.",
+    "He clicked his heels and bowed.",
+    "“I reserve all my rights,” said the king, “and yours too.”",
+    "The register of the old church held every name.",
+    "Follow the river and you will find the mill.",
+    "Search the barn, the loft and the cellar!",
+]
+
+
+@pytest.mark.parametrize("line", LITERATURE)
+def test_literary_lines_are_kept(line: str):
+    assert clean(line) == line
+
+
+def test_gutenberg_header_and_licence_are_cut():
+    book = (
+        "The Project Gutenberg EBook of Fairy Tales\r\n\r\nRelease Date: 2008\r\n\r\n"
+        "*** START OF THIS PROJECT GUTENBERG EBOOK FAIRY TALES ***\r\n\r\n\r\n"
+        "THE FROG-KING\r\n\r\nOne fine evening a young princess went into a wood.\r\n\r\n"
+        "End of the Project Gutenberg EBook of Fairy Tales\r\n\r\n"
+        "*** END OF THIS PROJECT GUTENBERG EBOOK FAIRY TALES ***\r\n\r\nSection 1. General Terms of Use\r\n"
+    )
+    assert clean(book) == "THE FROG-KING\n\nOne fine evening a young princess went into a wood."
+
+
+# --- idempotent, never raises ------------------------------------------------------------------
+
+TRICKY = st.sampled_from(
+    list("\x00\x07\x1b\x7f\x80\x85\x9d\xa0\xad\u200b\u200d\u2028\ufeff\ufffd\r\n\t |•»©Ãâ€™©Â\u0301\u0303Åß…")
+    + ["\r\n", "  ", "\n\n\n", "Ã©", "â€™", "â€", "ï»¿", "床前明月光", "Home | About | Contact", "Accept all cookies",
+       "*** START OF THIS PROJECT GUTENBERG EBOOK X ***", "*** END OF THE PROJECT GUTENBERG EBOOK X ***",
+       "lorem ipsum"]
+)
+MIXED = st.lists(st.one_of(st.text(max_size=8), TRICKY), max_size=30).map("".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_idempotent_and_total_on_any_text(text: str):
+    once = clean(text)
+    assert clean(once) == once
+    once.encode("utf-8")  # always writable to Parquet
+
+
+@settings(max_examples=200, deadline=None)
+@given(MIXED)
+def test_idempotent_on_tricky_mixtures(text: str):
+    for cfg in (CFG, CleanConfig(unicode_form="NFKC"), CleanConfig(fix_mojibake=False, strip_boilerplate=False)):
+        once = clean_text(text, cfg)
+        assert clean_text(once, cfg) == once
+
+
+HARD_CASES = ["â€¨", "A\u0303©", "Ã\u200b©", "A\x80\u0303©", "à\x80©©", "e\u200b\u0301", " \r\n\u2028 "]
+
+
+@pytest.mark.parametrize("text", HARD_CASES)
+def test_idempotent_on_known_hard_cases(text: str):
+    once = clean(text)
+    assert clean(once) == once
+
+
+# --- language identification ----------------------------------------------------------------------
+
+SAMPLES = {
+    "en": [
+        "Once upon a time a little rabbit lived under the old oak tree with her brothers and sisters.",
+        "Shall I compare thee to a summer's day? Thou art more lovely and more temperate.",
+        "Beneath the azure sky the lilac blooms,\nand roses dance upon the garden wall;\na bouquet of reverie, a soft mirage.",
+        "Silent night, holy night,\nall is calm, all is bright.",
+        "Hark! the herald angels sing, and whilst ye shepherds watch o'er the flock, 'tis dawn.",
+    ],
+    "fr": ["Il était une fois un petit renard qui vivait dans la forêt avec sa mère."],
+    "de": ["An der Küste stand ein alter Leuchtturm, und in dem Leuchtturm wohnte ein Mann."],
+    "es": ["En un pueblo pequeño junto al mar vivía una tortuga muy vieja que no tenía prisa."],
+    "it": ["C'era una volta un re che aveva tre figlie, e la più giovane era anche la più bella."],
+    "pt": ["O menino não quer ir à escola hoje porque está chovendo muito e ele tem medo."],
+    "nl": ["Er was eens een kleine kat die in een groot huis woonde met haar moeder en de hond."],
+    "zh": ["床前明月光，疑是地上霜。举头望明月，低头思故乡。"],
+    "ja": ["むかしむかし、ある村におじいさんとおばあさんが住んでいました。"],
+    "ko": ["옛날 옛적에 작은 마을에 착한 소년이 살았습니다."],
+    "ru": ["Жили-были старик со старухой у самого синего моря."],
+    "ar": ["كان يا ما كان في قديم الزمان ملك عادل يحب شعبه."],
+}
+
+
+@pytest.mark.parametrize(("lang", "text"), [(lang, t) for lang, texts in SAMPLES.items() for t in texts])
+def test_detect_language(lang: str, text: str):
+    code, score = detect_language(text)
+    assert code == lang and 0.5 <= score <= 1.0
+
+
+@pytest.mark.parametrize("text", ["", "   ", "1234 5678 !!! ...", "— … —"])
+def test_detect_language_without_letters(text: str):
+    assert detect_language(text) == ("und", 0.0)
+
+
+def test_detect_language_only_reads_the_start():
+    code, _ = detect_language("Once upon a time there was a fox. " * 100 + "Il était une fois " * 1000)
+    assert code == "en"
+
+
+def test_lower_words_splits_cjk_characters():
+    low, words, has_cjk = lower_words("Hello, 世界! Don't stop_it 42")
+    assert low == "hello, 世界! don't stop_it 42"
+    assert words == ["hello", "世", "界", "don", "t", "stop", "it", "42"] and has_cjk

@@ -1,0 +1,115 @@
+"""Offensive-content scoring: the labelled evaluation set, fairy-tale controls, obfuscation, line mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.toxicity import _rows, line_scores, match_details, offensive_score
+
+LEXICONS = Path(__file__).resolve().parent.parent / "pipeline" / "lexicons"
+THRESHOLD = 0.5
+
+
+def _eval_set() -> list[tuple[int, str]]:
+    lines = (LEXICONS / "eval_offensive.tsv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "label\ttext"
+    return [(int(label), text) for label, text in (line.split("\t", 1) for line in lines[1:] if line)]
+
+
+def test_precision_and_recall_on_the_evaluation_set():
+    rows = _eval_set()
+    assert sum(label for label, _ in rows) >= 60 and sum(1 - label for label, _ in rows) >= 120
+    flagged = [(label, offensive_score(text) >= THRESHOLD) for label, text in rows]
+    tp = sum(1 for label, hit in flagged if label and hit)
+    fp = sum(1 for label, hit in flagged if not label and hit)
+    fn = sum(1 for label, hit in flagged if label and not hit)
+    precision, recall = tp / (tp + fp), tp / (tp + fn)
+    assert precision >= 0.95, f"precision {precision:.3f}"
+    assert recall >= 0.90, f"recall {recall:.3f}"
+
+
+def test_lexicon_holds_words_and_short_phrases_not_sentences():
+    # Guards against "tuning" by pasting evaluation sentences into the lexicon.
+    assert all(len(row[0].split()) <= 4 for row in _rows("offensive.txt"))
+    evaluation = {text.lower() for _, text in _eval_set()}
+    assert not any(row[0] in evaluation for row in _rows("offensive.txt"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The wolf ate the seven little goats, all but the youngest.",
+        "The knight slew the dragon and the people cheered.",
+        "The witch was pushed into the oven and burned.",
+        "“I will kill you and grind your bones!” roared the giant.",
+        "He would rather die than betray the king, and his blood ran cold.",
+        "The preacher said the wicked would burn in hell for ever.",
+        "“Damn,” said the sailor, and went back to his rope.",
+        "The ass carried the miller's sacks and brayed at the gate.",
+        "Dick Whittington and his cat went to London.",
+        "The Scunthorpe cocktail party had an assortment of classic Essex biscuits.",
+        "The cock crowed, the hens clucked, and the pussy cat chased a mouse.",
+        "The bitch and her puppies slept in the kennel by the stove.",
+        "She pricked her finger on the spindle and fell asleep.",
+        "“Don't be an idiot,” laughed his sister.",
+        "The farmer said the rats are vermin and set a trap in the barn.",
+        "Refugees arrived at the harbour and the village gave them bread.",
+    ],
+)
+def test_fairy_tales_and_innocent_senses_are_not_flagged(text: str):
+    assert offensive_score(text) < THRESHOLD
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "fuck off",
+        "What a f*cking mess.",
+        "sh1t happens",
+        "You absolute a$$hole.",
+        "Get out, you f**king b!tch.",
+        "You are a worthless piece of shit.",
+        "Those people are vermin and should be wiped out.",
+        "People from the hill villages are animals, not people.",
+        "Go back to where you came from.",
+        "Immigrants don't deserve to live.",
+    ],
+)
+def test_offensive_lines_are_flagged(text: str):
+    assert offensive_score(text) >= THRESHOLD
+
+
+def test_dick_as_a_name_versus_the_insult():
+    assert offensive_score("Dick and Jane went up the hill.") == 0.0
+    assert offensive_score("Don't be a dick, Jane.") >= THRESHOLD
+
+
+def test_scores_are_bounded_and_per_line():
+    text = "A quiet morning.\nfuck this\n\nThe birds sang."
+    scores = line_scores(text)
+    assert len(scores) == len(text.split("\n")) == 4
+    assert scores[1] >= THRESHOLD and scores[0] == scores[2] == scores[3] == 0.0
+    assert all(0.0 <= s <= 1.0 for s in scores + [offensive_score(text)])
+    assert line_scores("") == [0.0] and line_scores("one line") == [0.0]
+
+
+def test_one_mild_word_in_a_long_story_stays_below_threshold():
+    story = " ".join(["The miller walked to the river and watched the water turn the wheel."] * 30)
+    assert offensive_score(story + " “Damn this rain,” he said. What an idiot he had been.") < THRESHOLD
+    assert offensive_score("damn it, you idiot, shut up, you stupid loser") >= THRESHOLD  # but dense insults add up
+
+
+def test_one_strong_word_flags_its_line_and_the_document():
+    lines = [f"Line {i} of a long and peaceful story about boats and gulls." for i in range(20)]
+    lines[7] = "“Fuck you!” shouted the drunk man at the harbour."
+    scores = line_scores("\n".join(lines))
+    assert [i for i, s in enumerate(scores) if s >= THRESHOLD] == [7]
+    assert offensive_score("\n".join(lines)) >= THRESHOLD
+    assert offensive_score("\n".join(lines[:7] + lines[8:])) == 0.0
+
+
+def test_match_details_names_what_matched():
+    found, n_words = match_details("You worthless scum.")
+    assert ("worthless scum", 0.85, "insult") in found and n_words == 3
