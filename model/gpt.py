@@ -7,7 +7,9 @@ Architecture choices (the switchable ones name their GPTConfig field):
   embeddings applied to each head's queries and keys (RoPE, Su et al. 2021)
 - pre-norm residual blocks, x + attn(ln(x)) then x + mlp(ln(x)), and a final LayerNorm
 - multi-head causal self-attention through F.scaled_dot_product_attention, so fused
-  flash / memory-efficient kernels are used where the device has them
+  flash / memory-efficient kernels are used where the device has them; optionally with
+  queries and keys RMS-normalised per head (`qk_norm`, as in nanochat), which bounds the
+  attention logits and lets small models take a higher learning rate
 - GELU MLP with a hidden width of `mlp_ratio` * n_embd
 - biases in Linear and LayerNorm optional (`bias`), dropout optional (`dropout`)
 - GPT-2 init: N(0, 0.02) everywhere, residual output projections scaled by 1/sqrt(2 * n_layer)
@@ -23,8 +25,8 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class GPTConfig:
     pos_encoding: str = "rope"  # "sinusoidal" | "learned" | "rope"
     tie_weights: bool = True  # lm_head.weight is wte.weight
     mlp_ratio: int = 4
+    qk_norm: bool = False  # RMS-normalise each head's queries and keys before attention
 
     def __post_init__(self):
         if self.pos_encoding not in POS_ENCODINGS:
@@ -146,6 +149,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx  # which slot of a KVCache belongs to this layer
         self.n_head = config.n_head
+        self.qk_norm = config.qk_norm
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
@@ -158,6 +162,8 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if self.qk_norm:
+            q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:
@@ -214,12 +220,12 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),
-            drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
-            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
-        ))
+        self.transformer = nn.ModuleDict({
+            "wte": nn.Embedding(config.vocab_size, config.n_embd),
+            "drop": nn.Dropout(config.dropout),
+            "h": nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+            "ln_f": nn.LayerNorm(config.n_embd, bias=config.bias),
+        })
         # fixed tables are buffers rebuilt from the config, so they stay out of the state dict
         if config.pos_encoding == "learned":
             self.transformer["wpe"] = nn.Embedding(config.block_size, config.n_embd)

@@ -1,6 +1,7 @@
 """`quill` command line: run the flow, run one stage, generate text, show the config.
 
-    quill run --preset tiny
+    quill run --preset tiny [--task-runner threads|processes|dask|ray]
+    quill serve --preset small --cron "0 3 * * 1"      # scheduled retraining + per-stage flows (needs PREFECT_API_URL)
     quill stage tokenize --input data/runs/tiny/filter/manifest.json --out /tmp/tok
     quill generate "Once upon a time" --model models:/quill@champion --stream
     quill config --preset small --set train.max_steps=100
@@ -39,18 +40,41 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="override one config value, e.g. --set train.max_steps=50 (repeatable)")
 
 
+def _runner_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task-runner", choices=["threads", "processes", "dask", "ray"], default="threads",
+                   help="where the data stages run (default: %(default)s; dask and ray need the extras quill[dask], quill[ray])")
+    p.add_argument("--task-runner-address", metavar="ADDRESS",
+                   help="an existing dask scheduler (tcp://host:8786) or ray cluster (ray://host:10001)")
+    p.add_argument("--train-processes", type=int, default=1, metavar="N",
+                   help="train on N processes with torchrun + DDP, one per GPU (default: %(default)s, in the flow's process)")
+
+
 def _load(args):
     from pipeline.config import load_config
 
     return load_config(args.preset, args.config, args.overrides)
 
 
-def cmd_run(args) -> int:
-    from flows.corpus_to_model import FlowParams, corpus_to_model
+def _flow_params(args):
+    from flows.params import FlowParams
 
-    params = FlowParams(preset=args.preset or "tiny", sources=args.source or [], overrides=args.overrides,
-                        config_file=args.config, run_name=args.run_name)
-    result = corpus_to_model(params)
+    return FlowParams(preset=args.preset or "tiny", sources=args.source or [], overrides=args.overrides,
+                      config_file=args.config, run_name=args.run_name, train_processes=args.train_processes)
+
+
+def cmd_run(args) -> int:
+    from flows.corpus_to_model import StageFailed, corpus_to_model
+    from flows.runners import task_runner
+
+    params = _flow_params(args)
+    params.config()  # a bad preset, file or override fails here, before any server starts
+    runner = task_runner(args.task_runner, args.task_runner_address)
+    flow = corpus_to_model.with_options(task_runner=runner) if runner else corpus_to_model
+    try:
+        result = flow(params)
+    except StageFailed as exc:
+        print(f"quill: error: {exc}\nFinished stages are kept; rerun the same command to resume at that stage.", file=sys.stderr)
+        return 1
     print(f"\nRegistered model {result['model_name']} version {result['version']}"
           f" ({'champion' if result['champion'] else 'challenger'}: {result['decision']})")
     print(f"Run folder: {result['run_dir']}\n")
@@ -100,6 +124,35 @@ def cmd_stage(args) -> int:
 
         m = register(single, out, cfg.register, force=args.force)
     print(m.path)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from flows.runners import task_runner
+    from flows.serve import api_url, deployments, serve_all
+
+    params = _flow_params(args)
+    schedule = params.config().schedule
+    for key in ("cron", "timezone"):
+        if getattr(args, key):
+            setattr(schedule, key, getattr(args, key))
+    if args.name:
+        schedule.deployment = args.name
+    if args.paused:
+        schedule.active = False
+    runner = task_runner(args.task_runner, args.task_runner_address)
+    if args.dry_run:
+        for d in deployments(params, schedule, runner, stages=not args.no_stages):
+            cron = [s.schedule.cron for s in d.schedules or []]
+            print(f"{d.flow_name}/{d.name}  schedule={cron[0] if cron else 'manual'}  parameters={json.dumps(d.parameters)}")
+        return 0
+    if not api_url():
+        raise SystemExit("quill serve: no Prefect server configured. Start one and point Quill at it:\n"
+                         "  prefect server start --host 127.0.0.1 --port 4200\n"
+                         "  export PREFECT_API_URL=http://127.0.0.1:4200/api")
+    print(f"Serving corpus_to_model/{schedule.deployment} on cron '{schedule.cron}' ({schedule.timezone})"
+          f"{'' if args.no_stages else ' and stage-<name>/manual'}; UI: {api_url().removesuffix('/api')}")
+    serve_all(params, schedule, runner, stages=not args.no_stages, limit=args.limit)
     return 0
 
 
@@ -169,7 +222,26 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--source", action="append", metavar="PATH", help="corpus file/folder/glob (repeatable; default: data/sample)")
     p.add_argument("--run-name", help="folder under data/runs/ (default: the preset name); reruns reuse finished stages")
+    _runner_args(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("serve", help="serve the flow on a cron schedule, plus one flow per stage, for the Prefect UI",
+                       description="Register corpus_to_model on the config's cron schedule (section [schedule]) and one "
+                       "deployment per stage (stage-<name>/manual), then run their flow runs from this process until "
+                       "Ctrl-C. Needs a Prefect server (PREFECT_API_URL). The given config is each deployment's default "
+                       "parameters; the UI can change them per run.")
+    _config_args(p)
+    p.add_argument("--source", action="append", metavar="PATH", help="corpus file/folder/glob (repeatable; default: the config's)")
+    p.add_argument("--run-name", help="folder under data/runs/ (default: the preset name)")
+    p.add_argument("--cron", help="cron string, e.g. '0 3 * * 1' (default: schedule.cron)")
+    p.add_argument("--timezone", help="IANA time zone of the cron string (default: schedule.timezone)")
+    p.add_argument("--name", help="deployment name of corpus_to_model (default: schedule.deployment)")
+    p.add_argument("--paused", action="store_true", help="deploy the schedule paused (runs only when triggered)")
+    p.add_argument("--no-stages", action="store_true", help="serve only corpus_to_model, not the per-stage flows")
+    p.add_argument("--limit", type=int, default=1, help="flow runs at a time (default: %(default)s)")
+    p.add_argument("--dry-run", action="store_true", help="print the deployments and exit")
+    _runner_args(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("stage", help="run one stage locally, without Prefect",
                        description="Run one stage and print the path of its manifest.json. A stage whose manifest "

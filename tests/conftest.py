@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+import prefect.main  # noqa: F401  -- set up Prefect logging before any capsys test closes stderr
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"

@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import build_parser, main
+from pipeline.cli import STAGES, build_parser, main
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_logging():
+    """Prefect binds its log handlers to sys.stderr as it is when first set up. Do that here: inside a test
+    with capsys it would be capsys's stream, closed after that test, and later flow runs would fail to log."""
+    import prefect.main  # noqa: F401
 
 
 def test_help_lists_every_command(capsys):
@@ -12,7 +19,7 @@ def test_help_lists_every_command(capsys):
         build_parser().parse_args(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for cmd in ("run", "stage", "generate", "config"):
+    for cmd in ("run", "serve", "stage", "generate", "config"):
         assert cmd in out
 
 
@@ -40,3 +47,48 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, capsys):
 def test_generate_rejects_a_non_checkpoint(tmp_path: Path):
     with pytest.raises(SystemExit, match="not a checkpoint folder"):
         main(["generate", "hi", "--model", str(tmp_path)])
+
+
+def test_serve_and_run_flags_in_help(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--cron", "--timezone", "--paused", "--task-runner", "--dry-run"):
+        assert flag in out
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--help"])
+    assert "threads,processes,dask,ray" in capsys.readouterr().out
+
+
+def test_serve_dry_run_lists_the_scheduled_and_stage_deployments(capsys):
+    assert main(["serve", "--dry-run", "--cron", "15 4 * * *", "--name", "nightly", "--set", "train.max_steps=50"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("corpus_to_model/nightly  schedule=15 4 * * *") and "train.max_steps=50" in lines[0]
+    assert [line.split()[0] for line in lines[1:]] == [f"stage-{s}/manual" for s in STAGES]
+
+
+def test_serve_without_a_server_says_how_to_start_one(monkeypatch):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}), pytest.raises(SystemExit, match="prefect server start"):
+        main(["serve"])
+
+
+@pytest.mark.parametrize("extra", ["dask", "ray"])
+def test_missing_task_runner_extra_is_a_clear_error(extra, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, f"prefect_{extra}", None)  # import fails as if not installed
+    assert main(["run", "--task-runner", extra]) == 2
+    assert f"pip install 'quill[{extra}]'" in capsys.readouterr().err
+
+
+def test_task_runner_choices():
+    from prefect.task_runners import ProcessPoolTaskRunner
+
+    from flows.runners import task_runner
+
+    assert task_runner("threads") is None  # the flow's default thread pool
+    assert isinstance(task_runner("processes"), ProcessPoolTaskRunner)
+    with pytest.raises(ValueError, match="for dask or ray"):
+        task_runner("processes", "tcp://x:8786")
+    pytest.importorskip("prefect_dask")
+    assert type(task_runner("dask")).__name__ == "DaskTaskRunner"

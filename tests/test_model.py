@@ -11,6 +11,15 @@ from model.gpt import sinusoidal_table
 ENCODINGS = ["sinusoidal", "learned", "rope"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors run faster on one intra-op thread, and far faster on a busy machine (no spin-waits)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny(pos_encoding="rope", **kw) -> GPT:
     torch.manual_seed(0)
     cfg = GPTConfig(vocab_size=64, block_size=32, n_layer=2, n_head=2, n_embd=32, pos_encoding=pos_encoding, **kw)
@@ -163,3 +172,16 @@ def test_bad_config_rejected():
         GPTConfig(pos_encoding="alibi")
     with pytest.raises(ValueError, match="divisible"):
         GPTConfig(n_embd=30, n_head=4)
+
+
+def test_qk_norm_is_consistent_across_attention_paths():
+    model = tiny("rope", qk_norm=True)
+    assert model.transformer.h[0].attn.qk_norm
+    idx = torch.randint(0, 64, (2, 20))
+    full, _ = model(idx)
+    cache = model.new_cache(2)
+    steps = [model(idx[:, :12], cache=cache)[0]] + [model(idx[:, t:t + 1], cache=cache)[0] for t in range(12, 20)]
+    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
+    _, slow = model.attention_maps(idx, return_logits=True)
+    assert torch.allclose(slow, full, atol=1e-5)
+    assert not torch.allclose(full, tiny("rope")(idx)[0])  # the switch changes the model

@@ -1,18 +1,25 @@
-"""The data stages on the shipped sample corpus: every planted problem is caught, nothing is lost."""
+"""The data stages on the shipped sample corpus: every planted problem is caught, nothing is lost,
+and a stage that dies midway leaves nothing a rerun would trust."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+import pipeline.clean as clean_module
 from pipeline.clean import clean
 from pipeline.config import CleanConfig, FilterConfig, IngestConfig
 from pipeline.docs import iter_docs
 from pipeline.filter import filter_docs
 from pipeline.ingest import ingest
-from tests.conftest import SAMPLE
+from tests.conftest import REPO, SAMPLE, STORIES
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +79,10 @@ def test_data_reports(sample_run):
         assert f"# {m.stage} report" in report and f"**{m.stats['docs_kept']}**" in report
         assert m.output("lengths_plot").read_bytes()[:4] == b"\x89PNG"
     fi = sample_run[2]
-    assert "| offensive | 6 |" in fi.output("report").read_text()
-    assert fi.output("scores_plot").exists()
+    report = fi.output("report").read_text()
+    assert "| offensive | 6 |" in report and fi.output("scores_plot").exists()
+    assert "## Representation audit" in report and fi.stats["audit"]["docs"] == fi.stats["docs_kept"]
+    assert set(fi.stats["audit"]["mentions"]) == {"female", "male", "young", "old"}
 
 
 def test_filter_line_mode_vs_document_mode(sample_run, tmp_path: Path):
@@ -82,3 +91,105 @@ def test_filter_line_mode_vs_document_mode(sample_run, tmp_path: Path):
                            FilterConfig.model_validate({"toxicity": {"mode": "document"}}))
     assert doc_mode.stats["offensive_lines_dropped"] == 0
     assert doc_mode.stats["dropped"]["offensive"] == 8  # the two long stories go whole
+
+
+# --- nothing lost, on every fixture corpus ---------------------------------------------------------
+
+
+def _bad_corpus(root: Path) -> Path:
+    """Every kind of bad input next to a few good stories."""
+    d = root / "bad"
+    d.mkdir()
+    (d / "good.txt").write_text("\n<|endoftext|>\n".join(STORIES[:4]) + "\n", encoding="utf-8")
+    (d / "bin.txt").write_bytes(b"\x00\x01\x02binary")
+    (d / "latin.txt").write_bytes("caf\xe9 au lait is what the old sailor drank every morning by the sea\n".encode("latin-1"))
+    records = [{"text": STORIES[5]}, '{"text": "broken', {"body": "no text field"}, {"text": "   "}, {"text": "w" * 3000}]
+    (d / "mixed.jsonl").write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in records) + "\n")
+    (d / "rows.csv").write_text("title,body\na,no text column here\n")
+    return d
+
+
+@pytest.fixture(scope="module", params=["sample", "small", "bad"])
+def every_corpus(request, tmp_path_factory, corpus_dir_module):
+    root = tmp_path_factory.mktemp(request.param)
+    source = {"sample": SAMPLE, "small": corpus_dir_module, "bad": None}[request.param] or _bad_corpus(root)
+    ing = ingest([str(source)], root / "run" / "ingest", IngestConfig(max_doc_mb=2000 / 2**20))
+    cl = clean(ing.path, root / "run" / "clean", CleanConfig())
+    fi = filter_docs(cl.path, root / "run" / "filter", FilterConfig(audit={"counterfactual": True}))
+    return ing, cl, fi
+
+
+def _ids(paths: list[Path]) -> list[str]:
+    return [i for p in paths for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()]
+
+
+def test_every_document_is_kept_or_explained(every_corpus):
+    previous_kept = None
+    for m in every_corpus:
+        s, excluded = m.stats, _excluded(m)
+        assert s["docs_in"] == s["docs_kept"] + sum(s["dropped"].values())
+        assert Counter(r["reason"] for r in excluded) == Counter(s["dropped"]), "one quarantine row per drop"
+        assert all(r["reason"] and r["detail"] is not None for r in excluded)
+        kept = [i for i in _ids(m.output_list("docs")) if not i.endswith("#swap")]
+        assert len(kept) == s["docs_kept"] == len(set(kept))
+        if previous_kept is not None:  # each input document is in exactly one place
+            assert sorted(kept + [r["id"] for r in excluded]) == sorted(previous_kept)
+        previous_kept = kept
+    ing = every_corpus[0]
+    if ing.stats["dropped"].get("binary_file"):  # the bad corpus: every problem has its reason
+        assert set(ing.stats["dropped"]) == {"binary_file", "malformed_json", "missing_text_field", "empty", "too_large"}
+        assert ing.stats["invalid_utf8_lines"] == 1
+
+
+# --- atomic outputs: a stage that dies leaves nothing a rerun would trust ---------------------------
+
+
+def test_a_failing_stage_leaves_no_output(tmp_path: Path, monkeypatch):
+    ing = ingest([str(SAMPLE)], tmp_path / "run" / "ingest", IngestConfig(shard_docs=60))
+    calls = {"n": 0}
+    real = clean_module.clean_text
+
+    def failing(text, cfg):
+        calls["n"] += 1
+        if calls["n"] > 70:  # the first shard (60 docs) is written by then
+            raise RuntimeError("killed midway")
+        return real(text, cfg)
+
+    monkeypatch.setattr(clean_module, "clean_text", failing)
+    out = tmp_path / "run" / "clean"
+    with pytest.raises(RuntimeError, match="killed midway"):
+        clean(ing.path, out, CleanConfig(executor="local"))
+    partial = out.with_name("clean.partial")
+    assert list(partial.glob("docs_*.parquet")) and not (partial / "manifest.json").exists() and not out.exists()
+    monkeypatch.setattr(clean_module, "clean_text", real)
+    m = clean(ing.path, out, CleanConfig(executor="local"))
+    assert not m.stats.get("skipped") and not partial.exists()
+    assert sum(len(_ids([p])) for p in m.output_list("docs")) == m.stats["docs_kept"]
+
+
+KILLER = """
+import os, signal, sys
+import pipeline.docs as docs
+from pathlib import Path
+from pipeline.config import FilterConfig
+from pipeline.filter import filter_docs
+real = docs.write_table_atomic
+def write_then_die(table, path):
+    real(table, path)
+    os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no finally: like the OOM killer
+docs.write_table_atomic = write_then_die
+filter_docs(Path(sys.argv[1]), Path(sys.argv[2]), FilterConfig(executor="local"), force=True)
+"""
+
+
+def test_sigkill_midway_keeps_the_previous_output(sample_run):
+    _, cl, fi = sample_run
+    before = {p: p.read_bytes() for p in fi.stage_dir.rglob("*") if p.is_file()}
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(cl.path), str(fi.stage_dir)], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    partial = fi.stage_dir.with_name("filter.partial")
+    assert any(partial.rglob("*.parquet")) and not (partial / "manifest.json").exists()
+    assert {p: p.read_bytes() for p in fi.stage_dir.rglob("*") if p.is_file()} == before, "previous output intact"
+    again = filter_docs(cl.path, fi.stage_dir, FilterConfig())
+    assert again.stats.get("skipped") and again.stats["docs_kept"] == fi.stats["docs_kept"]

@@ -1,0 +1,103 @@
+"""What a flow run shows in the Prefect UI: per-stage reports, token statistics, a training summary,
+the evaluation report, links to MLflow and a training progress bar.
+
+The content comes from the stage manifests (`pipeline.report` renders it); this module only hands it
+to Prefect. `ProgressTracker` wraps the MLflow tracker that `pipeline.train` already logs to, so the
+progress artifact moves with every logged step and no Prefect import enters `pipeline/`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from prefect.artifacts import (create_link_artifact, create_markdown_artifact, create_progress_artifact,
+                               create_table_artifact, update_progress_artifact)
+
+from pipeline.config import RunConfig
+from pipeline.manifest import Manifest, read_manifest
+from pipeline.report import stage_summary, token_stats, training_summary
+from pipeline.tracking import MlflowTracker, NullTracker, Tracker
+
+
+def _token_stats(m: Manifest) -> None:
+    create_table_artifact(token_stats(m), key="token-stats",
+                          description=f"Tokens per split: vocabulary {m.stats['vocab_size']}, {m.stats['bytes_per_token']} bytes/token")
+
+
+def _training_summary(m: Manifest) -> None:
+    create_markdown_artifact(training_summary(m), key="training-summary", description="Training summary")
+
+
+def _evaluation_report(m: Manifest) -> None:
+    create_markdown_artifact(m.output("report").read_text(encoding="utf-8"), key="evaluation-report",
+                             description="Evaluation report (bits per byte, samples)")
+
+
+def _model_link(m: Manifest) -> None:
+    s = m.stats
+    create_link_artifact(f"{mlflow_ui()}/#/models/{s['model_name']}/versions/{s['version']}", key="mlflow-model",
+                         link_text=f"{s['model_name']} version {s['version']}",
+                         description=f"Registered model ({'champion' if s['champion'] else 'challenger'}: {s['decision']})")
+
+
+EXTRA = {"tokenize": _token_stats, "train": _training_summary, "evaluate": _evaluation_report, "register": _model_link}
+
+
+def publish(manifest_path: str) -> None:
+    """The stage's data report, plus its own artifact for tokenize, train, evaluate and register."""
+    m = read_manifest(manifest_path)
+    create_markdown_artifact(stage_summary(m), key=f"{m.stage}-report", description=f"{m.stage} stage")
+    if m.stage in EXTRA:
+        EXTRA[m.stage](m)
+
+
+def mlflow_ui() -> str:
+    return os.environ.get("QUILL_MLFLOW_UI", "http://127.0.0.1:5000").rstrip("/")
+
+
+@contextmanager
+def mlflow_run(cfg: RunConfig, name: str, tags: dict[str, str]) -> Iterator[MlflowTracker]:
+    """An MLflow run for this flow run, linked from the Prefect UI; marked FAILED if the body raises."""
+    tracker = MlflowTracker.start(cfg.register.experiment, run_name=name, tags=tags)
+    tracker.log_params(cfg.model_dump(mode="json"))
+    create_link_artifact(tracker.url, key="mlflow-run", link_text="MLflow run", description="Tracking for this flow run")
+    try:
+        yield tracker
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    tracker.end()
+
+
+class ProgressTracker:
+    """A Tracker whose `log_metrics(step)` also moves a Prefect progress artifact to step / total_steps.
+
+    Everything else goes to the wrapped tracker. The artifact is created at the first logged step and
+    updated at most every `min_interval` seconds (always at the last step), so the API is not hit per step.
+    """
+
+    def __init__(self, inner: Tracker, total_steps: int, key: str = "training-progress", min_interval: float = 2.0):
+        self.inner, self.total, self.key, self.min_interval = inner, max(1, total_steps), key, min_interval
+        self.artifact_id = None
+        self._last = 0.0
+
+    @classmethod
+    def for_run(cls, mlflow_run_id: str | None, total_steps: int) -> "ProgressTracker":
+        return cls(MlflowTracker(mlflow_run_id) if mlflow_run_id else NullTracker(), total_steps)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["inner"], name)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.inner.log_metrics(metrics, step)
+        progress, now = round(100.0 * min(step, self.total) / self.total, 1), time.monotonic()
+        if self.artifact_id is None:
+            self.artifact_id = create_progress_artifact(progress, key=self.key, description="Training steps done")
+        elif progress >= 100 or now - self._last >= self.min_interval:
+            update_progress_artifact(self.artifact_id, progress)
+        else:
+            return
+        self._last = now

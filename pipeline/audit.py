@@ -1,0 +1,187 @@
+"""Representation audit of the kept corpus, and gender-swapped counterfactual copies.
+
+    audit = Audit(); audit.add(text) ...; audit.counts   -> mergeable nested counts (manifest stats.audit)
+    report_lines(counts, top=12)                          -> Markdown tables for the filter report
+    gender_swap("She gave him her book.")                 -> "He gave her his book."
+
+Groups: gender (female, male: pronouns and person nouns, singular and plural) and age (young:
+child, baby, teenager, ... and "young <person>"; old: elderly, grandmother, pensioner, ... and
+"old <person>", so "the old mill" is not counted). Occupations are gender-neutral job nouns
+(gendered titles such as "actress" or "fisherman" would make the comparison circular). A
+co-occurrence is one sentence that holds the occupation and a term of the group.
+
+Counterfactual swap heuristics (documented limits): person nouns, titles and pronouns swap in both
+directions with their case kept; names are not swapped. "her" is possessive ("his") when a word
+follows that is not a function word (her dog, her own), else an object ("him": saw her, gave her
+the book); "his" before such a word becomes "her", else "hers" ("the book is his.").
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+FEMALE = """she her hers herself woman women girl girls lady ladies mother mothers mom moms mum mums mama daughter
+    daughters sister sisters wife wives aunt aunts niece nieces grandmother grandmothers grandma granny queen queens
+    princess princesses bride brides girlfriend girlfriends madam mrs ms widow widows duchess empress nun nuns""".split()
+MALE = """he him his himself man men boy boys gentleman gentlemen father fathers dad dads papa son sons brother brothers
+    husband husbands uncle uncles nephew nephews grandfather grandfathers grandpa king kings prince princes groom
+    grooms boyfriend boyfriends sir mr widower widowers duke emperor monk monks lord lords""".split()
+YOUNG = """child children kid kids baby babies infant infants toddler toddlers teenager teenagers teen teens youth
+    youths youngster youngsters adolescent adolescents""".split()
+OLD = """elderly grandmother grandmothers grandfather grandfathers grandma grandpa granny pensioner pensioners retiree
+    retirees""".split()
+GROUPS = {"gender": ("female", "male"), "age": ("young", "old")}
+OCCUPATIONS = """accountant actor architect artist astronaut author baker banker barber blacksmith builder butcher
+    captain carpenter cashier chef clerk cleaner cook dancer dentist detective doctor driver editor electrician engineer
+    farmer firefighter gardener guard hairdresser housekeeper hunter innkeeper janitor journalist judge lawyer librarian
+    manager mechanic merchant midwife miller miner musician nanny nurse officer painter pharmacist photographer
+    physician pilot plumber poet politician president priest professor programmer receptionist reporter sailor
+    scientist secretary servant shepherd shopkeeper singer soldier surgeon tailor teacher trader waiter weaver writer
+    mayor minister senator governor keeper""".split()
+
+
+def _plural(word: str) -> str:
+    if word.endswith("y") and word[-2] not in "aeiou":
+        return word[:-1] + "ies"
+    if word.endswith("fe"):
+        return word[:-2] + "ves"
+    return word + ("es" if word.endswith(("s", "sh", "ch", "x")) else "s")
+
+
+_TERM_GROUPS: dict[str, tuple[str, ...]] = {}
+for _group, _words in (("female", FEMALE), ("male", MALE), ("young", YOUNG), ("old", OLD)):
+    for _w in _words:
+        _TERM_GROUPS[_w] = _TERM_GROUPS.get(_w, ()) + (_group,)
+_OCCUPATION_FORMS = {form: job for job in OCCUPATIONS for form in (job, _plural(job))}
+_VOCAB = frozenset(_TERM_GROUPS) | frozenset(_OCCUPATION_FORMS)
+_PEOPLE = "man|men|woman|women|lady|ladies|gentleman|gentlemen|person|persons|people|folk|folks|fellow|fellows|couple|couples"
+_AGE_WORDS = frozenset(("young", "old", "elderly", "aged"))
+_AGE_PHRASE = re.compile(rf"\b(young|old|elderly|aged)\s+({_PEOPLE})\b")
+_WORD = re.compile(r"[a-z]+")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
+
+
+class Audit:
+    """Accumulates group mentions, documents per group and sentence co-occurrence with occupations."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, Any] = {"docs": 0, "mentions": {}, "docs_with": {}, "occupations": {}, "cooccurrence": {}}
+
+    def _bump(self, section: str, group: str, key: str | None = None, n: int = 1) -> None:
+        table = self.counts[section]
+        if key is None:
+            table[group] = table.get(group, 0) + n
+        else:
+            row = table.setdefault(group, {})
+            row[key] = row.get(key, 0) + n
+
+    def add(self, text: str) -> None:
+        low = text.lower()
+        self.counts["docs"] += 1
+        counts = Counter(_WORD.findall(low))  # Counter counts in C; only the few vocabulary words reach Python
+        present = counts.keys() & _VOCAB
+        groups: set[str] = set()
+        for word in present:
+            for group in _TERM_GROUPS.get(word, ()):
+                self._bump("mentions", group, word, counts[word])
+                groups.add(group)
+            if word in _OCCUPATION_FORMS:
+                self._bump("occupations", _OCCUPATION_FORMS[word], n=counts[word])
+        if not _AGE_WORDS.isdisjoint(counts):  # scan for "old man" only where an age adjective occurs
+            for m in _AGE_PHRASE.finditer(low):
+                group = "young" if m[1] == "young" else "old"
+                self._bump("mentions", group, f"{m[1]} {m[2]}")
+                groups.add(group)
+        for group in groups:
+            self._bump("docs_with", group)
+        if groups and (job_words := present & _OCCUPATION_FORMS.keys()):
+            self._cooccur(low, job_words)
+
+    def _cooccur(self, low: str, job_words: set[str]) -> None:
+        for sentence in _SENTENCE.split(low):
+            if not any(w in sentence for w in job_words):  # substring test first: most sentences name no job
+                continue
+            words = set(_WORD.findall(sentence))
+            jobs = {_OCCUPATION_FORMS[w] for w in words & _OCCUPATION_FORMS.keys()}
+            if not jobs:
+                continue
+            groups = {g for w in words & _TERM_GROUPS.keys() for g in _TERM_GROUPS[w]}
+            groups |= {"young" if m[1] == "young" else "old" for m in _AGE_PHRASE.finditer(sentence)}
+            for group in groups:
+                for job in jobs:
+                    self._bump("cooccurrence", group, job)
+
+
+def sorted_counts(counts: dict[str, Any]) -> dict[str, Any]:
+    """The same nested counts with keys sorted at every level (set order varies between processes)."""
+    return {k: sorted_counts(v) if isinstance(v, dict) else v for k, v in sorted(counts.items())}
+
+
+def report_lines(counts: dict[str, Any], top: int = 12) -> list[str]:
+    """The audit as Markdown: mentions and documents per group, top terms, occupation co-occurrence."""
+    mentions = {g: sum(t.values()) for g, t in counts.get("mentions", {}).items()}
+    lines = ["## Representation audit", "", f"Kept documents audited: {counts.get('docs', 0):,}.", "",
+             "| dimension | group | mentions | documents | share of the dimension's mentions | top terms |",
+             "|---|---|---:|---:|---:|---|"]
+    for dim, groups in GROUPS.items():
+        total = sum(mentions.get(g, 0) for g in groups)
+        for g in groups:
+            terms = sorted(counts.get("mentions", {}).get(g, {}).items(), key=lambda kv: (-kv[1], kv[0]))[:6]
+            share = f"{100 * mentions.get(g, 0) / total:.1f} %" if total else "–"
+            lines.append(f"| {dim} | {g} | {mentions.get(g, 0):,} | {counts.get('docs_with', {}).get(g, 0):,} | {share} | "
+                         + ", ".join(f"{t} ({n})" for t, n in terms) + " |")
+    co = counts.get("cooccurrence", {})
+    jobs = sorted(counts.get("occupations", {}).items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    if jobs:
+        lines += ["", f"Occupations (top {top} by mentions) and the sentences they share with each group:", "",
+                  "| occupation | mentions | female | male | female share | young | old |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for job, n in jobs:
+            f, m = co.get("female", {}).get(job, 0), co.get("male", {}).get(job, 0)
+            share = f"{100 * f / (f + m):.0f} %" if f + m else "–"
+            young, old = co.get("young", {}).get(job, 0), co.get("old", {}).get(job, 0)
+            lines.append(f"| {job} | {n:,} | {f} | {m} | {share} | {young} | {old} |")
+    return lines
+
+
+# --- counterfactual augmentation -----------------------------------------------------------------
+
+_PAIRS = """he:she him:her himself:herself man:woman men:women boy:girl boys:girls gentleman:lady gentlemen:ladies
+    father:mother fathers:mothers dad:mom dads:moms papa:mama son:daughter sons:daughters brother:sister
+    brothers:sisters husband:wife husbands:wives uncle:aunt uncles:aunts nephew:niece nephews:nieces
+    grandfather:grandmother grandfathers:grandmothers grandpa:grandma king:queen kings:queens prince:princess
+    princes:princesses groom:bride grooms:brides boyfriend:girlfriend boyfriends:girlfriends sir:madam mr:mrs
+    widower:widow widowers:widows duke:duchess emperor:empress monk:nun monks:nuns actor:actress waiter:waitress
+    hero:heroine""".split()
+_SWAP = {a: b for a, b in (p.split(":") for p in _PAIRS)} | {b: a for a, b in (p.split(":") for p in _PAIRS)}
+_SWAP.update({"her": "", "his": "", "hers": "his", "lord": "lady", "lords": "ladies", "ms": "mr", "mum": "dad",
+              "mums": "dads", "granny": "grandpa"})  # "" = decided by the next word; the rest swap one way
+_SWAP_RE = re.compile(r"\b(" + "|".join(sorted(_SWAP, key=len, reverse=True)) + r")\b", re.IGNORECASE)
+_NEXT_WORD = re.compile(r"[ \t]+([A-Za-z]+)")
+_FUNCTION_WORDS = frozenset("""a an the to and or but nor in on at by with for from of into onto about up down out off over
+    under away back again too as so that this these those if when while before after because since until than then
+    now there here all both some any no every each very not never yet still also just once what how why where who whom
+    which anything everything something nothing is was are were be been will would can could should""".split())
+
+
+def _keep_case(source: str, word: str) -> str:
+    if len(source) > 1 and source.isupper():
+        return word.upper()
+    return word[0].upper() + word[1:] if source[0].isupper() else word
+
+
+def _swap_word(m: re.Match) -> str:
+    word = m.group(0)
+    low = word.lower()
+    swapped = _SWAP[low]
+    if not swapped:  # her / his: possessive before a content word, else object ("him") or pronoun ("hers")
+        nxt = _NEXT_WORD.match(m.string, m.end())
+        before_word = nxt is not None and nxt[1].lower() not in _FUNCTION_WORDS
+        swapped = ("his" if before_word else "him") if low == "her" else ("her" if before_word else "hers")
+    return _keep_case(word, swapped)
+
+
+def gender_swap(text: str) -> str:
+    """`text` with gendered words swapped (see the module docstring for the heuristics)."""
+    return _SWAP_RE.sub(_swap_word, text)
