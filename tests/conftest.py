@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 import prefect.main  # noqa: F401  -- set up Prefect logging before any capsys test closes stderr
 
 REPO = Path(__file__).resolve().parent.parent
@@ -150,3 +151,12 @@ def registered_store(tmp_path_factory, mlflow_blank_db: Path, tiny_evaluated) ->
     with mlflow_at(uri):
         register(tiny_evaluated.path, root / "register", RegisterConfig())
     return uri
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Use with pytestmark = pytest.mark.usefixtures("one_thread"). Tiny tensors run faster on one intra-op thread, and far faster on a busy machine (no spin-waits)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

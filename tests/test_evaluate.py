@@ -13,13 +13,7 @@ import torch
 from pipeline import bias_probe, eval_metrics as em
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run faster on one intra-op thread, and far faster on a busy machine (no spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- sample metrics, by hand -------------------------------------------------------------------

@@ -13,13 +13,7 @@ NEG = float("-inf")
 OFF = dict(temperature=1.0, top_k=None, top_p=None, min_p=None)  # a processor that changes nothing
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run faster on one intra-op thread, and far faster on a busy machine (no spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def lively(pos_encoding: str) -> GPT:

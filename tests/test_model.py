@@ -11,13 +11,7 @@ from model.gpt import sinusoidal_table
 ENCODINGS = ["sinusoidal", "learned", "rope"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run faster on one intra-op thread, and far faster on a busy machine (no spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(pos_encoding="rope", **kw) -> GPT:

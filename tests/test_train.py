@@ -30,13 +30,7 @@ MODEL = ModelConfig(block_size=32, n_layer=2, n_head=2, n_embd=32)
 FAST = {"batch_size": 4, "warmup_steps": 2, "eval_every": 4, "eval_tokens": 2000, "threads": 1, "device": "cpu"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run faster on one intra-op thread, and far faster on a busy machine (no spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
