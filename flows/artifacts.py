@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
+from prefect import get_run_logger
 from prefect.artifacts import (create_link_artifact, create_markdown_artifact, create_progress_artifact,
                                create_table_artifact, update_progress_artifact)
 
@@ -59,17 +61,36 @@ def mlflow_ui() -> str:
 
 
 @contextmanager
-def mlflow_run(cfg: RunConfig, name: str, tags: dict[str, str]) -> Iterator[MlflowTracker]:
-    """An MLflow run for this flow run, linked from the Prefect UI; marked FAILED if the body raises."""
+def mlflow_run(cfg: RunConfig, name: str, tags: dict[str, str], run_dir: Path) -> Iterator[MlflowTracker]:
+    """An MLflow run for this flow run, linked from the Prefect UI; marked FAILED if the body raises.
+
+    When no stage ran (every manifest under `run_dir` is the one that was there before), the run
+    holds nothing but parameters: it is deleted instead of cluttering the experiment, and
+    `tracker.run_id` is set to None.
+    """
+    before = _manifest_stamps(run_dir)
     tracker = MlflowTracker.start(cfg.register.experiment, run_name=name, tags=tags)
     tracker.log_params(cfg.model_dump(mode="json"))
-    create_link_artifact(tracker.url, key="mlflow-run", link_text="MLflow run", description="Tracking for this flow run")
+    link = lambda: create_link_artifact(tracker.url, key="mlflow-run", link_text="MLflow run",  # noqa: E731
+                                        description="Tracking for this flow run")
     try:
         yield tracker
     except BaseException:
         tracker.end("FAILED")
+        link()
         raise
+    if _manifest_stamps(run_dir) == before:
+        get_run_logger().info("every stage was up to date: no MLflow run kept")
+        tracker.client.delete_run(tracker.run_id)
+        tracker.run_id = None
+        return
     tracker.end()
+    link()
+
+
+def _manifest_stamps(run_dir: Path) -> dict[str, tuple[int, int]]:
+    """(inode, mtime) of each stage manifest: a stage that runs replaces its manifest file."""
+    return {p.parent.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in Path(run_dir).glob("*/manifest.json")}
 
 
 class ProgressTracker:

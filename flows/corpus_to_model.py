@@ -32,7 +32,7 @@ def corpus_to_model(params: FlowParams = FlowParams()) -> dict:
     cfg = params.config()
     root = params.run_dir(cfg)
     tags = {"prefect.flow_run_id": str(flow_run.get_id()), "quill.preset": cfg.preset}
-    with mlflow_run(cfg, flow_run.get_name() or "local", tags) as tracker:
+    with mlflow_run(cfg, flow_run.get_name() or "local", tags, root) as tracker:
         m = step(ingest_task, cfg.sources, str(root / "ingest"), cfg.ingest)
         m = step(clean_task, m, str(root / "clean"), cfg.clean)
         m = step(filter_task, m, str(root / "filter"), cfg.filter)

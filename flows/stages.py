@@ -10,6 +10,8 @@ manifest in data/runs/<run_name>/ and writes its own folder there, exactly as `c
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow
 
 from flows.artifacts import mlflow_run
@@ -51,7 +53,7 @@ def tokenize_flow(params: StageParams = StageParams()) -> str:
 def train_flow(params: StageParams = StageParams()) -> str:
     """Train the GPT, logging to a new MLflow run."""
     cfg, inputs, out = params.resolve("train")
-    with mlflow_run(cfg, f"stage train {out}", {"quill.stage": "train"}) as tracker:
+    with mlflow_run(cfg, f"stage train {out}", {"quill.stage": "train"}, Path(out).parent) as tracker:
         return step(train_task, inputs[0], out, cfg.train, cfg.model, tracker.run_id, params.force, params.train_processes)
 
 

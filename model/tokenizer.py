@@ -105,6 +105,10 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         return self.sp.encode(text)
 
+    def encode_prompt(self, text: str) -> list[int]:
+        """A prompt is the start of a document: eos first, as documents follow one in the training stream."""
+        return [self.eos_id] + self.sp.encode(text)
+
     def encode_batch(self, texts: list[str], num_threads: int = 1) -> list[list[int]]:
         return self.sp.encode(texts, num_threads=num_threads)
 

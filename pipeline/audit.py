@@ -1,6 +1,7 @@
 """Representation audit of the kept corpus, and gender-swapped counterfactual copies.
 
     audit = Audit(); audit.add(text) ...; audit.counts   -> mergeable nested counts (manifest stats.audit)
+    audit.add_observations(observe(words).take(kept), len(kept))   -> the same, in two steps (filter stage)
     report_lines(counts, top=12)                          -> Markdown tables for the filter report
     gender_swap("She gave him her book.")                 -> "He gave her his book."
 
@@ -19,27 +20,20 @@ the book); "his" before such a word becomes "her", else "hers" ("the book is his
 from __future__ import annotations
 
 import re
-from collections import Counter
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 
-FEMALE = """she her hers herself woman women girl girls lady ladies mother mothers mom moms mum mums mama daughter
-    daughters sister sisters wife wives aunt aunts niece nieces grandmother grandmothers grandma granny queen queens
-    princess princesses bride brides girlfriend girlfriends madam mrs ms widow widows duchess empress nun nuns""".split()
-MALE = """he him his himself man men boy boys gentleman gentlemen father fathers dad dads papa son sons brother brothers
-    husband husbands uncle uncles nephew nephews grandfather grandfathers grandpa king kings prince princes groom
-    grooms boyfriend boyfriends sir mr widower widowers duke emperor monk monks lord lords""".split()
-YOUNG = """child children kid kids baby babies infant infants toddler toddlers teenager teenagers teen teens youth
-    youths youngster youngsters adolescent adolescents""".split()
-OLD = """elderly grandmother grandmothers grandfather grandfathers grandma grandpa granny pensioner pensioners retiree
-    retirees""".split()
+import numpy as np
+
+from pipeline.toxicity import WordIndex
+from pipeline.wordarrays import CJK, WORD, WordArrays
+
+FEMALE = ["she", "her", "hers", "herself", "woman", "women", "girl", "girls", "lady", "ladies", "mother", "mothers", "mom", "moms", "mum", "mums", "mama", "daughter", "daughters", "sister", "sisters", "wife", "wives", "aunt", "aunts", "niece", "nieces", "grandmother", "grandmothers", "grandma", "granny", "queen", "queens", "princess", "princesses", "bride", "brides", "girlfriend", "girlfriends", "madam", "mrs", "ms", "widow", "widows", "duchess", "empress", "nun", "nuns"]
+MALE = ["he", "him", "his", "himself", "man", "men", "boy", "boys", "gentleman", "gentlemen", "father", "fathers", "dad", "dads", "papa", "son", "sons", "brother", "brothers", "husband", "husbands", "uncle", "uncles", "nephew", "nephews", "grandfather", "grandfathers", "grandpa", "king", "kings", "prince", "princes", "groom", "grooms", "boyfriend", "boyfriends", "sir", "mr", "widower", "widowers", "duke", "emperor", "monk", "monks", "lord", "lords"]
+YOUNG = ["child", "children", "kid", "kids", "baby", "babies", "infant", "infants", "toddler", "toddlers", "teenager", "teenagers", "teen", "teens", "youth", "youths", "youngster", "youngsters", "adolescent", "adolescents"]
+OLD = ["elderly", "grandmother", "grandmothers", "grandfather", "grandfathers", "grandma", "grandpa", "granny", "pensioner", "pensioners", "retiree", "retirees"]
 GROUPS = {"gender": ("female", "male"), "age": ("young", "old")}
-OCCUPATIONS = """accountant actor architect artist astronaut author baker banker barber blacksmith builder butcher
-    captain carpenter cashier chef clerk cleaner cook dancer dentist detective doctor driver editor electrician engineer
-    farmer firefighter gardener guard hairdresser housekeeper hunter innkeeper janitor journalist judge lawyer librarian
-    manager mechanic merchant midwife miller miner musician nanny nurse officer painter pharmacist photographer
-    physician pilot plumber poet politician president priest professor programmer receptionist reporter sailor
-    scientist secretary servant shepherd shopkeeper singer soldier surgeon tailor teacher trader waiter weaver writer
-    mayor minister senator governor keeper""".split()
+OCCUPATIONS = ["accountant", "actor", "architect", "artist", "astronaut", "author", "baker", "banker", "barber", "blacksmith", "builder", "butcher", "captain", "carpenter", "cashier", "chef", "clerk", "cleaner", "cook", "dancer", "dentist", "detective", "doctor", "driver", "editor", "electrician", "engineer", "farmer", "firefighter", "gardener", "guard", "hairdresser", "housekeeper", "hunter", "innkeeper", "janitor", "journalist", "judge", "lawyer", "librarian", "manager", "mechanic", "merchant", "midwife", "miller", "miner", "musician", "nanny", "nurse", "officer", "painter", "pharmacist", "photographer", "physician", "pilot", "plumber", "poet", "politician", "president", "priest", "professor", "programmer", "receptionist", "reporter", "sailor", "scientist", "secretary", "servant", "shepherd", "shopkeeper", "singer", "soldier", "surgeon", "tailor", "teacher", "trader", "waiter", "weaver", "writer", "mayor", "minister", "senator", "governor", "keeper"]
 
 
 def _plural(word: str) -> str:
@@ -61,6 +55,123 @@ _AGE_WORDS = frozenset(("young", "old", "elderly", "aged"))
 _AGE_PHRASE = re.compile(rf"\b(young|old|elderly|aged)\s+({_PEOPLE})\b")
 _WORD = re.compile(r"[a-z]+")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
+_GROUP_BITS = {"female": 1, "male": 2, "young": 4, "old": 8}
+
+
+class _Vocabulary(NamedTuple):
+    index: WordIndex  # every term, occupation form and age adjective
+    bits: np.ndarray  # uint8 per word: its groups (_GROUP_BITS)
+    job: np.ndarray  # bool per word: an occupation form
+    age: np.ndarray  # bool per word: an age adjective ("old" in "old man")
+
+
+@lru_cache(maxsize=1)
+def _vocabulary() -> _Vocabulary:
+    words = sorted(_VOCAB | _AGE_WORDS)
+    bits = np.array([sum(_GROUP_BITS[g] for g in _TERM_GROUPS.get(w, ())) for w in words], dtype=np.uint8)
+    job = np.array([w in _OCCUPATION_FORMS for w in words])
+    return _Vocabulary(WordIndex(words), bits, job, np.array([w in _AGE_WORDS for w in words]))
+
+
+def _letter_runs(words: WordArrays, vocab: _Vocabulary) -> tuple[np.ndarray, np.ndarray]:
+    """(document, vocabulary index) of every [a-z]+ run inside a word that also holds other letters or
+    digits ("doctor2", "mané"): the audit counts `[a-z]+` runs, which equal the words everywhere else."""
+    codes, classes = words.codes, words.classes
+    odd = np.flatnonzero(((classes & (WORD | CJK)) == WORD) & ((codes - np.uint32(97)) >= 26))  # not a-z
+    if len(odd) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    # A word holds both kinds of character iff one of each are neighbours (a word is a contiguous run).
+    before = (codes[np.maximum(odd - 1, 0)] - np.uint32(97)) < 26
+    after = (codes[np.minimum(odd + 1, len(codes) - 1)] - np.uint32(97)) < 26
+    odd = odd[before | after]
+    if len(odd) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    first = words.starts + words.doc_first_char[words.doc]
+    mixed = np.unique(np.searchsorted(first, odd, side="right") - 1)
+    docs, terms = [], []
+    at = {w: i for i, w in enumerate(vocab.index.vocab)}
+    for w, d, start, length in zip(mixed.tolist(), words.doc[mixed].tolist(), words.starts[mixed].tolist(),
+                                   words.lengths[mixed].tolist()):
+        for run in _WORD.findall(words.lower[d], start, start + length):
+            if run in at:
+                docs.append(d)
+                terms.append(at[run])
+    return np.array(docs, dtype=np.int64), np.array(terms, dtype=np.int64)
+
+
+class Observations(NamedTuple):
+    """What the audit saw in a batch, per document, before deciding which documents count."""
+
+    term_doc: np.ndarray  # int64 per vocabulary hit: its document
+    term: np.ndarray  # int64 per hit: index into the vocabulary
+    phrase_doc: np.ndarray  # int64 per age phrase ("old man"): its document
+    phrase: np.ndarray  # str per age phrase
+    pair_doc: np.ndarray  # int64 per (sentence, group, occupation) co-occurrence: its document
+    pair: np.ndarray  # str per co-occurrence: "group\toccupation"
+
+    def take(self, docs: np.ndarray) -> "Observations":
+        """The observations of the documents `docs` (sorted indexes), renumbered 0, 1, ..."""
+        out = []
+        for where, values in ((self.term_doc, self.term), (self.phrase_doc, self.phrase), (self.pair_doc, self.pair)):
+            at = np.searchsorted(docs, where).clip(max=max(len(docs) - 1, 0))
+            hit = docs[at] == where if len(docs) else np.zeros(len(where), dtype=bool)
+            out += [at[hit], values[hit]]
+        return Observations(*out)
+
+
+def observe(words: WordArrays) -> Observations:
+    """Vocabulary hits, age phrases and sentence co-occurrences of each document of `words`, in one pass
+    of array operations; Python only for the few documents with an age adjective or an occupation."""
+    vocab = _vocabulary()
+    at, hit = vocab.index.lookup(words.hashes)
+    extra_docs, extra_terms = _letter_runs(words, vocab)
+    docs = np.concatenate([words.doc[hit], extra_docs])
+    terms = np.concatenate([at[hit].astype(np.int64), extra_terms])
+    phrase_doc, phrases = [], []
+    for d in np.unique(docs[vocab.age[terms]]).tolist():  # "old man": only where an age adjective occurs
+        for m in _AGE_PHRASE.finditer(words.lower[d]):
+            phrase_doc.append(d)
+            phrases.append(f"{m[1]} {m[2]}")
+    groups = _group_bits(words.n_docs, docs, terms, np.array(phrase_doc, dtype=np.int64), phrases)
+    # Sentence co-occurrence: only documents with an occupation and a group term.
+    job = vocab.job[terms] & (groups[docs] != 0)
+    job_docs = np.unique(docs[job])
+    names = vocab.index.vocab
+    pair_doc, pairs = [], []
+    for d in job_docs.tolist():
+        jobs = {names[t] for t in terms[job & (docs == d)].tolist()}
+        for pair in _cooccur(words.lower[d], jobs):
+            pair_doc.append(d)
+            pairs.append(pair)
+    return Observations(docs, terms, np.array(phrase_doc, dtype=np.int64), np.array(phrases, dtype=str),
+                        np.array(pair_doc, dtype=np.int64), np.array(pairs, dtype=str))
+
+
+def _group_bits(n_docs: int, docs: np.ndarray, terms: np.ndarray, phrase_doc: np.ndarray, phrases) -> np.ndarray:
+    """Per document, the bits (_GROUP_BITS) of the groups it mentions."""
+    groups = np.zeros(n_docs, dtype=np.uint8)
+    term_bits = _vocabulary().bits[terms]
+    for bit in _GROUP_BITS.values():
+        groups[docs[(term_bits & bit) != 0]] |= bit
+    for d, phrase in zip(phrase_doc.tolist(), phrases):
+        groups[d] |= _GROUP_BITS["young" if phrase.startswith("young") else "old"]
+    return groups
+
+
+def _cooccur(low: str, job_words: set[str]) -> list[str]:
+    """"group\toccupation" for each sentence of `low` that names one of `job_words`, per group and job in it."""
+    found = []
+    for sentence in _SENTENCE.split(low):
+        if not any(w in sentence for w in job_words):  # substring test first: most sentences name no job
+            continue
+        words = set(_WORD.findall(sentence))
+        jobs = {_OCCUPATION_FORMS[w] for w in words & _OCCUPATION_FORMS.keys()}
+        if not jobs:
+            continue
+        groups = {g for w in words & _TERM_GROUPS.keys() for g in _TERM_GROUPS[w]}
+        groups |= {"young" if m[1] == "young" else "old" for m in _AGE_PHRASE.finditer(sentence)}
+        found += [f"{group}\t{job}" for group in groups for job in jobs]
+    return found
 
 
 class Audit:
@@ -78,40 +189,31 @@ class Audit:
             row[key] = row.get(key, 0) + n
 
     def add(self, text: str) -> None:
-        low = text.lower()
-        self.counts["docs"] += 1
-        counts = Counter(_WORD.findall(low))  # Counter counts in C; only the few vocabulary words reach Python
-        present = counts.keys() & _VOCAB
-        groups: set[str] = set()
-        for word in present:
-            for group in _TERM_GROUPS.get(word, ()):
-                self._bump("mentions", group, word, counts[word])
-                groups.add(group)
-            if word in _OCCUPATION_FORMS:
-                self._bump("occupations", _OCCUPATION_FORMS[word], n=counts[word])
-        if not _AGE_WORDS.isdisjoint(counts):  # scan for "old man" only where an age adjective occurs
-            for m in _AGE_PHRASE.finditer(low):
-                group = "young" if m[1] == "young" else "old"
-                self._bump("mentions", group, f"{m[1]} {m[2]}")
-                groups.add(group)
-        for group in groups:
-            self._bump("docs_with", group)
-        if groups and (job_words := present & _OCCUPATION_FORMS.keys()):
-            self._cooccur(low, job_words)
+        self.add_batch(WordArrays.from_texts([text]))
 
-    def _cooccur(self, low: str, job_words: set[str]) -> None:
-        for sentence in _SENTENCE.split(low):
-            if not any(w in sentence for w in job_words):  # substring test first: most sentences name no job
-                continue
-            words = set(_WORD.findall(sentence))
-            jobs = {_OCCUPATION_FORMS[w] for w in words & _OCCUPATION_FORMS.keys()}
-            if not jobs:
-                continue
-            groups = {g for w in words & _TERM_GROUPS.keys() for g in _TERM_GROUPS[w]}
-            groups |= {"young" if m[1] == "young" else "old" for m in _AGE_PHRASE.finditer(sentence)}
-            for group in groups:
-                for job in jobs:
-                    self._bump("cooccurrence", group, job)
+    def add_batch(self, words: WordArrays) -> None:
+        """Count the documents of `words` (the same counts as `add` on each text)."""
+        self.add_observations(observe(words), words.n_docs)
+
+    def add_observations(self, seen: Observations, n_docs: int) -> None:
+        """Count `n_docs` documents from what `observe` saw in them."""
+        self.counts["docs"] += n_docs
+        names = _vocabulary().index.vocab
+        totals = np.bincount(seen.term, minlength=len(names))
+        for t in np.flatnonzero(totals).tolist():
+            word, count = names[t], int(totals[t])
+            for group in _TERM_GROUPS.get(word, ()):
+                self._bump("mentions", group, word, count)
+            if word in _OCCUPATION_FORMS:
+                self._bump("occupations", _OCCUPATION_FORMS[word], n=count)
+        for phrase in seen.phrase.tolist():
+            self._bump("mentions", "young" if phrase.startswith("young") else "old", phrase)
+        groups = _group_bits(n_docs, seen.term_doc, seen.term, seen.phrase_doc, seen.phrase.tolist())
+        for group, bit in _GROUP_BITS.items():
+            if with_group := int(np.count_nonzero(groups & bit)):
+                self._bump("docs_with", group, n=with_group)
+        for pair in seen.pair.tolist():
+            self._bump("cooccurrence", *pair.split("\t"))
 
 
 def sorted_counts(counts: dict[str, Any]) -> dict[str, Any]:
@@ -147,22 +249,13 @@ def report_lines(counts: dict[str, Any], top: int = 12) -> list[str]:
 
 # --- counterfactual augmentation -----------------------------------------------------------------
 
-_PAIRS = """he:she him:her himself:herself man:woman men:women boy:girl boys:girls gentleman:lady gentlemen:ladies
-    father:mother fathers:mothers dad:mom dads:moms papa:mama son:daughter sons:daughters brother:sister
-    brothers:sisters husband:wife husbands:wives uncle:aunt uncles:aunts nephew:niece nephews:nieces
-    grandfather:grandmother grandfathers:grandmothers grandpa:grandma king:queen kings:queens prince:princess
-    princes:princesses groom:bride grooms:brides boyfriend:girlfriend boyfriends:girlfriends sir:madam mr:mrs
-    widower:widow widowers:widows duke:duchess emperor:empress monk:nun monks:nuns actor:actress waiter:waitress
-    hero:heroine""".split()
+_PAIRS = ["he:she", "him:her", "himself:herself", "man:woman", "men:women", "boy:girl", "boys:girls", "gentleman:lady", "gentlemen:ladies", "father:mother", "fathers:mothers", "dad:mom", "dads:moms", "papa:mama", "son:daughter", "sons:daughters", "brother:sister", "brothers:sisters", "husband:wife", "husbands:wives", "uncle:aunt", "uncles:aunts", "nephew:niece", "nephews:nieces", "grandfather:grandmother", "grandfathers:grandmothers", "grandpa:grandma", "king:queen", "kings:queens", "prince:princess", "princes:princesses", "groom:bride", "grooms:brides", "boyfriend:girlfriend", "boyfriends:girlfriends", "sir:madam", "mr:mrs", "widower:widow", "widowers:widows", "duke:duchess", "emperor:empress", "monk:nun", "monks:nuns", "actor:actress", "waiter:waitress", "hero:heroine"]
 _SWAP = {a: b for a, b in (p.split(":") for p in _PAIRS)} | {b: a for a, b in (p.split(":") for p in _PAIRS)}
 _SWAP.update({"her": "", "his": "", "hers": "his", "lord": "lady", "lords": "ladies", "ms": "mr", "mum": "dad",
               "mums": "dads", "granny": "grandpa"})  # "" = decided by the next word; the rest swap one way
 _SWAP_RE = re.compile(r"\b(" + "|".join(sorted(_SWAP, key=len, reverse=True)) + r")\b", re.IGNORECASE)
 _NEXT_WORD = re.compile(r"[ \t]+([A-Za-z]+)")
-_FUNCTION_WORDS = frozenset("""a an the to and or but nor in on at by with for from of into onto about up down out off over
-    under away back again too as so that this these those if when while before after because since until than then
-    now there here all both some any no every each very not never yet still also just once what how why where who whom
-    which anything everything something nothing is was are were be been will would can could should""".split())
+_FUNCTION_WORDS = frozenset(["a", "an", "the", "to", "and", "or", "but", "nor", "in", "on", "at", "by", "with", "for", "from", "of", "into", "onto", "about", "up", "down", "out", "off", "over", "under", "away", "back", "again", "too", "as", "so", "that", "this", "these", "those", "if", "when", "while", "before", "after", "because", "since", "until", "than", "then", "now", "there", "here", "all", "both", "some", "any", "no", "every", "each", "very", "not", "never", "yet", "still", "also", "just", "once", "what", "how", "why", "where", "who", "whom", "which", "anything", "everything", "something", "nothing", "is", "was", "are", "were", "be", "been", "will", "would", "can", "could", "should"])
 
 
 def _keep_case(source: str, word: str) -> str:

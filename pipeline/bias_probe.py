@@ -107,7 +107,7 @@ def model_scorer(model, tok) -> Callable[[list[str]], list[float]]:
     limit = model.config.block_size + 1
 
     def score(texts: list[str]) -> list[float]:
-        seqs = [[tok.eos_id] + tok.encode(t) for t in texts]
+        seqs = [tok.encode_prompt(t) for t in texts]
         fits = [s for s in seqs if len(s) <= limit]
         scores = iter(sentence_logprobs(model, fits)) if fits else iter(())
         return [next(scores) if len(s) <= limit else float("nan") for s in seqs]

@@ -4,21 +4,25 @@
 
 The text functions live in `pipeline.textclean`; this module is the stage around them. Each docs
 shard of the input is cleaned on its own (in this process, a process pool or on Dask, see
-`pipeline.shards`) into `docs_<shard>_*.parquet` and `excluded/excluded_<shard>_*.parquet`.
+`pipeline.shards`) into `docs_<shard>_*.parquet` and `excluded/excluded_<shard>_*.parquet`, a
+batch of documents at a time: the text functions work on whole batches.
 """
 
 from __future__ import annotations
 
 import logging
+import operator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from pipeline.config import CleanConfig
-from pipeline.docs import Sieve, Tally, finish, iter_docs, merge_tallies
+from pipeline.docs import Sieve, Tally, finish, iter_batches, merge_tallies
 from pipeline.manifest import Manifest, input_refs, read_manifest, run_stage
 from pipeline.shards import run_shards
-from pipeline.textclean import clean_text, detect_language
+from pipeline.textclean import clean_texts, detect_languages
 
 log = logging.getLogger(__name__)
 # Knobs that change where the work runs, never its output: kept out of the config hash.
@@ -32,17 +36,22 @@ def clean(in_manifest: Path, out_dir: Path, cfg: CleanConfig, force: bool = Fals
     return run_stage("clean", out_dir, input_refs([in_manifest]), stage_cfg, work, force=force)
 
 
-def clean_reason(text: str, cfg: CleanConfig) -> tuple[str, str, float | None]:
-    """('', '', None) to keep; else (reason, detail, score) for the first failing check."""
-    if len(text) < cfg.min_chars:
-        return "too_short", f"{len(text)} chars < {cfg.min_chars}", None
-    if len(text) > cfg.max_chars:
-        return "too_long", f"{len(text)} chars > {cfg.max_chars}", None
-    if cfg.languages:
-        lang, score = detect_language(text)
-        if lang not in cfg.languages or score < cfg.min_language_score:
-            return "language", f"{lang} ({score:.2f})", score
-    return "", "", None
+def clean_reasons(texts: list[str], cfg: CleanConfig) -> list[tuple[str, str, float | None]]:
+    """Per text, ('', '', None) to keep or (reason, detail, score) for the first failing check."""
+    out: list[tuple[str, str, float | None]] = [("", "", None)] * len(texts)
+    sized = []
+    for i, n in enumerate(map(len, texts)):
+        if n < cfg.min_chars:
+            out[i] = ("too_short", f"{n} chars < {cfg.min_chars}", None)
+        elif n > cfg.max_chars:
+            out[i] = ("too_long", f"{n} chars > {cfg.max_chars}", None)
+        else:
+            sized.append(i)
+    if cfg.languages and sized:
+        for i, (lang, score) in zip(sized, detect_languages([texts[i] for i in sized])):
+            if lang not in cfg.languages or score < cfg.min_language_score:
+                out[i] = ("language", f"{lang} ({score:.2f})", score)
+    return out
 
 
 def clean_shard(job: dict[str, Any]) -> Tally:
@@ -50,14 +59,17 @@ def clean_shard(job: dict[str, Any]) -> Tally:
     cfg: CleanConfig = job["cfg"]
     sieve = Sieve(Path(job["stage_dir"]), tag=f"{job['shard']:05d}")
     sieve.tally.counts["docs_changed"] = 0
-    for doc in iter_docs([Path(job["path"])]):
-        text = clean_text(doc["text"], cfg)
-        sieve.tally.counts["docs_changed"] += text != doc["text"]
-        reason, detail, score = clean_reason(text, cfg)
-        if reason:
-            sieve.drop(doc, reason, detail, score)  # quarantine the original text, not the cleaned one
-        else:
-            sieve.keep({**doc, "text": text})
+    for table in iter_batches([Path(job["path"])]):
+        raw = table.column("text").to_pylist()
+        texts = clean_texts(raw, cfg)
+        sieve.tally.counts["docs_changed"] += sum(map(operator.ne, texts, raw))
+        reasons = clean_reasons(texts, cfg)
+        keep = [not r[0] for r in reasons]
+        kept = table.set_column(1, "text", pa.array(texts, pa.string())).filter(pa.array(keep))
+        sieve.keep_batch(kept, [t for t, k in zip(texts, keep) if k])
+        gone = [i for i, k in enumerate(keep) if not k]
+        if gone:  # quarantine the original text, not the cleaned one
+            sieve.drop_batch(table.take(gone), [raw[i] for i in gone], *zip(*(reasons[i] for i in gone)))
     return sieve.close()
 
 

@@ -87,14 +87,14 @@ def cmd_stage(args) -> int:
     cfg = _load(args)
     out = Path(args.out)
     name = args.name
-    inputs = [Path(p) for p in args.input]
-    single = inputs[0] if inputs else None
+    inputs = list(args.input)  # ingest sources stay strings: Path() would fold the '//' of a URL
+    single = Path(inputs[0]) if inputs else None
     if name != "ingest" and (len(inputs) != 1):
         raise SystemExit(f"quill stage {name}: give exactly one --input manifest (the previous stage's manifest.json)")
     if name == "ingest":
         from pipeline.ingest import ingest
 
-        m = ingest([str(p) for p in inputs] or cfg.sources, out, cfg.ingest, force=args.force)
+        m = ingest(inputs or cfg.sources, out, cfg.ingest, force=args.force)
     elif name == "clean":
         from pipeline.clean import clean
 
@@ -179,7 +179,7 @@ def cmd_generate(args) -> int:
                          top_k=args.top_k or None, top_p=args.top_p or None, min_p=args.min_p,
                          repetition_penalty=args.repetition_penalty, no_repeat_ngram=args.no_repeat_ngram,
                          seed=args.seed, eos_id=tok.eos_id)
-    ids = tok.encode(args.prompt)
+    ids = tok.encode_prompt(args.prompt)
     if args.stream and not args.json:
         for n in range(args.n):
             cfg.seed = args.seed + n

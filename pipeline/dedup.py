@@ -1,95 +1,239 @@
-"""Exact and near-duplicate detection for the filter stage: normalised-text hashes and MinHash LSH.
+"""Exact and near-duplicate detection for the filter stage, a whole batch of documents at a time.
 
-    exact_key(text)                  blake2b of the lower-cased, punctuation-free, whitespace-collapsed text
-    MinHasher(...).signature(text)   MinHash signature (uint32 array) over word shingles (CJK: characters)
+    words = WordArrays.from_texts(texts)          # one tokenization, shared with the other filter rules
+    exact_keys(words)                  -> (n_docs,) "S16": a 128-bit key of each document's word sequence
+    MinHasher(...).signatures(words)   -> (n_docs, num_perm) uint32 One Permutation MinHash signatures
     near_duplicate_groups(sigs, bands, threshold) -> {dropped index: representative index}
 
-Both use `textclean.lower_words` (lower-cased letter/digit runs, each CJK character alone), which
-quality and toxicity share. Hashes are deterministic across processes and machines (blake2b, fixed
-seeds): Python's salted `hash()` is never used.
+`exact_key(text)` and `MinHasher.signature(text)` are the same functions on a batch of one text.
+Words are those of `textclean.lower_words` (lower-cased letter/digit runs, each CJK character alone),
+so case, punctuation and whitespace never matter. Everything is numpy arithmetic over the whole
+batch on the 64-bit word hashes of `WordArrays` (no Python call per document or per word), and
+deterministic across processes and machines (fixed constants and seeds, uint64 arithmetic that wraps
+mod 2**64): Python's salted `hash()` is never used.
 """
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
-from pipeline.textclean import lower_words
+from pipeline.wordarrays import WordArrays
 
-_WORD_CACHE_MAX = 500_000
+_U64 = np.uint64
+_LOW32 = _U64(0xFFFFFFFF)
+_EMPTY = _U64(1 << 32)  # above every 32-bit value: marks a bin without shingles
+_FEW_BINS = 40  # documents with at most this many full bins are densified by a min over them, not by probing
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser (a bijection of uint64 that spreads every input bit), in place."""
+    with np.errstate(over="ignore"):
+        x ^= x >> _U64(30)
+        x *= _U64(0xBF58476D1CE4E5B9)
+        x ^= x >> _U64(27)
+        x *= _U64(0x94D049BB133111EB)
+        x ^= x >> _U64(31)
+    return x
+
+
+def _doc_sums(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per-document sums (mod 2**64) of a per-word uint64 array; 0 for a document without words."""
+    cumulative = np.zeros(len(values) + 1, dtype=np.uint64)
+    np.cumsum(values, out=cumulative[1:])
+    with np.errstate(over="ignore"):
+        return cumulative[offsets[1:]] - cumulative[offsets[:-1]]  # wrapping difference is exact
+
+
+def _positions(words: WordArrays) -> np.ndarray:
+    """int64 per word: its index within its document."""
+    return np.arange(len(words.hashes), dtype=np.int64) - words.offsets[words.doc]
+
+
+# --- exact keys ------------------------------------------------------------------------------------
+
+# Two lanes of 64 bits; per lane an odd position multiplier and an additive constant (fixed forever:
+# changing them changes every key).
+_KEY_LANES = ((_U64(0x9E3779B97F4A7C15), _U64(0x243F6A8885A308D3), _U64(0xD6E8FEB86659FD93)),
+              (_U64(0xC2B2AE3D27D4EB4F), _U64(0x13198A2E03707344), _U64(0xA0761D6478BD642F)))
+
+
+def exact_keys(words: WordArrays) -> np.ndarray:
+    """One 128-bit key per document (dtype "S16"), equal iff the documents' word sequences are equal.
+
+    Each lane of 64 bits is mix(sum over the words of mix(word hash + (position + 1) * G) + count * C)
+    with its own odd G and constant C: a word at another position, a missing or an extra word each
+    change the sum by a pseudo-random 64-bit amount, so two different sequences share a lane with
+    probability ~2**-64 and a key with ~2**-128 -- given their words' 64-bit hashes differ: two
+    distinct words share a `WordArrays` hash with probability ~2**-64, which bounds the key's
+    collision rate from below (not adversarially safe). Case, punctuation and whitespace are not
+    words, so copies differing only in those share a key; all documents without words share one.
+    """
+    if len(words.hashes):
+        position = (_positions(words) + 1).astype(np.uint64)
+    count = np.diff(words.offsets).astype(np.uint64)
+    lanes = np.empty((words.n_docs, 2), dtype="<u8")
+    with np.errstate(over="ignore"):
+        for lane, (g, c, s) in enumerate(_KEY_LANES):
+            sums = _doc_sums(_mix(words.hashes + position * g), words.offsets) if len(words.hashes) else 0
+            lanes[:, lane] = _mix(sums + count * c + s)
+    return lanes.view("S16").reshape(words.n_docs)
 
 
 def exact_key(text: str) -> str:
-    """Same key for copies that differ only in case, punctuation or whitespace.
-
-    The key hashes the lower-cased letter/digit runs joined by single spaces (CJK characters one by one).
-    """
-    normal = " ".join(lower_words(text).words)
-    return hashlib.blake2b(normal.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    """Hex string (32 characters) of `exact_keys` for one text: the same for copies that differ only in
+    case, punctuation or whitespace."""
+    return exact_keys(WordArrays.from_texts([text])).view(np.uint8).tobytes().hex()
 
 
-def _hash64(s: str) -> int:
-    return int.from_bytes(hashlib.blake2b(s.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
-
-
-class _HashCache(dict):
-    """token -> 64-bit hash, computed on first use (lookups run in C via map)."""
-
-    def __missing__(self, token: str) -> int:
-        value = self[token] = _hash64(token)
-        return value
+# --- MinHash -------------------------------------------------------------------------------------
 
 
 class MinHasher:
-    """MinHash over shingles of `shingle_size` consecutive tokens, with `num_perm` hash functions.
+    """One Permutation MinHash with optimal densification over shingles of `shingle_size` consecutive words.
 
-    Each token is hashed once (blake2b, cached); a shingle's 64-bit hash is a position-weighted sum
-    of its tokens' hashes (odd random multipliers, mod 2**64), so shingles cost numpy arithmetic only.
-    The shingle hash is folded to a 32-bit key x and the `num_perm` hash functions are Dietzfelbinger's
-    multiply-add-shift h_i(x) = ((a_i * x + b_i) mod 2**64) >> 32 with random 64-bit a_i, b_i: a
-    2-independent family like (a*x + b) mod p, without 128-bit products. The signature holds the
-    minimum of each h_i over the shingles.
-    Texts with fewer tokens than `shingle_size` are one shingle of all their tokens.
+    Shingles: every run of `shingle_size` consecutive words of one document (never across documents);
+    a document with fewer words is one shingle of all its words, and a document without words is one
+    shingle of zero words, so its signature is a fixed one (all `num_perm` values equal, depending on
+    the seed only; all empty documents are near duplicates of each other). A run of n words hashes to
+    sum_i word_hash_i * P_i + n * T (mod 2**64) with random odd P_i: numpy arithmetic on the whole batch.
+
+    Signature (One Permutation Hashing; Li, Owen & Zhang, "One Permutation Hashing", NIPS 2012): each
+    shingle hash is mixed with a seed (splitmix64) into y; the top 32 bits of y pick one of K =
+    `num_perm` bins ((y >> 32) * K >> 32) and the low 32 bits are its value; bin i of a document keeps
+    the minimum value of its shingles there (one `np.minimum.at` over the batch). Cost per shingle is
+    constant, not K multiplications. For two documents, a bin that is non-empty for either holds the
+    same value in both exactly when the minimum of their union there is a shared shingle, which has
+    probability J, the Jaccard similarity of their shingle sets.
+
+    Densification (Shrivastava, "Optimal Densification for Fast and Accurate Minwise Hashing", ICML
+    2017): an empty bin j takes the value of the first non-empty bin in j's probe sequence, a seeded
+    pseudo-random order of all bins that depends on (seed, j) only, never on the document. Shrivastava
+    draws probes with replacement from a 2-universal hash of (j, attempt); here j's sequence is the
+    order in which those draws would first reach each bin: a random permutation, the same first hit
+    in distribution, with at most K - 1 probes. Two documents walk the same sequence and both end at
+    the first bin that is non-empty for their union unless one of them finds a bin of its own first
+    (then they disagree, as the union's minimum there is not shared), so the probability of agreement
+    stays exactly J in every bin, with variance close to that of K independent MinHashes (empty bins
+    of one document borrow from independently chosen bins). With a single non-empty bin (short
+    documents) all bins take its value. Documents with few full bins are densified as a minimum of
+    (rank in j's sequence) over their full bins, the others by probing a few steps at a time.
+
+    Values are 32-bit: unrelated values agree with probability 2**-32. Bins of a short document copy a
+    few values, so its positions are not independent (LSH banding's S-curve assumes they are).
+    All constants (position multipliers, seeds, probe orders) come from splitmix64 of the seed, so
+    signatures do not depend on numpy's random generators.
     """
 
     def __init__(self, num_perm: int = 128, shingle_size: int = 5, seed: int = 1):
         if num_perm < 1 or shingle_size < 1:
             raise ValueError("num_perm and shingle_size must be >= 1")
         self.num_perm, self.shingle_size, self.seed = num_perm, shingle_size, seed
-        rng = np.random.default_rng(seed)
-        draw = lambda n: rng.integers(0, 2**63, size=n, dtype=np.uint64) * np.uint64(2) + np.uint64(1)  # noqa: E731
-        self._a = draw(num_perm)[:, None]
-        self._b = rng.integers(0, 2**63, size=num_perm, dtype=np.uint64)[:, None]
-        self._position = draw(shingle_size)
-        self._cache = _HashCache()
+        constant = lambda i: _mix(np.array([(seed * 0x9E3779B97F4A7C15 + i) % 2**64], dtype=np.uint64))  # noqa: E731
+        odd = np.concatenate([constant(i) for i in range(shingle_size + 2)]) | _U64(1)
+        self._position, (self._length_tag, self._mix_seed) = odd[:shingle_size], odd[shingle_size:]
+        self._probe_seed = constant(shingle_size + 2)[0]
+        self._order = self._rank = None  # probe orders, built on first use
 
-    def _token_hashes(self, tokens: list[str]) -> np.ndarray:
-        if len(self._cache) > _WORD_CACHE_MAX:
-            self._cache.clear()  # bounded memory on huge vocabularies; hashes are recomputed identically
-        return np.fromiter(map(self._cache.__getitem__, tokens), dtype=np.uint64, count=len(tokens))
+    def _probe_orders(self) -> tuple[np.ndarray, np.ndarray]:
+        """(order, rank): order[j] = j's probe sequence (j first, then the other bins in a seeded random
+        order); rank[j, b] = rank of bin b in it * K + b, so a minimum of ranks names its bin too."""
+        if self._order is None:
+            K = self.num_perm
+            j = np.arange(K, dtype=np.uint64)
+            with np.errstate(over="ignore"):
+                keys = _mix((j[:, None] << _U64(32)) + j[None, :] + self._probe_seed) >> _U64(1)
+            keys[np.arange(K), np.arange(K)] = 0  # each bin is first in its own sequence
+            self._order = np.argsort(keys, axis=1, kind="stable").astype(np.int64)
+            rank = np.empty((K, K), dtype=np.int16 if K * K <= 2**15 else np.int32)
+            rank[np.arange(K)[:, None], self._order] = np.arange(K)[None, :] * K + self._order
+            self._rank = rank
+        return self._order, self._rank
 
-    def shingle_hashes(self, text: str) -> np.ndarray:
-        """64-bit hashes of the text's token shingles (lower-cased, punctuation ignored; may repeat)."""
-        tokens = lower_words(text).words
-        if len(tokens) < self.shingle_size:
-            return np.array([_hash64(" ".join(tokens))], dtype=np.uint64)
-        hashes = self._token_hashes(tokens)
-        k = self.shingle_size
-        n = len(tokens) - k + 1
-        # uint64 array arithmetic wraps modulo 2**64 silently, which is what the hash family wants.
-        combined = hashes[:n] * self._position[0]
-        for i in range(1, k):
-            combined += hashes[i : i + n] * self._position[i]
-        return combined  # repeated shingles may repeat: the minimum does not care
+    # -- shingles --
+
+    def shingles(self, words: WordArrays) -> tuple[np.ndarray, np.ndarray]:
+        """(uint64 hash, int64 document) of every shingle of the batch; repeated shingles repeat."""
+        h, doc, offsets, k = words.hashes, words.doc, words.offsets, self.shingle_size
+        parts, docs = [], []
+        with np.errstate(over="ignore"):
+            if len(h) >= k:
+                n = len(h) - k + 1
+                combined = h[:n] * self._position[0]
+                for i in range(1, k):
+                    combined += h[i : i + n] * self._position[i]
+                inside = doc[:n] == doc[k - 1 :]  # drops runs that cross into the next document
+                parts.append(combined[inside] + _U64(k) * self._length_tag)
+                docs.append(doc[:n][inside])
+            count = np.diff(offsets)
+            short = np.flatnonzero(count < k)  # includes documents without words
+            if len(short):  # their words are few: gather them, then one weighted sum per document
+                at = np.flatnonzero((count < k)[doc])
+                weighted = h[at] * self._position[at - offsets[doc[at]]]
+                sub_offsets = np.zeros(len(short) + 1, dtype=np.int64)
+                np.cumsum(count[short], out=sub_offsets[1:])
+                sums = _doc_sums(weighted, sub_offsets)
+                parts.append(sums + count[short].astype(np.uint64) * self._length_tag)
+                docs.append(short)
+        if not parts:
+            return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(parts), np.concatenate(docs)
+
+    # -- signatures --
+
+    def signatures(self, words: WordArrays) -> np.ndarray:
+        """(n_docs, num_perm) uint32; the share of equal positions of two rows estimates the Jaccard
+        similarity of the documents' shingle sets. Rows do not depend on the rest of the batch."""
+        n_docs, K = words.n_docs, self.num_perm
+        hashes, doc = self.shingles(words)
+        with np.errstate(over="ignore"):
+            y = _mix(hashes ^ self._mix_seed)
+            cell = doc * K + (((y >> _U64(32)) * _U64(K)) >> _U64(32)).astype(np.int64)
+        table = np.full(n_docs * K, _EMPTY, dtype=np.uint64)
+        np.minimum.at(table, cell, y & _LOW32)
+        filled = (table != _EMPTY).reshape(n_docs, K)
+        sig = table.astype(np.uint32).reshape(n_docs, K)  # empty bins (wrapped to 0) are overwritten below
+        self._densify(sig, filled)
+        return sig
 
     def signature(self, text: str) -> np.ndarray:
-        """uint32 array of length num_perm; equal positions estimate the shingle-set Jaccard similarity."""
-        x = self.shingle_hashes(text)
-        x ^= x >> np.uint64(32)  # fold to a 32-bit key: multiply-add-shift is 2-independent for those
-        permuted = self._a * (x & np.uint64(0xFFFFFFFF))[None, :]
-        permuted += self._b
-        return (permuted.min(axis=1) >> np.uint64(32)).astype(np.uint32)
+        """uint32 array of length num_perm for one text (`signatures` of a batch of one)."""
+        return self.signatures(WordArrays.from_texts([text]))[0]
+
+    def _densify(self, sig: np.ndarray, filled: np.ndarray) -> None:
+        """Fill the empty bins in place (optimal densification; see the class docstring)."""
+        n_docs, K = sig.shape
+        order, rank = self._probe_orders()
+        n_filled = filled.sum(axis=1)  # >= 1: every document has at least one shingle
+        # Few full bins: for every bin j at once, the full bin of lowest rank in j's order (full bins
+        # rank themselves first). Documents by decreasing count, so step i updates a prefix of them.
+        few = np.flatnonzero((n_filled <= _FEW_BINS) & (n_filled < K))
+        if len(few):
+            few = few[np.argsort(-n_filled[few], kind="stable")]
+            count = n_filled[few]
+            _, full_bin = np.nonzero(filled[few])  # grouped by document, in `few` order
+            first = np.zeros(len(few), dtype=np.int64)
+            np.cumsum(count[:-1], out=first[1:])
+            by_bin = rank.T  # by_bin[b, j]: rank of b in j's order (* K + b)
+            best = by_bin[full_bin[first]]
+            for i in range(1, int(count[0])):
+                n = int(np.searchsorted(-count, -i, side="left"))  # documents with more than i full bins
+                np.minimum(best[:n], by_bin[full_bin[first[:n] + i]], out=best[:n])
+            best %= K
+            sig[few] = sig[few[:, None], best]
+        # Many full bins: probe the empty bins' orders one step at a time (a few steps on average).
+        cells = np.flatnonzero(~filled.reshape(-1) & np.repeat(n_filled > _FEW_BINS, K))
+        flat_filled, flat_sig, flat_order = filled.reshape(-1), sig.reshape(-1), order.reshape(-1)
+        bins = cells % K
+        base, probe = cells - bins, bins * K + 1  # the cell's row in sig; its next probe in order (step 1)
+        while len(cells):
+            source = base + flat_order[probe]
+            hit = flat_filled[source]
+            flat_sig[cells[hit]] = flat_sig[source[hit]]  # sources are full bins, never overwritten
+            miss = ~hit
+            cells, base, probe = cells[miss], base[miss], probe[miss] + 1
+
+
+# --- LSH grouping ----------------------------------------------------------------------------------
 
 
 def _find(parent: list[int], i: int) -> int:
@@ -99,19 +243,23 @@ def _find(parent: list[int], i: int) -> int:
     return i
 
 
-def near_duplicate_groups(signatures: list[np.ndarray], bands: int, threshold: float) -> dict[int, int]:
+def near_duplicate_groups(signatures: list[np.ndarray] | np.ndarray, bands: int, threshold: float) -> dict[int, int]:
     """{index of a dropped document: index of the cluster's representative (its lowest index)}.
 
     LSH banding: each signature of length n = bands * rows is cut into `bands` bands of `rows`
     values; documents sharing any whole band become candidates. Two documents with Jaccard
-    similarity s agree on one position with probability s, so they become candidates with
-    probability 1 - (1 - s**rows) ** bands: an S-curve rising around (1/bands) ** (1/rows).
-    With the defaults (128 values, 16 bands of 8; midpoint (1/16)**(1/8) = 0.71): s=0.5 -> 6%,
-    s=0.7 -> 61%, s=0.8 -> 95%, s=0.9 -> 99.99%. Every candidate pair is then verified: it is a duplicate only when the share
-    of equal signature positions (the Jaccard estimate) is >= threshold. Verified pairs are merged
-    with union-find, so clusters are transitive (A~B and B~C put C with A even if A !~ C), and
-    every member except the lowest index is reported; the first occurrence is kept.
-    Values beyond bands * rows (when bands does not divide n) are used for verification only.
+    similarity s agree on one position with probability s, so, if positions were independent, they
+    would become candidates with probability 1 - (1 - s**rows) ** bands: an S-curve rising around
+    (1/bands) ** (1/rows). With the defaults (128 values, 16 bands of 8; midpoint (1/16)**(1/8) =
+    0.71): s=0.5 -> 6%, s=0.7 -> 61%, s=0.8 -> 95%, s=0.9 -> 99.99%. One Permutation signatures
+    (`MinHasher`) are close to that for documents with many more shingles than positions; a short
+    document's densified positions copy a few values, so its agreements come in runs and the curve
+    is flatter (candidates are then found by whole copied runs). Every candidate pair is then
+    verified: it is a duplicate only when the share of equal signature positions (the Jaccard
+    estimate) is >= threshold. Verified pairs are merged with union-find, so clusters are transitive
+    (A~B and B~C put C with A even if A !~ C), and every member except the lowest index is reported;
+    the first occurrence is kept. Values beyond bands * rows (when bands does not divide n) are used
+    for verification only.
     """
     if len(signatures) < 2:
         return {}

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.data_report import LENGTH_EDGES, SCORE_EDGES, add_to_histogram, empty_histogram
@@ -52,7 +54,9 @@ class ShardWriter:
         self.folder, self.prefix, self.schema = Path(folder), prefix, schema
         self.shard_rows, self.shard_bytes = shard_rows, shard_bytes
         self.rows: list[dict[str, Any]] = []
+        self.tables: list[pa.Table] = []  # batches added whole (add_table)
         self.buffered = 0
+        self.buffered_rows = 0
         self.paths: list[Path] = []
         self.count = 0
 
@@ -62,27 +66,76 @@ class ShardWriter:
             row = {**row, "meta": json.dumps(row["meta"], ensure_ascii=False, default=str)}
         self.rows.append(row)
         self.count += 1
+        self.buffered_rows += 1
         self.buffered += nbytes if nbytes is not None else len(str(row.get("text") or "").encode("utf-8"))
-        if len(self.rows) >= self.shard_rows or self.buffered >= self.shard_bytes:
+        if self.buffered_rows >= self.shard_rows or self.buffered >= self.shard_bytes:
             self.flush()
 
+    def add_table(self, table: pa.Table, nbytes: np.ndarray) -> None:
+        """Add a whole batch of rows (`nbytes`: the UTF-8 size of each row's text); shards roll over as with add()."""
+        done = 0
+        while done < table.num_rows:
+            if self.rows:  # rows added one by one go first, in order
+                self.tables.append(pa.Table.from_pylist(self.rows, schema=self.schema))
+                self.rows = []
+            room = self.shard_rows - self.buffered_rows
+            cum = np.cumsum(nbytes[done : done + room])
+            # rows that fit under the byte cap, but at least one (a single huge document is its own shard)
+            take = max(1, int(np.searchsorted(cum, self.shard_bytes - self.buffered, side="left")))
+            take = min(take, len(cum))
+            self.tables.append(table.slice(done, take).cast(self.schema))
+            self.count += take
+            self.buffered += int(cum[take - 1])
+            self.buffered_rows += take
+            done += take
+            if self.buffered_rows >= self.shard_rows or self.buffered >= self.shard_bytes:
+                self.flush()
+
     def flush(self) -> None:
-        if not self.rows:
+        if self.rows:
+            self.tables.append(pa.Table.from_pylist(self.rows, schema=self.schema))
+        if not self.tables:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{self.prefix}_{len(self.paths):05d}.parquet"
-        write_table_atomic(pa.Table.from_pylist(self.rows, schema=self.schema), path)
+        write_table_atomic(pa.concat_tables(self.tables).combine_chunks(), path)
         self.paths.append(path)
-        self.rows, self.buffered = [], 0
+        self.rows, self.tables, self.buffered, self.buffered_rows = [], [], 0, 0
 
     def close(self) -> list[Path]:
         self.flush()
         return self.paths
 
 
+_SPACE_BYTES = np.zeros(256, dtype=bool)
+_SPACE_BYTES[list(b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f")] = True
+
+
+def word_counts(texts: list[str]) -> np.ndarray:
+    """Words per text for the length histogram: whitespace tokens (ASCII whitespace, counted on the
+    UTF-8 bytes of the whole batch at once); CJK-aware `count_words` for the texts with CJK."""
+    encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
+    data = np.frombuffer(b"\n".join(encoded), dtype=np.uint8)
+    space = _SPACE_BYTES[data]
+    starts = np.zeros(len(data) + 1, dtype=np.int64)  # running count of word starts
+    np.cumsum(~space & np.r_[True, space[:-1]], out=starts[1:])
+    sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(texts))
+    ends = np.cumsum(sizes + 1) - 1  # the texts are joined by one byte
+    counts = starts[ends] - starts[ends - sizes]
+    for i in [i for i, ascii in enumerate(map(str.isascii, texts)) if not ascii]:
+        if _CJK.search(texts[i]):
+            counts[i] = count_words(texts[i])
+    return counts
+
+
 def n_words(text: str) -> int:
-    """Words for the length histogram: whitespace tokens; count_words (CJK-aware) only when CJK is present."""
-    return count_words(text) if not text.isascii() and _CJK.search(text) else len(text.split())
+    return int(word_counts([text])[0])
+
+
+def _histogram(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    """Counts per bin, as add_to_histogram would give one value at a time."""
+    bins = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+    return np.bincount(bins, minlength=len(edges) - 1)
 
 
 def add_counts(into: dict[str, Any], extra: dict[str, Any]) -> None:
@@ -113,6 +166,11 @@ class Tally:
 
     def score(self, series: str, value: float) -> None:
         add_to_histogram(self.scores.setdefault(series, empty_histogram(SCORE_EDGES)), SCORE_EDGES, value)
+
+    def add_histogram(self, table: dict[str, list[int]], series: str, values: np.ndarray, edges: list[float]) -> None:
+        if len(values):
+            hist = table.setdefault(series, empty_histogram(edges))
+            hist[:] = (np.asarray(hist) + _histogram(values, edges)).tolist()
 
     def merge(self, other: "Tally") -> "Tally":
         """Add `other` (the next shard) into this one; examples keep the first ones in shard order."""
@@ -175,6 +233,35 @@ class Sieve:
         if len(shown) < t.n_examples:
             shown.append(f"{doc['id']}: {doc['text'][:160]!r}")
 
+    def keep_batch(self, table: pa.Table, texts: list[str]) -> None:
+        """keep() for every row of `table` (DOC_SCHEMA columns; `texts` is its text column as a list)."""
+        if not table.num_rows:
+            return
+        nbytes = pc.binary_length(table.column("text")).to_numpy(zero_copy_only=False)
+        self.kept.add_table(table, nbytes)
+        self.tally.kept += table.num_rows
+        self.tally.bytes_kept += int(nbytes.sum())
+        self.tally.add_histogram(self.tally.lengths, "kept", word_counts(texts), LENGTH_EDGES)
+
+    def drop_batch(self, table: pa.Table, texts: list[str], reasons: list[str], details: list[str],
+                   scores: list[float | None] | None = None) -> None:
+        """drop() for every row of `table`, row i with reasons[i], details[i] and scores[i]."""
+        if not table.num_rows:
+            return
+        scores = [None] * table.num_rows if scores is None else scores
+        full = (table.append_column("reason", pa.array(reasons, pa.string()))
+                .append_column("detail", pa.array(details, pa.string()))
+                .append_column("score", pa.array(scores, pa.float64())))
+        self.excluded.add_table(full, pc.binary_length(table.column("text")).to_numpy(zero_copy_only=False))
+        t = self.tally
+        ids = table.column("id")
+        for i, reason in enumerate(reasons):
+            t.dropped[reason] = t.dropped.get(reason, 0) + 1
+            shown = t.examples.setdefault(reason, [])
+            if len(shown) < t.n_examples:
+                shown.append(f"{ids[i].as_py()}: {texts[i][:160]!r}")
+        t.add_histogram(t.lengths, "dropped", word_counts(texts), LENGTH_EDGES)
+
     def close(self) -> Tally:
         """Flush the shards; the tally names them (paths relative to the stage folder)."""
         self.tally.outputs["docs"] = rel_paths(self.kept.close(), self.stage_dir)
@@ -195,13 +282,29 @@ def finish(stage_dir: Path, stage: str, tally: Tally, extra: dict[str, Any] | No
     return outputs, stats
 
 
-def iter_docs(paths: list[Path], batch_size: int = 1024) -> Iterator[dict[str, Any]]:
-    """Stream documents from shards in order, one row group batch at a time (bounded memory)."""
+BATCH_ROWS = 1024
+BATCH_BYTES = 4 << 20
+
+
+def iter_batches(paths: list[Path], batch_size: int = BATCH_ROWS) -> Iterator[pa.Table]:
+    """Stream documents from shards in order as tables of at most `batch_size` rows and about
+    BATCH_BYTES of text (bounded memory, whole batches for the vectorized text functions)."""
     for path in paths:
         pf = pq.ParquetFile(path)
         for batch in pf.iter_batches(batch_size=batch_size, columns=list(DOC_SCHEMA.names)):
-            # column lists zipped into dicts: twice as fast as RecordBatch.to_pylist
-            yield from (dict(zip(DOC_SCHEMA.names, row)) for row in zip(*(c.to_pylist() for c in batch.columns)))
+            table = pa.Table.from_batches([batch])
+            sizes = np.cumsum(pc.binary_length(table.column("text")).to_numpy(zero_copy_only=False))
+            cuts = [0, *np.searchsorted(sizes, np.arange(BATCH_BYTES, int(sizes[-1]) if len(sizes) else 0, BATCH_BYTES)).tolist()]
+            for start, end in zip(cuts, cuts[1:] + [table.num_rows]):
+                if end > start:
+                    yield table.slice(start, end - start)
+
+
+def iter_docs(paths: list[Path], batch_size: int = BATCH_ROWS) -> Iterator[dict[str, Any]]:
+    """Stream documents from shards in order, one dict per document (bounded memory)."""
+    for table in iter_batches(paths, batch_size):
+        # column lists zipped into dicts: twice as fast as Table.to_pylist
+        yield from (dict(zip(DOC_SCHEMA.names, row)) for row in zip(*(c.to_pylist() for c in table.columns)))
 
 
 def rel_paths(paths: list[Path], stage_dir: Path) -> list[str]:

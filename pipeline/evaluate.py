@@ -81,7 +81,7 @@ def sample_rows(model, tok: Tokenizer, prompts: list[str], sampling: SamplingCon
     Rows go to generate() BATCH_ROWS at a time, batch b with seed + b, so batches draw different
     random numbers. With no stop strings, a row shorter than max_new_tokens ended on eos.
     """
-    ids = [[tok.eos_id] + tok.encode(p) for p in prompts for _ in range(n)]
+    ids = [tok.encode_prompt(p) for p in prompts for _ in range(n)]
     outs: list[list[int]] = []
     for b, start in enumerate(range(0, len(ids), BATCH_ROWS)):
         seed = None if sampling.seed is None else sampling.seed + b
@@ -138,7 +138,7 @@ def _evaluate(train_manifest: Path, stage_dir: Path, cfg: EvaluateConfig, tracke
                "offensive_sample_rate": em.share(offensive_score(t) >= cfg.offensive_threshold for t in texts),
                **bias}
     first = samples[0]
-    plot_attention(model, tok, [tok.eos_id] + tok.encode(first["prompt"]) + first["new_tokens"],
+    plot_attention(model, tok, tok.encode_prompt(first["prompt"]) + first["new_tokens"],
                    stage_dir / "attention_map.png", min(cfg.attention_tokens, gpt_cfg.block_size))
     _write_outputs(stage_dir, metrics, samples, details, train_m)
     outputs = {"metrics": "metrics.json", "samples": "samples.jsonl", "bias": "bias.json",

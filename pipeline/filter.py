@@ -2,14 +2,15 @@
 
     quill stage filter --input data/runs/dev/clean/manifest.json --out data/runs/dev/filter
 
-Pass 1, per docs shard (in this process, a process pool or on Dask: `pipeline.shards`): redact
-PII, apply the quality and offensive-content rules, write survivors to a scratch folder with their
-exact-dedup keys and MinHash signatures. Dedup, here, over all shards in shard order: exact then
-near duplicates; the first document of each cluster is kept and named in the others' `detail`.
-Pass 2, per shard again: drop the duplicates, write the kept docs, count the representation
-audit and, if configured, write gender-swapped copies. Lines removed from long documents in line
-mode go to `excluded_lines/`. Quarantined documents hold the redacted text: PII never leaves the
-stage. Every file is named by its input shard, so the output is the same on any executor.
+Pass 1, per docs shard (in this process, a process pool or on Dask: `pipeline.shards`), a batch of
+documents at a time: redact PII, tokenize the batch once (`WordArrays`), apply the quality and
+offensive-content rules, and write survivors to a scratch folder with their exact-dedup keys,
+MinHash signatures, scores and what the representation audit observed in them. Dedup, here, over
+all shards in shard order: exact then near duplicates; the first document of each cluster is kept
+and named in the others' `detail`. Pass 2, per shard again: drop the duplicates, write the kept
+docs, count the audit of the kept ones and, if configured, write gender-swapped copies. Lines
+removed from long documents in line mode go to `excluded_lines/`. Quarantined documents hold the
+redacted text: PII never leaves the stage. Every file is named by its input shard, so the output is the same on any executor.
 """
 
 from __future__ import annotations
@@ -23,17 +24,20 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.audit import Audit, gender_swap, report_lines, sorted_counts
+from pipeline.audit import Audit, Observations, gender_swap, observe, report_lines, sorted_counts
 from pipeline.config import FilterConfig
-from pipeline.dedup import MinHasher, exact_key, near_duplicate_groups
-from pipeline.docs import ShardWriter, Sieve, Tally, add_counts, finish, iter_docs, merge_tallies, rel_paths
+from pipeline.data_report import SCORE_EDGES
+from pipeline.dedup import MinHasher, exact_keys, near_duplicate_groups
+from pipeline.docs import ShardWriter, Sieve, Tally, add_counts, finish, iter_batches, merge_tallies, rel_paths
 from pipeline.manifest import Manifest, input_refs, read_manifest, run_stage
-from pipeline.pii import redact_pii
-from pipeline.quality import quality_reason
+from pipeline.pii import pii_candidates, redact_pii
+from pipeline.quality import quality_reasons
 from pipeline.shards import run_shards
-from pipeline.toxicity import line_scores, offensive_score
+from pipeline.toxicity import line_scores, offensive_candidates, offensive_score
+from pipeline.wordarrays import WordArrays
 
 log = logging.getLogger(__name__)
 LINE_SCHEMA = pa.schema([("id", pa.string()), ("line_no", pa.int64()), ("line", pa.string()), ("score", pa.float64())])
@@ -51,67 +55,109 @@ def filter_docs(in_manifest: Path, out_dir: Path, cfg: FilterConfig, force: bool
 # --- pass 1: screening ---------------------------------------------------------------------------
 
 
-def _without_offensive_lines(doc: dict, cfg: FilterConfig) -> tuple[str, float | None, list[dict]]:
-    """Line mode: (text without its offending lines, its score if already known, the removed line rows)."""
-    scores = line_scores(doc["text"])
-    if not any(scores):
-        return doc["text"], 0.0, []  # nothing matched anywhere: the whole text scores 0, no need to score it again
-    lines, limit = doc["text"].split("\n"), cfg.toxicity.threshold
-    removed = [{"id": doc["id"], "line_no": n, "line": line, "score": s}
-               for n, (line, s) in enumerate(zip(lines, scores), 1) if s >= limit]
-    return "\n".join(line for line, s in zip(lines, scores) if s < limit).strip("\n"), None, removed
+def _with_score(meta: str | None, score: float) -> str:
+    """`meta` (a JSON object) with "offensive_score" set; plain string work for the common case."""
+    value = "0.0" if score == 0 else json.dumps(round(score, 4))
+    if not meta or meta == "{}":
+        return f'{{"offensive_score": {value}}}'
+    if '"offensive_score"' in meta or not meta.endswith("}"):
+        return json.dumps({**json.loads(meta), "offensive_score": round(score, 4)}, ensure_ascii=False)
+    return f'{meta[:-1]}, "offensive_score": {value}}}'
 
 
-def _screen(doc: dict, cfg: FilterConfig, sieve: Sieve, lines_out: ShardWriter) -> dict | None:
-    """Redact, then apply quality and offensive-content rules; None when the doc was dropped."""
-    meta = json.loads(doc["meta"] or "{}")
-    if cfg.pii.redact:
-        text, found = redact_pii(doc["text"])
+def _redact(texts: list[str], metas: list[str | None], counts: dict[str, int]) -> None:
+    """Replace PII in place in the texts that may hold some, noting what was found in their meta."""
+    for i in pii_candidates(texts):
+        text, found = redact_pii(texts[i])
         if found:
-            meta["pii_redacted"] = found
-            add_counts(sieve.tally.counts["pii_redacted"], found)
-            doc = {**doc, "text": text, "meta": json.dumps(meta, ensure_ascii=False)}
-    if reason := quality_reason(doc["text"], cfg.quality):
-        sieve.drop(doc, reason, f"profile={cfg.quality.profile}")
-        return None
-    text, score, removed = doc["text"], None, []
+            texts[i] = text
+            metas[i] = json.dumps({**json.loads(metas[i] or "{}"), "pii_redacted": found}, ensure_ascii=False)
+            add_counts(counts, found)
+
+
+def _score_offensive(text: str, cfg: FilterConfig) -> tuple[str, float, list[tuple[int, str, float]]]:
+    """(text, score, removed lines): in line mode a long document loses only its offending lines."""
     if cfg.toxicity.mode == "line" and text.count("\n") + 1 >= cfg.toxicity.line_mode_min_lines:
-        text, score, removed = _without_offensive_lines(doc, cfg)  # a long document loses only its offending lines
-    if score is None:
-        score = offensive_score(text)
-    if score >= cfg.toxicity.threshold or not text.strip():
-        sieve.drop(doc, "offensive", f"score={score:.2f}", score)  # whole: its lines are explained by the doc's row
-        sieve.tally.score("dropped", score)
-        return None
-    for row in removed:
-        lines_out.add(row)
-    meta["offensive_score"] = round(score, 4)
-    return {**doc, "text": text, "meta": json.dumps(meta, ensure_ascii=False)}
+        scores = line_scores(text)
+        lines, limit = text.split("\n"), cfg.toxicity.threshold
+        removed = [(n, line, s) for n, (line, s) in enumerate(zip(lines, scores), 1) if s >= limit]
+        if removed:
+            text = "\n".join(line for line, s in zip(lines, scores) if s < limit).strip("\n")
+        elif not any(scores):
+            return text, 0.0, []
+    else:
+        removed = []
+    return text, offensive_score(text), removed
+
+
+def _shifted(seen: Observations, by: int) -> Observations:
+    """Observations of a batch's survivors, numbered by their row in the shard's scratch docs."""
+    return seen._replace(term_doc=seen.term_doc + by, phrase_doc=seen.phrase_doc + by, pair_doc=seen.pair_doc + by)
 
 
 def screen_shard(job: dict[str, Any]) -> Tally:
-    """Pass 1 over one docs shard; the tally names its scratch docs and dedup arrays."""
+    """Pass 1 over one docs shard, a batch at a time: redact PII, apply the quality and offensive-content
+    rules, write survivors to scratch with their dedup keys, MinHash signatures and scores."""
     cfg: FilterConfig = job["cfg"]
     stage_dir, tag = Path(job["stage_dir"]), f"{job['shard']:05d}"
     sieve = Sieve(stage_dir, tag)
-    sieve.tally.counts.update(pii_redacted={}, offensive_lines_dropped=0)
+    pii_counts: dict[str, int] = {}
     scratch = ShardWriter(stage_dir / SCRATCH, f"docs_{tag}")
     lines_out = ShardWriter(stage_dir / "excluded_lines", f"lines_{tag}", LINE_SCHEMA)
     hasher = MinHasher(cfg.dedup.num_perm, cfg.dedup.shingle_size)
-    keys, signatures = [], []
-    for doc in iter_docs([Path(job["path"])]):
-        if (kept := _screen(doc, cfg, sieve, lines_out)) is None:
+    keys, signatures, kept_scores, seen = [], [], [], []
+    n_kept = 0
+    for table in iter_batches([Path(job["path"])]):
+        texts, metas = table.column("text").to_pylist(), table.column("meta").to_pylist()
+        if cfg.pii.redact:
+            _redact(texts, metas, pii_counts)
+        words = WordArrays.from_texts(texts)
+        reasons = quality_reasons(texts, words, cfg.quality)
+        scores = np.zeros(len(texts))
+        details = [f"profile={cfg.quality.profile}" if r else "" for r in reasons]
+        edited = []  # docs that lost offending lines: their words changed
+        for i in np.flatnonzero(offensive_candidates(words)).tolist():
+            if reasons[i] is not None:
+                continue
+            text, scores[i], removed = _score_offensive(texts[i], cfg)
+            if scores[i] >= cfg.toxicity.threshold or not text.strip():
+                reasons[i], details[i] = "offensive", f"score={scores[i]:.2f}"  # whole: the doc's row explains its lines
+            elif removed:
+                texts[i] = text
+                edited.append(i)
+                for n, line, s in removed:
+                    lines_out.add({"id": table.column("id")[i].as_py(), "line_no": n, "line": line, "score": s})
+        table = table.set_column(1, "text", pa.array(texts, pa.string())).set_column(3, "meta", pa.array(metas, pa.string()))
+        gone = [i for i, r in enumerate(reasons) if r is not None]
+        if gone:  # quarantined with the redacted text: PII never leaves the stage
+            sieve.drop_batch(table.take(gone), [texts[i] for i in gone], [reasons[i] for i in gone],
+                             [details[i] for i in gone], [scores[i] if reasons[i] == "offensive" else None for i in gone])
+            offensive = [scores[i] for i in gone if reasons[i] == "offensive"]
+            sieve.tally.add_histogram(sieve.tally.scores, "dropped", np.array(offensive), SCORE_EDGES)
+        kept = np.array([r is None for r in reasons], dtype=bool)
+        if not kept.any():
             continue
-        scratch.add(kept)
-        keys.append(exact_key(kept["text"]))
+        if edited:  # re-tokenize only the documents whose text changed
+            words = WordArrays.from_texts(texts)
+        keys.append(exact_keys(words)[kept])
         if cfg.dedup.near:
-            signatures.append(hasher.signature(kept["text"]))
+            signatures.append(hasher.signatures(words)[kept])
+        rows = np.flatnonzero(kept)
+        if cfg.audit.enabled:  # observed now, counted in pass 2 for the documents dedup keeps
+            seen.append(_shifted(observe(words).take(rows), n_kept))
+        n_kept += len(rows)
+        kept_scores.append(scores[kept])
+        meta_kept = [_with_score(metas[i], scores[i]) for i in rows.tolist()]
+        survivors = table.filter(pa.array(kept)).set_column(3, "meta", pa.array(meta_kept, pa.string()))
+        scratch.add_table(survivors, pc.binary_length(survivors.column("text")).to_numpy(zero_copy_only=False))
     tally = sieve.close()
+    tally.counts.update(pii_redacted=pii_counts, offensive_lines_dropped=lines_out.count)
     arrays = stage_dir / SCRATCH / f"dedup_{tag}.npz"
     arrays.parent.mkdir(parents=True, exist_ok=True)
-    sigs = np.stack(signatures) if signatures else np.zeros((0, cfg.dedup.num_perm), np.uint32)
-    np.savez(arrays, keys=np.array(keys, dtype="S32"), signatures=sigs)
-    tally.counts["offensive_lines_dropped"] = lines_out.count
+    audit = {f"audit_{k}": np.concatenate([getattr(o, k) for o in seen]) for k in Observations._fields} if seen else {}
+    np.savez(arrays, keys=np.concatenate(keys) if keys else np.zeros(0, "S16"),
+             signatures=np.concatenate(signatures) if signatures else np.zeros((0, cfg.dedup.num_perm), np.uint32),
+             scores=np.concatenate(kept_scores) if kept_scores else np.zeros(0), **audit)
     tally.outputs.update(scratch=rel_paths(scratch.close(), stage_dir), dedup=[arrays.relative_to(stage_dir).as_posix()],
                          excluded_lines=rel_paths(lines_out.close(), stage_dir))
     return tally
@@ -159,26 +205,40 @@ def _duplicates_by_shard(stage_dir: Path, screened: list[Tally], cfg: FilterConf
 
 
 def finish_shard(job: dict[str, Any]) -> Tally:
-    """Pass 2 over one shard's scratch docs: drop its duplicates, keep the rest, audit and augment."""
+    """Pass 2 over one shard's scratch docs: drop its duplicates, keep the rest, count the audit of the
+    kept ones from what pass 1 observed, and write gender-swapped copies if configured."""
     cfg: FilterConfig = job["cfg"]
     stage_dir, tag, duplicates = Path(job["stage_dir"]), f"{job['shard']:05d}", job["duplicates"]
     sieve = Sieve(stage_dir, tag, excluded_prefix="duplicates")
     augmented = ShardWriter(stage_dir, f"augmented_{tag}")
-    audit = Audit()
-    for row, doc in enumerate(iter_docs([stage_dir / p for p in job["scratch"]])):
-        if row in duplicates:
-            sieve.drop(doc, *duplicates[row])
-            continue
-        sieve.keep(doc)
-        sieve.tally.score("kept", json.loads(doc["meta"]).get("offensive_score", 0.0))
-        if cfg.audit.enabled:
-            audit.add(doc["text"])
-        if cfg.audit.counterfactual and (swapped := gender_swap(doc["text"])) != doc["text"]:
-            meta = {**json.loads(doc["meta"]), "augmented": "gender_swap", "augmented_from": doc["id"]}
-            augmented.add({**doc, "id": f"{doc['id']}#swap", "text": swapped, "meta": meta})
+    arrays = np.load(stage_dir / job["dedup"])
+    scores = arrays["scores"]
+    row = 0
+    for table in iter_batches([stage_dir / p for p in job["scratch"]]):
+        texts = table.column("text").to_pylist()
+        rows = range(row, row + table.num_rows)
+        dup = np.array([r in duplicates for r in rows], dtype=bool)
+        row += table.num_rows
+        if dup.any():
+            gone = np.flatnonzero(dup).tolist()
+            sieve.drop_batch(table.take(gone), [texts[i] for i in gone], *zip(*(duplicates[rows[i]] for i in gone)))
+        keep = ~dup
+        kept_texts = [t for t, k in zip(texts, keep) if k]
+        sieve.keep_batch(table.filter(pa.array(keep)), kept_texts)
+        sieve.tally.add_histogram(sieve.tally.scores, "kept", scores[rows.start : rows.stop][keep], SCORE_EDGES)
+        if cfg.audit.counterfactual:
+            for doc in table.filter(pa.array(keep)).to_pylist():
+                if (swapped := gender_swap(doc["text"])) != doc["text"]:
+                    meta = {**json.loads(doc["meta"]), "augmented": "gender_swap", "augmented_from": doc["id"]}
+                    augmented.add({**doc, "id": f"{doc['id']}#swap", "text": swapped, "meta": meta})
     tally = sieve.close()
     tally.outputs["docs"] += rel_paths(augmented.close(), stage_dir)
     if cfg.audit.enabled:
+        kept = np.setdiff1d(np.arange(len(scores)), np.fromiter(duplicates, dtype=np.int64, count=len(duplicates)))
+        seen = Observations(*(arrays[f"audit_{k}"] for k in Observations._fields)) if "audit_term" in arrays else None
+        audit = Audit()
+        if seen is not None:
+            audit.add_observations(seen.take(kept), len(kept))
         tally.counts["audit"] = audit.counts
     if cfg.audit.counterfactual:
         tally.counts["docs_added"] = {"counterfactual": augmented.count}
@@ -191,10 +251,9 @@ def _filter(in_manifest: Path, stage_dir: Path, cfg: FilterConfig, executor: Any
     run = partial(run_shards, executor=executor, num_workers=cfg.num_workers, dask_address=cfg.dask_address)
     screened = run(screen_shard, jobs)
     duplicates = _duplicates_by_shard(stage_dir, screened, cfg)
-    finals = run(finish_shard, [{**job, "duplicates": d, "scratch": t.outputs.pop("scratch")}
+    finals = run(finish_shard, [{**job, "duplicates": d, "scratch": t.outputs.pop("scratch"),
+                                 "dedup": t.outputs.pop("dedup")[0]}
                                 for job, d, t in zip(jobs, duplicates, screened)])
-    for t in screened:
-        t.outputs.pop("dedup")
     shutil.rmtree(stage_dir / SCRATCH, ignore_errors=True)
     tally = merge_tallies(screened + finals)
     extra, sections = {}, []

@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
+from pipeline.wordarrays import DECIMAL, char_classes, code_points
+
 _EMAIL = re.compile(
     r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}\b"
 )
@@ -134,6 +138,32 @@ def _redact_once(text: str, counts: dict[str, int]) -> str:
         parts += [text[done:start], chunk]
         done = end
     return "".join(parts) + text[done:] if regions else text
+
+
+_NUMBER_CHAIN = 7  # _NUMBERISH: 7 digits, at most two characters between neighbours
+
+
+def pii_candidates(texts: list[str]) -> list[int]:
+    """Indexes of the texts that redact_pii could change, found with array operations over the whole
+    batch: every rule needs an '@', '::', seven ':' (IPv6) or a _NUMBERISH match (seven digits with at
+    most two characters between neighbours, or digit.digit). A superset: candidates are redacted."""
+    if not texts:
+        return []
+    cp = code_points("\x00".join(texts))
+    first = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) + 1, out=first[1:])
+    colon = cp == ord(":")
+    digit = (char_classes()[cp] & DECIMAL) != 0
+    at = [np.flatnonzero(cp == ord("@")), np.flatnonzero(colon[:-1] & colon[1:]),
+          np.flatnonzero(digit[:-2] & (cp[1:-1] == ord(".")) & digit[2:])]
+    digits = np.flatnonzero(digit)
+    if len(digits) >= _NUMBER_CHAIN:  # windows of 7 digits whose 6 gaps are all <= 3 characters
+        wide = np.zeros(len(digits), dtype=np.int64)
+        np.cumsum(np.diff(digits) > 3, out=wide[1:])
+        at.append(digits[: len(digits) - _NUMBER_CHAIN + 1][wide[_NUMBER_CHAIN - 1 :] == wide[: 1 - _NUMBER_CHAIN]])
+    docs = np.searchsorted(first, np.concatenate(at), side="right") - 1
+    colons = np.bincount(np.searchsorted(first, np.flatnonzero(colon), side="right") - 1, minlength=len(texts))
+    return np.union1d(docs, np.flatnonzero(colons >= 7)).tolist()
 
 
 def redact_pii(text: str) -> tuple[str, dict[str, int]]:

@@ -83,7 +83,7 @@ class QuillTextGenerator(PythonModel):
         cfg = sampling_config(params, self.tokenizer.eos_id)
         # A prompt is the start of a document: after an eos, as in the training stream (and as
         # the evaluate stage samples), which also gives an empty prompt a context.
-        ids = [[self.tokenizer.eos_id] + self.tokenizer.encode(p) for p in prompts]
+        ids = [self.tokenizer.encode_prompt(p) for p in prompts]
         return [p + self.tokenizer.decode(new) for p, new in zip(prompts, generate(self.model, ids, cfg))]
 
 

@@ -1,6 +1,8 @@
 """Document quality rules for the filter stage: Gopher-style word and repetition rules, C4/FineWeb line rules.
 
-`quality_reason(text, cfg)` returns the name of the first failing rule, or None to keep the text.
+`quality_reasons(texts, words, cfg)` returns, for each text of a batch, the name of the first failing rule,
+or None to keep it; `words = WordArrays.from_texts(texts)` is built once by the caller and shared with the
+other filter rules. `quality_reason(text, cfg)` is the same for one text.
 Rules, in the order they are checked (thresholds and their provenance live in `QualityConfig`):
 
     too_few_words, too_many_words   word count (CJK ideographs, kana and hangul count one word each)
@@ -14,130 +16,379 @@ Rules, in the order they are checked (thresholds and their provenance live in `Q
 
 Unlike word-tokenizer based implementations, a token such as "—" or "..." is never a word here,
 so punctuation-rich dialogue and verse are not mistaken for non-alphabetic junk.
+
+Every rule runs over the whole batch as numpy array arithmetic on the shared `WordArrays`: no
+Python code runs per word, and per document only C-level string methods (`str.count`, `str.split`)
+plus a little Python for the few documents a cheap vectorized bound cannot clear (2-gram counts).
+A text without any word (possible only with `min_words=0`) fails 'symbols' if it holds '#' or an
+ellipsis and is not 'non_alpha'.
 """
 
 from __future__ import annotations
 
-import re
-from collections import Counter
-from itertools import filterfalse, islice
-from operator import mul
+from itertools import chain, repeat
+from operator import itemgetter
+
+import numpy as np
 
 from pipeline.config import QualityConfig
-from pipeline.textclean import CJK_CHARS, FUNCTION_WORDS, lower_words
+from pipeline.textclean import FUNCTION_WORDS
+from pipeline.wordarrays import DIGIT, LETTER, SPACE, WordArrays, hash_words
 
-_CJK = re.compile(f"[{CJK_CHARS}]")
-_NO_ALNUM_LINE = re.compile(r"^(?:[^\w\n]|_)+$", re.M)  # a token without letters or digits
-_LETTER_LINE = re.compile(r"^[^\n]*?[^\W\d_]", re.M)  # a token with a letter (one match per line)
-_LATIN_WORD = re.compile("[a-z\xdf-\xf6\xf8-\u024f]+")
 # Elision stubs ("l'", "qu'") are function words only before an apostrophe: a lone "l" is not one.
 _STOPWORDS = frozenset(w for words in FUNCTION_WORDS.values() for w in words if len(w) > 1 or w in "aiyoeà")
+_STOP_HASHES = hash_words(sorted(_STOPWORDS))
 _FEW_WORDS = 50  # below this a single function word is enough (short poems are terse)
 
 _TERMINAL = (".", "!", "?", '"', "'", "”", "’", ")", "…", ":", ";", "»", "」", "』", "。", "！", "？")
 _BULLETS = ("•", "-", "*", "·", "‣", "▪", "●", "◦", "–", "—", "➤", "►", "✓", "✔", "→", "○", "■", "□")
 _ELLIPSES = ("...", "…")
+# Every terminal and bullet is one character: lines are tested on their last / first code point.
+assert all(len(t) == 1 for t in _TERMINAL + _BULLETS)
+_TERMINAL_CODES = np.array(sorted(map(ord, _TERMINAL)), dtype=np.uint32)
+_BULLET_CODES = np.array(sorted(map(ord, _BULLETS)), dtype=np.uint32)
+
+# Reason codes: 0 keeps the text, k > 0 is _NAMES[k]; codes grow in rule order.
+_NAMES = (None, "too_few_words", "too_many_words", "short_words", "long_words", "symbols", "non_alpha",
+          "no_stopwords", "repeated_lines", "repeated_ngrams", "lines_no_terminal_punct", "bullet_lines",
+          "lines_ellipsis", "short_lines")
+_CODE = {name: code for code, name in enumerate(_NAMES)}
+_BUCKETS = 256  # hash buckets per document for the 2-gram bound
 
 
-def _token_stats(text: str, has_cjk: bool) -> tuple[int, int, int, int]:
-    """(words, letter-bearing words, CJK characters, digits outside purely alphabetic tokens).
+def _seg_sum(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Sum of `values` over each segment [offsets[i], offsets[i + 1]) (empty segments give 0)."""
+    total = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(values, out=total[1:])
+    return total[offsets[1:]] - total[offsets[:-1]]
 
-    A word is a whitespace token holding a letter or digit, and each CJK character is one word.
-    Purely alphabetic tokens (most of them) are counted in C; the others are joined one per line and
-    classified by two regex scans instead of a Python loop.
+
+def _count_in(positions: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """How many of the sorted `positions` fall into each [bounds[i], bounds[i + 1])."""
+    return np.diff(np.searchsorted(positions, bounds))
+
+
+def _any_inside(classes: np.ndarray, first: np.ndarray, length: np.ndarray, flag: int) -> np.ndarray:
+    """bool per span classes[first:first+length] (lengths >= 1): some character has `flag`."""
+    where = np.zeros(len(length), dtype=np.int64)
+    np.cumsum(length[:-1], out=where[1:])
+    index = np.arange(int(where[-1] + length[-1]), dtype=np.int64) + np.repeat(first - where, length)
+    return np.add.reduceat((classes[index] & flag) != 0, where) > 0
+
+
+def _word_places(words: WordArrays) -> np.ndarray:
+    """Where each word starts in `words.codes`."""
+    return words.starts + words.doc_first_char[words.doc]
+
+
+def _token_stats(words: WordArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per document: (words, letter-bearing words, CJK characters, digits outside purely alphabetic tokens).
+
+    A word is a whitespace token holding a letter or digit, and each CJK character is one word (CJK
+    characters separate tokens, as if they were spaces). Every letter or digit outside CJK lies in one
+    of the `WordArrays` letter/digit runs, so a token holding one is a group of consecutive runs with no
+    whitespace between them: counting the runs that start a token counts the tokens, and counting the
+    tokens whose runs hold a letter counts the letter-bearing ones. Only the characters between two
+    runs (and inside the rare runs that do not start with a letter) are looked at. An ASCII digit never
+    sits in a purely alphabetic token, so the digits are simply all ASCII digits.
     """
-    n_cjk = 0
-    if has_cjk:
-        text, n_cjk = _CJK.subn(" ", text)
-    tokens = text.split()
-    others = "\n".join(filterfalse(str.isalpha, tokens))  # "word,", "—", "1999", "don't"
-    no_alnum = len(_NO_ALNUM_LINE.findall(others))
-    with_letter = len(_LETTER_LINE.findall(others))
-    n_alpha_only = len(tokens) - others.count("\n") - 1 if others else len(tokens)
-    digits = sum(map(others.count, "0123456789"))
-    return len(tokens) - no_alnum + n_cjk, n_alpha_only + with_letter + n_cjk, n_cjk, digits
+    cls, cjk, offsets = words.classes, words.cjk, words.offsets
+    n_cjk = _seg_sum(cjk, offsets)
+    digits = _count_in(np.flatnonzero((cls & DIGIT) != 0), words.doc_first_char)
+    n = len(words.hashes)
+    if n == 0:
+        zero = np.zeros(words.n_docs, dtype=np.int64)
+        return zero, zero, n_cjk, digits
+    start = _word_places(words)
+    end = start + words.lengths
+    # A run starts a token after a CJK character, after a gap holding whitespace, or first in its document.
+    new = np.empty(n, dtype=bool)
+    new[1:] = cjk[:-1]
+    prev_end, begin = end[:-1], start[1:]
+    new[1:] |= ((cls[prev_end] | cls[begin - 1]) & SPACE) != 0  # the gap's first or last character
+    gap = begin - prev_end
+    middle = np.flatnonzero((gap > 2) & ~new[1:])  # "end.\" (Next": whitespace may hide inside
+    if len(middle):
+        new[middle + 1] = _any_inside(cls, prev_end[middle] + 1, gap[middle] - 2, SPACE)
+    firsts = offsets[:-1]
+    new[firsts[firsts < n]] = True
+    runs = ~cjk
+    token_starts = new & runs
+    # A run holds a letter unless it is all decimal digits: look inside only runs not starting with a letter.
+    letter = (cls[start] & LETTER) != 0
+    unsure = np.flatnonzero(~letter & runs & (words.lengths > 1))
+    if len(unsure):
+        letter[unsure] = _any_inside(cls, start[unsure] + 1, words.lengths[unsure] - 1, LETTER)
+    lettered = np.flatnonzero(letter & runs)
+    token = np.cumsum(token_starts)[lettered]  # token number of each letter-bearing run
+    first_in_token = np.ones(len(lettered), dtype=bool)
+    first_in_token[1:] = token[1:] != token[:-1]
+    n_words = _seg_sum(token_starts, offsets) + n_cjk
+    n_alpha = _count_in(lettered[first_in_token], offsets) + n_cjk
+    return n_words, n_alpha, n_cjk, digits
+
+
+def _symbols(words: WordArrays) -> np.ndarray:
+    """Per document: text.count("#") + text.count("...") + text.count("…") ("...." is one ellipsis)."""
+    codes, bounds = words.codes, words.doc_first_char
+    count = _count_in(np.flatnonzero((codes == 35) | (codes == 0x2026)), bounds)
+    dots = np.flatnonzero(codes == 46)
+    if len(dots):  # each run of k dots holds k // 3 non-overlapping "..."
+        run = np.flatnonzero(np.diff(dots, prepend=-2) != 1)
+        per_run = np.diff(run, append=len(dots)) // 3
+        total = np.zeros(len(run) + 1, dtype=np.int64)
+        np.cumsum(per_run, out=total[1:])
+        count += np.diff(total[np.searchsorted(dots[run], bounds)])
+    return count
+
+
+def count_words_batch(words: WordArrays) -> np.ndarray:
+    """Per document: whitespace tokens holding a letter or digit, plus one per CJK ideograph/kana/hangul syllable."""
+    return _token_stats(words)[0]
 
 
 def count_words(text: str) -> int:
     """Whitespace tokens holding a letter or digit, plus one per CJK ideograph/kana/hangul syllable."""
-    return _token_stats(text, not text.isascii() and _CJK.search(text) is not None)[0]
+    return int(count_words_batch(WordArrays.from_texts([text]))[0])
 
 
-def _lacks_stopwords(words: list[str], n_words: int, cfg: QualityConfig) -> bool:
-    """Latin-script text with fewer function words than a real sentence in any of our languages has."""
-    needed = min(cfg.min_stopwords, 1 if n_words < _FEW_WORDS else cfg.min_stopwords)
-    hits = 0
-    for word in words:  # stops at the first few function words, so ordinary text costs little
-        if word in _STOPWORDS:
-            hits += 1
-            if hits >= needed:
-                return False
-    latin = sum(1 for w in words if _LATIN_WORD.fullmatch(w))
-    return needed > 0 and latin >= 0.5 * len(words)  # other scripts have no function-word lists here
+def _perfect_table(hashes: np.ndarray) -> tuple[np.ndarray, np.uint64, np.uint64] | None:
+    """(table, shift, mask) with table[(h >> shift) & mask] == h exactly for the given hashes: a word is one
+    of them iff its slot holds its hash (empty slots hold hashes[0], whose own slot is another one, so
+    they never match). Four array passes per lookup instead of a binary search. None if no such slots exist."""
+    if len(hashes) == 0:
+        return None
+    for bits in range(max(8, (64 * len(hashes)).bit_length()), 23):
+        mask = np.uint64((1 << bits) - 1)
+        for shift in map(np.uint64, range(65 - bits)):
+            slots = (hashes >> shift) & mask
+            if len(np.unique(slots)) == len(hashes):
+                table = np.full(1 << bits, hashes[0], dtype=np.uint64)
+                table[slots] = hashes
+                return table, shift, mask
+    return None
+
+
+_STOP_TABLE = _perfect_table(_STOP_HASHES)
+
+
+def _is_stopword(hashes: np.ndarray) -> np.ndarray:
+    if _STOP_TABLE is None:
+        return np.isin(hashes, _STOP_HASHES)
+    table, shift, mask = _STOP_TABLE
+    return table[(hashes >> shift) & mask] == hashes
 
 
 def _dup_line_ratio(lines: list[str]) -> float:
     return 1 - len(set(lines)) / len(lines) if len(lines) > 1 else 0.0
 
 
-def _top_bigram_ratio(words: list[str], limit: float) -> float:
-    """Gopher's top-n-gram rule for n=2: share of word characters inside the most frequent 2-gram.
+def _top_bigram_ratio(hashes: np.ndarray, lengths: np.ndarray, limit: float) -> float:
+    """Gopher's top-n-gram rule for n=2 on one document's word hashes: share of word characters inside
+    the most frequent 2-gram (the first to occur among equally frequent ones).
 
     A 2-gram (a, b) occurring c times has c <= count(a) and c <= count(b), so its share is at most
     share(a) + share(b): unless some single word covers more than limit/2 of the characters, no
-    2-gram can exceed `limit` and the (expensive) 2-gram count is skipped.
+    2-gram can exceed `limit` and the 2-gram count is skipped.
     """
-    total = sum(map(len, words))
-    counts = Counter(words)
-    if max(map(mul, counts.values(), map(len, counts))) <= limit / 2 * total:
+    total = int(lengths.sum())
+    _, first, counts = np.unique(hashes, return_index=True, return_counts=True)
+    if int((counts * lengths[first]).max()) <= limit / 2 * total:
         return 0.0
-    (first, second), n = Counter(zip(words, islice(words, 1, None))).most_common(1)[0]
-    return n * (len(first) + len(second)) / total
+    with np.errstate(over="ignore"):  # one 64-bit key per 2-gram: hash(a) * odd + hash(b)
+        pairs = hashes[:-1] * np.uint64(0x9E3779B97F4A7C15) + hashes[1:]
+    _, first, counts = np.unique(pairs, return_index=True, return_counts=True)
+    best = int(counts.max())
+    at = int(first[counts == best].min())
+    return best * (int(lengths[at]) + int(lengths[at + 1])) / total
 
 
-def _web_line_reason(lines: list[str], cfg: QualityConfig) -> str | None:
-    n = len(lines)
-    if sum(1 for ln in lines if not ln.endswith(_TERMINAL)) / n > cfg.max_no_terminal_punct_ratio:
-        return "lines_no_terminal_punct"
-    if sum(1 for ln in lines if ln.startswith(_BULLETS)) / n > cfg.max_bullet_line_ratio:
-        return "bullet_lines"
-    if sum(1 for ln in lines if ln.endswith(_ELLIPSES)) / n > cfg.max_ellipsis_line_ratio:
-        return "lines_ellipsis"
-    if sum(1 for ln in lines if len(ln) < cfg.short_line_chars) / n > cfg.max_short_line_ratio:
-        return "short_lines"
-    return None
+def _repeated_line_candidates(words: WordArrays, start: np.ndarray, docs: np.ndarray, max_dup: float) -> np.ndarray:
+    """The `docs` whose share of repeated lines might exceed `max_dup`, from an upper bound on that share.
+
+    Equal stripped lines hold equal word sequences, so equal sums of their word hashes: distinct sums
+    among a document's lines with words are at most its distinct lines. A line without words is empty
+    (length 0) or, if not, might be a non-empty line (punctuation) that is distinct from every line with
+    words; all such lines together repeat at most one of them. `start`: each word's place in `codes`.
+    """
+    if len(docs) == 0:
+        return docs
+    first_char = words.doc_first_char
+    cuts = np.concatenate((np.flatnonzero(words.codes == 10), first_char[1:] - 1))  # "\n" and separators
+    cuts.sort()
+    line_start = np.empty(len(cuts), dtype=np.int64)
+    line_start[0] = 0
+    line_start[1:] = cuts[:-1] + 1
+    line_doc = np.searchsorted(first_char, line_start, side="right") - 1
+    first_word = np.searchsorted(start, line_start)
+    n_line_words = np.diff(first_word, append=len(start))
+    with_words = np.flatnonzero(n_line_words)
+    blank_or_not = np.bincount(line_doc[(n_line_words == 0) & (cuts > line_start)], minlength=words.n_docs)
+    n_lines = np.bincount(line_doc[with_words], minlength=words.n_docs)
+    bits = max(1, (words.n_docs - 1).bit_length())
+    with np.errstate(over="ignore"):
+        key = np.add.reduceat(words.hashes, first_word[with_words]) if len(with_words) else np.zeros(0, np.uint64)
+    key = (key >> np.uint64(bits)) | (line_doc[with_words].astype(np.uint64) << np.uint64(64 - bits))
+    key.sort()
+    distinct = np.ones(len(key), dtype=bool)
+    distinct[1:] = key[1:] != key[:-1]
+    n_distinct = np.bincount((key[distinct] >> np.uint64(64 - bits)).astype(np.int64), minlength=words.n_docs)
+    repeats = (n_lines - n_distinct)[docs]
+    n_lines, blank_or_not = n_lines[docs], blank_or_not[docs]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bound = np.fmax(repeats / n_lines, (repeats + blank_or_not - 1) / (n_lines + blank_or_not))
+    return docs[(bound > max_dup - 1e-9) & (n_lines + blank_or_not > 1)]
+
+
+def _bigram_candidates(words: WordArrays, docs: np.ndarray, totals: np.ndarray, limit: float) -> np.ndarray:
+    """The `docs` where some word might cover more than limit/2 of the word characters (see
+    `_top_bigram_ratio`). First each document's words go into hash buckets (a word covers at most its
+    bucket's characters); the documents left get the characters of each distinct word summed."""
+    if len(docs) == 0:
+        return docs
+    threshold = limit / 2 * totals
+    # Buckets: with most documents in question, every word of the batch is bucketed (no gathering).
+    if 2 * len(docs) >= words.n_docs:
+        doc, hashes, lengths, rows = words.doc, words.hashes, words.lengths, words.n_docs
+    else:
+        pick = np.zeros(words.n_docs, dtype=bool)
+        pick[docs] = True
+        chosen = np.flatnonzero(pick[words.doc])
+        rank = np.zeros(words.n_docs, dtype=np.int64)
+        rank[docs] = np.arange(len(docs))
+        doc, hashes, lengths, rows = rank[words.doc[chosen]], words.hashes[chosen], words.lengths[chosen], len(docs)
+    fill = np.bincount(doc * _BUCKETS + (hashes & np.uint64(_BUCKETS - 1)).astype(np.int64), weights=lengths,
+                       minlength=rows * _BUCKETS).reshape(rows, _BUCKETS).max(axis=1)
+    docs = docs[fill[docs if rows == words.n_docs else np.arange(len(docs))] > threshold[docs]]
+    if len(docs) == 0:
+        return docs
+    # Exact: one key per (document, word); keys that collide only overstate the cover.
+    pick = np.zeros(words.n_docs, dtype=bool)
+    pick[docs] = True
+    chosen = np.flatnonzero(pick[words.doc])
+    bits = max(1, (words.n_docs - 1).bit_length())
+    keys = (words.hashes[chosen] >> np.uint64(bits)) | (words.doc[chosen].astype(np.uint64) << np.uint64(64 - bits))
+    distinct, inverse = np.unique(keys, return_inverse=True)
+    cover = np.bincount(inverse.ravel(), weights=words.lengths[chosen])
+    top = np.zeros(words.n_docs)
+    np.maximum.at(top, (distinct >> np.uint64(64 - bits)).astype(np.int64), cover)
+    return docs[top[docs] > threshold[docs]]
+
+
+def _line_rules(texts: list[str], docs: np.ndarray, cfg: QualityConfig, max_dup: float) -> tuple[np.ndarray, np.ndarray]:
+    """For `docs`: (repeats too many lines, code of the failing 'web' line rule or 0).
+
+    A line is a stripped non-empty line of `text.split("\\n")`. The lines of all documents are handled
+    as one flat list by C-level `map` calls; only a document whose lines' `hash()` values repeat too
+    often has its lines compared exactly, as a set.
+    """
+    raw = list(map(str.split, map(texts.__getitem__, docs.tolist()), repeat("\n")))
+    lines = list(map(str.strip, chain.from_iterable(raw)))
+    length = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+    doc = np.repeat(np.arange(len(docs)), np.fromiter(map(len, raw), dtype=np.int64, count=len(raw)))
+    kept = length > 0
+    n = np.bincount(doc[kept], minlength=len(docs))
+
+    hashes = np.fromiter(map(hash, lines), dtype=np.int64, count=len(lines))[kept].view(np.uint64)
+    bits = max(1, (len(docs) - 1).bit_length())
+    keys = (hashes >> np.uint64(bits)) | (doc[kept].astype(np.uint64) << np.uint64(64 - bits))
+    keys.sort()
+    distinct = np.ones(len(keys), dtype=bool)
+    distinct[1:] = keys[1:] != keys[:-1]
+    n_distinct = np.bincount((keys[distinct] >> np.uint64(64 - bits)).astype(np.int64), minlength=len(docs))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        repeated = (n > 1) & (1 - n_distinct / n > max_dup)  # equal hashes for unequal lines only overstate
+    firsts = np.zeros(len(docs) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, raw), dtype=np.int64, count=len(raw)), out=firsts[1:])
+    for k in np.flatnonzero(repeated).tolist():
+        repeated[k] = _dup_line_ratio(list(filter(None, lines[firsts[k] : firsts[k + 1]]))) > max_dup
+
+    code = np.zeros(len(docs), dtype=np.int8)
+    if cfg.profile != "web":
+        return repeated, code
+    # The last three and the first character of each non-empty line, as code points.
+    nonempty = list(filter(None, lines))
+    tails = "".join(map(str.rjust, map(itemgetter(slice(-3, None)), nonempty), repeat(3)))
+    tail = np.frombuffer(tails.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).reshape(-1, 3)
+    head = np.frombuffer("".join(map(itemgetter(0), nonempty)).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    line_doc = doc[kept]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rules = (
+            ("lines_no_terminal_punct", lambda: ~np.isin(tail[:, 2], _TERMINAL_CODES), cfg.max_no_terminal_punct_ratio),
+            ("bullet_lines", lambda: np.isin(head, _BULLET_CODES), cfg.max_bullet_line_ratio),
+            # ends with one of _ELLIPSES
+            ("lines_ellipsis", lambda: (tail[:, 2] == ord("…")) | (tail == ord(".")).all(axis=1), cfg.max_ellipsis_line_ratio),
+            ("short_lines", lambda: length[kept] < cfg.short_line_chars, cfg.max_short_line_ratio),
+        )
+        for name, flags, limit in rules:
+            share = np.bincount(line_doc[flags()], minlength=len(docs)) / n
+            code[(code == 0) & (n > 0) & (share > limit)] = _CODE[name]
+    return repeated, code
+
+
+def quality_reasons(texts: list[str], words: WordArrays, cfg: QualityConfig) -> list[str | None]:
+    """For each text, the name of its first failing quality rule, or None when it passes them all.
+
+    `words` must be `WordArrays.from_texts(texts)`.
+    """
+    if len(texts) != words.n_docs:
+        raise ValueError(f"{len(texts)} texts but words of {words.n_docs} documents")
+    if not texts:
+        return []
+    n_words, n_alpha, n_cjk, digits = _token_stats(words)
+    start = _word_places(words)
+    reason = np.zeros(len(texts), dtype=np.int8)
+
+    def fail(mask: np.ndarray, name: str) -> None:
+        reason[mask & (reason == 0)] = _CODE[name]
+
+    fail(n_words < cfg.min_words, "too_few_words")
+    fail(n_words > cfg.max_words, "too_many_words")
+
+    n_runs = words.per_doc()  # letter/digit runs, each CJK character separate
+    chars = _seg_sum(words.lengths, words.offsets)
+    cjk_dominant = n_cjk > n_alpha - n_cjk
+    lettered = n_alpha - n_cjk
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # Letters per letter-bearing word: punctuation, apostrophes and digits do not count.
+        mean_len = (chars - digits - n_cjk) / lettered
+        measured = (n_alpha > n_cjk) & ~cjk_dominant  # a CJK "word" is one character: mean length means nothing
+        fail(measured & (mean_len < cfg.min_mean_word_len), "short_words")
+        fail(measured & (mean_len > cfg.max_mean_word_len), "long_words")
+        fail(_symbols(words) / n_words > cfg.max_symbol_ratio, "symbols")
+        fail(n_alpha / n_words < cfg.min_alpha_word_ratio, "non_alpha")
+
+    # Latin-script text with fewer function words than a real sentence in any of our languages has.
+    needed = np.where(n_words < _FEW_WORDS, min(cfg.min_stopwords, 1), cfg.min_stopwords)
+    unsure = np.flatnonzero((reason == 0) & ~cjk_dominant & (needed > 0))
+    if len(unsure):
+        hits = _seg_sum(_is_stopword(words.hashes), words.offsets)
+        for i in unsure[hits[unsure] < needed[unsure]]:  # other scripts have no function-word lists here
+            if np.count_nonzero(words.latin[words.words_of(i)]) >= 0.5 * n_runs[i]:
+                reason[i] = _CODE["no_stopwords"]
+
+    # Line rules: only the documents still kept are split into lines; outside 'web' only those whose
+    # words do not rule out too many repeated lines.
+    max_dup = cfg.max_dup_line_ratio_poetry if cfg.profile == "poetry" else cfg.max_dup_line_ratio
+    kept = np.flatnonzero(reason == 0)
+    if cfg.profile != "web":
+        kept = _repeated_line_candidates(words, start, kept, max_dup)
+    web_code = np.zeros(len(texts), dtype=np.int8)
+    if len(kept):
+        repeated, web_code[kept] = _line_rules(texts, kept, cfg, max_dup)
+        reason[kept[repeated]] = _CODE["repeated_lines"]
+
+    limit = cfg.max_top_ngram_ratio
+    eligible = np.flatnonzero((reason == 0) & (n_runs >= max(2, cfg.ngram_min_words)))
+    for i in _bigram_candidates(words, eligible, chars, limit).tolist():
+        span = words.words_of(i)
+        if _top_bigram_ratio(words.hashes[span], words.lengths[span], limit) > limit:
+            reason[i] = _CODE["repeated_ngrams"]
+
+    reason[reason == 0] = web_code[reason == 0]
+    return [_NAMES[code] for code in reason.tolist()]
 
 
 def quality_reason(text: str, cfg: QualityConfig) -> str | None:
     """Name of the first failing quality rule, or None when the text passes them all."""
-    n_words, n_alpha, n_cjk, digits = _token_stats(text, lower_words(text).has_cjk)
-    if n_words < cfg.min_words:
-        return "too_few_words"
-    if n_words > cfg.max_words:
-        return "too_many_words"
-
-    words = lower_words(text).words  # letter/digit runs, each CJK character separate
-    cjk_dominant = n_cjk > n_alpha - n_cjk
-    if n_alpha > n_cjk and not cjk_dominant:  # a CJK "word" is one character: mean length means nothing
-        # Letters per letter-bearing word: punctuation, apostrophes and digits do not count.
-        mean_len = (len("".join(words)) - digits - n_cjk) / (n_alpha - n_cjk)
-        if mean_len < cfg.min_mean_word_len:
-            return "short_words"
-        if mean_len > cfg.max_mean_word_len:
-            return "long_words"
-    if (text.count("#") + text.count("...") + text.count("…")) / n_words > cfg.max_symbol_ratio:
-        return "symbols"
-    if n_alpha / n_words < cfg.min_alpha_word_ratio:
-        return "non_alpha"
-    if not cjk_dominant and _lacks_stopwords(words, n_words, cfg):
-        return "no_stopwords"
-
-    lines = [s for ln in text.split("\n") if (s := ln.strip())]
-    max_dup = cfg.max_dup_line_ratio_poetry if cfg.profile == "poetry" else cfg.max_dup_line_ratio
-    if _dup_line_ratio(lines) > max_dup:
-        return "repeated_lines"
-    if len(words) >= max(2, cfg.ngram_min_words) and _top_bigram_ratio(words, cfg.max_top_ngram_ratio) > cfg.max_top_ngram_ratio:
-        return "repeated_ngrams"
-    if cfg.profile == "web" and lines:
-        return _web_line_reason(lines, cfg)
-    return None
+    return quality_reasons([text], WordArrays.from_texts([text]), cfg)[0]

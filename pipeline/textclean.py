@@ -16,10 +16,11 @@ from __future__ import annotations
 import re
 import unicodedata
 from bisect import bisect_right
-from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
+
+import numpy as np
 
 from pipeline.config import CleanConfig
 
@@ -163,12 +164,70 @@ def _is_nav_bar(line: str) -> bool:
     return len(items) >= 3 and all(len(p) <= 30 and p.count(" ") <= 3 and p[-1] not in ".!?,;" for p in items)
 
 
+def _needed_strings(items) -> frozenset[str] | None:
+    """Strings one of which every match of the parsed regex `items` contains (None: none found). Only a
+    quick test: any construct it does not know simply gives no strings."""
+    best: frozenset[str] | None = None
+
+    def consider(found: frozenset[str] | None) -> None:
+        nonlocal best
+        # The most selective: the longest shortest string, then the fewest strings.
+        if found and (best is None or (min(map(len, found)), -len(found)) > (min(map(len, best)), -len(best))):
+            best = found
+
+    run = ""
+    for op, av in items:
+        if op is _sre.LITERAL:
+            run += chr(av)
+            continue
+        if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT) and len(av[2]) == 1 and av[2][0][0] is _sre.LITERAL:
+            run += chr(av[2][0][1]) * av[0]  # '\*{3}': three of them
+            if av[0] == av[1]:
+                continue
+        if op is _sre.AT:  # zero-width (\b, ^): the literals on either side are adjacent
+            continue
+        consider(frozenset([run]) if run else None)
+        run = ""
+        if op is _sre.SUBPATTERN:
+            consider(_needed_strings(av[-1]))
+        elif op is _sre.BRANCH:
+            each = [_needed_strings(branch) for branch in av[1]]
+            consider(frozenset().union(*each) if all(each) else None)
+        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT) and av[0] >= 1:
+            consider(_needed_strings(av[2]))
+        elif op is _sre.IN and all(kind is _sre.LITERAL for kind, _ in av):
+            consider(frozenset(chr(c) for _, c in av))
+    consider(frozenset([run]) if run else None)
+    return best
+
+
+try:  # the regex parser is internal to `re`: without it every hinted line simply gets the full test
+    import re._constants as _sre
+    import re._parser as _sre_parser
+
+    _needs = _needed_strings(_sre_parser.parse(_PHRASE.pattern))
+    _PHRASE_NEEDS = None if _needs is None else re.compile("|".join(map(re.escape, sorted(_needs))))
+except (ImportError, AttributeError, TypeError):
+    _PHRASE_NEEDS = None
+
+
 def _is_boilerplate(line: str) -> bool:
     """For a line holding a hint: placeholder or licence text at any length, else a short phrase or menu."""
     low = line.strip().lower()
     if "lorem ipsum" in low or "project gutenberg" in low:
         return True
-    return len(low) <= _PHRASE_MAX_CHARS and bool(_PHRASE.search(low) or _is_nav_bar(low))
+    if len(low) > _PHRASE_MAX_CHARS:
+        return False
+    # Most hinted lines ("share", "mail" in prose, "|" in menus) hold none of the strings a phrase needs:
+    # they skip the long phrase regex. A menu needs a separator.
+    if (_PHRASE_NEEDS is None or _PHRASE_NEEDS.search(low)) and _PHRASE.search(low):
+        return True
+    return any(c in low for c in "|•·»›>") and _is_nav_bar(low)
+
+
+def _is_ui_line(line: str) -> bool:
+    """A whole line that is only a button or menu label ('Read more »', 'Accept all cookies')."""
+    return len(line) <= _UI_MAX_CHARS and _UI_LINE.fullmatch(line.strip().lower()) is not None
 
 
 def _cut_gutenberg(text: str) -> str:
@@ -200,11 +259,7 @@ def _strip_boilerplate(text: str) -> str:
         text = _cut_gutenberg(text)
     hinted = _hinted_lines(text.lower())  # lower() keeps every "\n", so line indexes agree
     lines = text.split("\n")
-    kept = [
-        ln
-        for i, ln in enumerate(lines)
-        if not (len(ln) <= _UI_MAX_CHARS and _UI_LINE.fullmatch(ln.strip().lower()) or i in hinted and _is_boilerplate(ln))
-    ]
+    kept = [ln for i, ln in enumerate(lines) if not (_is_ui_line(ln) or i in hinted and _is_boilerplate(ln))]
     return text if len(kept) == len(lines) else "\n".join(kept)
 
 
@@ -250,6 +305,175 @@ def clean_text(text: str, cfg: CleanConfig) -> str:
             break
         text, exposed = _clean_once(text, cfg)
     return text
+
+
+# --- clean_texts: a batch detector so that only documents clean_text could change go through it -------
+
+# Every character some step of clean_text acts on: _UNUSUAL, _INVISIBLE, _C1, _NEWLINE (with "\r") and
+# _ODD_SPACE, except the Latin-1 letters \xc2-\xf4 of _UNUSUAL: only mojibake repair acts on those, and only
+# when a continuation character follows (_LEAD_CONT), which is tested on its own. Also 'İ' (lower-cases to
+# two characters) and the Kelvin sign (lower-cases to ASCII 'k'), which the hint search below does not fold.
+_CHANGEABLE_CHAR = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\xa0\xad\u0130\u1680\u180e\u2000-\u200b\u200e\u200f\u2028\u2029\u202a-\u202f"
+    "\u205f-\u2064\u2066-\u2069\u212a\ufeff\ufdd0-\ufdef\ufffe\uffff\ud800-\udfff]"
+)
+# Class bits of the BMP code points (every character above is in the BMP).
+_CHANGE, _LEAD, _CONT_BIT, _HINT_CHAR, _RUN_SPACE, _TRAIL_SPACE = 1, 2, 4, 8, 16, 32
+# Line starts of a candidate UI line ("\n" then the _UI_LINE words alone on their line, lower-cased text);
+# _is_ui_line then decides exactly. _UI_LINE's suffix class [\s.:!»›>] without "\n" keeps a match on its line.
+_UI_BODY = _UI_LINE.pattern.replace("[\\s.:!»›>]*", "(?:[^\\S\n]|[.:!»›>])*")
+assert _UI_BODY != _UI_LINE.pattern
+_UI_CANDIDATE = re.compile(f"\n[^\\S\n]*{_UI_BODY}(?=\n|\\Z)")
+
+
+@lru_cache(maxsize=1)
+def _char_bits() -> np.ndarray:
+    """uint8 class bits for U+0000..U+FFFF, and 0 at index 0x10000 (where astral code points are clipped)."""
+    bmp = "".join(map(chr, range(0x10000)))
+    bits = np.zeros(0x10001, dtype=np.uint8)
+    for bit, rx in ((_CHANGE, _CHANGEABLE_CHAR), (_LEAD, re.compile("[\xc2-\xf4]")), (_CONT_BIT, re.compile(_CONT)),
+                    (_RUN_SPACE, re.compile("[ \t]")), (_TRAIL_SPACE, re.compile("[ \t\u3000]"))):
+        for m in rx.finditer(bmp):
+            bits[m.start()] |= bit
+    singles = {w for w in _HINT_WORDS if len(w) == 1}
+    bits[[i for i, ch in enumerate(bmp) if ch.lower() in singles]] |= _HINT_CHAR
+    return bits
+
+
+@lru_cache(maxsize=1)
+def _hint_trigrams() -> tuple[np.ndarray, dict[int, list[tuple[str, int]]]]:
+    """For the hints of 2+ characters (all ASCII): a bool table over 21-bit trigram keys, and per key the
+    (hint, offset of the trigram in it) it stands for. Each hint is keyed by its least common trigram."""
+    rare = {c: i for i, c in enumerate("etaoinshrdlcumwfgypbvkjxqz")}  # English letters, most common first
+    rare[" "] = -20  # word boundaries ("ur ", " th") are the most common trigrams
+    table = np.zeros(1 << 21, dtype=bool)
+    words: dict[int, list[tuple[str, int]]] = {}
+    for word in _HINT_WORDS:
+        if len(word) < 2:
+            continue
+        assert word.isascii() and word == word.lower(), word
+        padded = word if len(word) >= 3 else word + "\x00"  # (no 2-character hint today)
+        at = max(range(len(padded) - 2), key=lambda i: sum(rare.get(c, 30) for c in padded[i : i + 3]))
+        key = _trigram_keys(np.frombuffer(padded[at : at + 3].encode("utf-32-le"), dtype=np.uint32))[0]
+        table[key] = True
+        words.setdefault(int(key), []).append((word, at))
+    return table, words
+
+
+def _trigram_keys(cp: np.ndarray) -> np.ndarray:
+    """A 21-bit key per position from the code points there and after, ASCII letters case-folded (other
+    characters may share keys: a key only nominates candidates)."""
+    c = (cp | 0x20) & 0x7F
+    return (c[:-2] << 14) | (c[1:-1] << 7) | c[2:]
+
+
+def _flag_positions(flags: np.ndarray, starts: np.ndarray, positions: np.ndarray) -> None:
+    if len(positions):
+        flags[np.searchsorted(starts, positions, side="right") - 1] = True
+
+
+def _changeable(texts: list[str], cfg: CleanConfig) -> list[bool]:
+    """For each text, whether `clean_text(text, cfg)` might differ from it: True for every text it changes
+    (a strict superset; property tests hold it to that). The documents are joined by "\n" and scanned as
+    numpy arrays of code points, so the cost per document is a few array elements, not Python calls."""
+    n = len(texts)
+    if n == 0:
+        return []
+    text = "\n".join(texts)
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=n)
+    starts = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths + 1, out=starts[1:])  # starts[n] is one past the end
+    flags = np.zeros(n, dtype=bool)
+    cp = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    bits = _char_bits().take(cp, mode="clip")
+    nl = cp == 10
+    # Characters: "\r", controls, invisible characters, odd spaces, C1 and the soft hyphen; mojibake.
+    _flag_positions(flags, starts, np.flatnonzero(bits & _CHANGE))
+    if cfg.fix_mojibake and not text.isascii():
+        _flag_positions(flags, starts, np.flatnonzero(((bits[:-1] & _LEAD) != 0) & ((bits[1:] & _CONT_BIT) != 0)))
+    if cfg.unicode_form != "none" and not text.isascii() and not unicodedata.is_normalized(cfg.unicode_form, text):
+        # Joining by "\n" (a starter that composes with nothing) keeps each document's normal form apart.
+        flags |= [not unicodedata.is_normalized(cfg.unicode_form, t) for t in texts]
+    # Whitespace: a space/tab/ideographic space ending a line; a run of spaces and tabs (two or more, or a
+    # tab) inside a line, not at its start (indentation is kept); edges and blank-line runs.
+    trail = (bits & _TRAIL_SPACE) != 0
+    _flag_positions(flags, starts, np.flatnonzero(trail[:-1] & nl[1:]))
+    flags[-1] |= bool(trail[-1]) if len(trail) else False
+    run = (bits & _RUN_SPACE) != 0
+    wide = cp[1:] == 9
+    wide[:-1] |= run[2:]
+    _flag_positions(flags, starts, np.flatnonzero(run[1:] & ~run[:-1] & ~nl[:-1] & wide) + 1)
+    _flag_positions(flags, starts, np.flatnonzero(nl[:-2] & nl[1:-1] & nl[2:]))
+    filled = lengths > 0
+    flags[filled] |= nl[starts[:-1][filled]] | nl[(starts[1:] - 2)[filled]]
+    if cfg.strip_boilerplate:
+        star = cp == 42  # "***": Project Gutenberg START/END markers
+        _flag_positions(flags, starts, np.flatnonzero(star[:-2] & star[1:-1] & star[2:]))
+        _flag_boilerplate_lines(text, cp, bits, nl, starts, flags)
+    return flags.tolist()
+
+
+def _flag_boilerplate_lines(text: str, cp: np.ndarray, bits: np.ndarray, nl: np.ndarray, starts: np.ndarray,
+                            flags: np.ndarray) -> None:
+    """Flag documents with a line that _strip_boilerplate removes, testing each candidate line exactly:
+    a line holding a hint (found as arrays: a trigram filter, then the whole hint compared with ASCII
+    case folded) that _is_boilerplate removes, or a short line that _is_ui_line removes."""
+    line_ends = np.flatnonzero(nl)
+    checked: set[tuple[int, bool]] = set()  # (line start, as a UI line)
+
+    def removes(at: int, doc: int, test) -> None:
+        if flags[doc]:
+            return
+        begin = text.rfind("\n", 0, at) + 1
+        if (begin, test is _is_ui_line) in checked:
+            return
+        checked.add((begin, test is _is_ui_line))
+        end = text.find("\n", at)
+        if test(text[begin : len(text) if end == -1 else end]):
+            flags[doc] = True
+
+    found = [np.flatnonzero(bits & _HINT_CHAR)]
+    table, words = _hint_trigrams()
+    if len(cp) >= 3:
+        fold = (cp | 0x20) & 0x7F
+        keys = (fold[:-2] << 14) | (fold[1:-1] << 7) | fold[2:]
+        hits = np.flatnonzero(table[keys])
+        hit_keys = keys[hits]
+        for key, spelled in words.items():
+            at_key = hits[hit_keys == key]
+            for word, offset in spelled:
+                at = at_key - offset
+                at = at[(at >= 0) & (at + len(word) <= len(cp))]
+                for j, ch in enumerate(word):
+                    at = at[fold[at + j] == (ord(ch) | 0x20) & 0x7F]
+                found.append(at)
+    # Only the line matters: _is_boilerplate on it is the exact test (a false hint only costs a test).
+    hint_at = np.unique(np.concatenate(found))
+    docs = np.searchsorted(starts, hint_at, side="right") - 1
+    keep = ~flags[docs]
+    for at, doc in zip(hint_at[keep].tolist(), docs[keep].tolist()):
+        removes(at, doc, _is_boilerplate)
+    # UI lines are short: only lines of <= _UI_MAX_CHARS characters go through the candidate regex.
+    line_starts = np.r_[0, line_ends + 1]
+    line_stops = np.r_[line_ends, len(text)]
+    short = np.flatnonzero(line_stops - line_starts <= _UI_MAX_CHARS)
+    if len(short):
+        begins, stops = line_starts[short].tolist(), line_stops[short].tolist()
+        joined = "\n" + "\n".join([text[a:b] for a, b in zip(begins, stops)]).lower()
+        offsets = [0]
+        for a, b in zip(begins, stops):
+            offsets.append(offsets[-1] + b - a + 1)
+        for m in _UI_CANDIDATE.finditer(joined):
+            line = bisect_right(offsets, m.start()) - 1
+            removes(begins[line], int(np.searchsorted(starts, begins[line], side="right")) - 1, _is_ui_line)
+
+
+def clean_texts(texts: list[str], cfg: CleanConfig) -> list[str]:
+    """`[clean_text(t, cfg) for t in texts]`, exactly, but only documents it could change go through
+    clean_text; the others come back as the same objects. Most documents need no change, and the
+    per-document Python calls are what cost on short documents (book paragraphs)."""
+    flags = _changeable(texts, cfg)
+    return [clean_text(t, cfg) if flag else t for t, flag in zip(texts, flags)]
 
 
 # --- shared tokenization ---------------------------------------------------------------------------
@@ -329,34 +553,121 @@ _ACCENT_VOTES = {ch: tuple(_LANGS.index(lang) for lang in langs) for ch, langs i
 _NL = _LANGS.index("nl")
 
 
-def _latin_language(sample: str) -> tuple[str, float]:
-    low, words, _ = lower_words(sample)
-    if not _WORD.search(low):
-        return "und", 0.0
-    scores = [0.0] * len(_LANGS)
-    # Counting in C first leaves a Python loop over the ~20 distinct function words only.
-    for word, n in Counter(filter(_VOTES.__contains__, words)).items():
-        for i, weight in _VOTES[word]:
-            scores[i] += weight * n
-    if not low.isascii():
-        for ch in _ACCENT.findall(low):
-            for i in _ACCENT_VOTES[ch]:
-                scores[i] += _ACCENT_WEIGHT
-    scores[_NL] += _ACCENT_WEIGHT * low.count("ij")
-    best = max(range(len(scores)), key=scores.__getitem__)
-    top = scores[best]
-    if top == 0:
-        return "en", 0.1  # Latin letters but no evidence at all: a weak guess
-    second = max(s for i, s in enumerate(scores) if i != best)
-    # Margin over the runner-up, damped when there is little evidence (1 hit -> at most 0.5).
-    return _LANGS[best], round((top - second) / top * top / (top + 1), 4)
+@lru_cache(maxsize=1)
+def _vote_table() -> tuple:
+    """The function-word votes as arrays: sorted word hashes (as `wordarrays` hashes words), and per
+    hash its votes [first[k], first[k + 1]) in `lang` / `weight` (the `_VOTES` entries, in their order)."""
+    # wordarrays imports this module: importing it here keeps the import graph free of cycles
+    from pipeline.wordarrays import WordArrays
+
+    vocab = sorted(_VOTES)
+    words = WordArrays.from_texts(vocab)
+    n_words = np.diff(words.offsets)
+    # A listed "word" the tokenizer would cut up or change (none today) is never a word of a text.
+    keep = [i for i, w in enumerate(vocab) if n_words[i] == 1 and w == w.lower() and words.lengths[words.offsets[i]] == len(w)]
+    hashes = words.hashes[words.offsets[keep]]
+    order = np.argsort(hashes)
+    kept = [vocab[keep[i]] for i in order.tolist()]
+    assert len(np.unique(hashes)) == len(hashes), "function-word hashes collide"
+    first = np.zeros(len(kept) + 1, dtype=np.int64)
+    np.cumsum([len(_VOTES[w]) for w in kept], out=first[1:])
+    lang = np.array([i for w in kept for i, _ in _VOTES[w]], dtype=np.int64)
+    weight = np.array([x for w in kept for _, x in _VOTES[w]], dtype=np.float64)
+    return hashes[order], first, lang, weight
 
 
-def detect_language(text: str) -> tuple[str, float]:
-    """(ISO 639-1 code, confidence in [0, 1]) from the first ~2000 characters; ('und', 0.0) without letters."""
-    sample = text[:_SAMPLE_CHARS]
-    if sample.isascii() or not _NON_LATIN.search(sample):
-        return _latin_language(sample)
+@lru_cache(maxsize=1)
+def _accent_table() -> tuple:
+    """Accent letter id per code point below 0x250 (0: none), and per id its votes [first[a], first[a+1]) in lang."""
+    chars = list(_ACCENT_VOTES)
+    table = np.zeros(0x251, dtype=np.int64)  # code points are clipped to 0x250, which has no vote
+    for a, ch in enumerate(chars, 1):
+        table[ord(ch)] = a
+    first = np.zeros(len(chars) + 2, dtype=np.int64)
+    np.cumsum([0] + [len(_ACCENT_VOTES[ch]) for ch in chars], out=first[1:])
+    lang = np.array([i for ch in chars for i in _ACCENT_VOTES[ch]], dtype=np.int64)
+    return table, first, lang
+
+
+def _expand(first: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Indexes first[id], ..., first[id + 1] - 1 for each id, concatenated in order."""
+    counts = first[ids + 1] - first[ids]
+    ends = np.cumsum(counts)
+    return np.repeat(first[ids] - ends + counts, counts) + np.arange(int(ends[-1]) if len(ends) else 0)
+
+
+def _latin_languages(samples: list[str]) -> list[tuple[str, float]]:
+    """Function-word (and accent) votes for each sample, over the whole batch as arrays.
+
+    The score of a language is a float sum, and the sums are made exactly as the one-document loop made
+    them (function words in order of first appearance with weight * count, then 0.5 per accent letter in
+    text order, then 0.5 * count of "ij" for Dutch): np.bincount adds its weights one by one in array
+    order, so every document gets bit-identical scores, ties included."""
+    # wordarrays imports this module: importing it here keeps the import graph free of cycles
+    from pipeline.wordarrays import LETTER, WordArrays
+
+    n, n_langs = len(samples), len(_LANGS)
+    words = WordArrays.from_texts(samples)
+    bins, values = [], []
+    # Function words: (document, word) pairs in order of first appearance, with their counts.
+    hashes, first, lang, weight = _vote_table()
+    at = np.searchsorted(hashes, words.hashes).clip(max=len(hashes) - 1)
+    hit = np.flatnonzero(hashes[at] == words.hashes)
+    if len(hit):
+        key = words.doc[hit] * len(hashes) + at[hit]
+        pairs, first_seen, counts = np.unique(key, return_index=True, return_counts=True)
+        order = np.argsort(first_seen, kind="stable")
+        pairs, counts = pairs[order], counts[order]
+        doc, word = pairs // len(hashes), pairs % len(hashes)
+        votes = _expand(first, word)
+        repeat = first[word + 1] - first[word]
+        bins.append(np.repeat(doc, repeat) * n_langs + lang[votes])
+        values.append(weight[votes] * np.repeat(counts, repeat))
+    codes, starts = words.codes, words.doc_first_char
+    if len(codes) and codes.max() >= 0xA1:  # accent letters: 0.5 each, in text order
+        table, afirst, alang = _accent_table()
+        ids = table[np.minimum(codes, 0x250)]
+        pos = np.flatnonzero(ids)
+        if len(pos):
+            ids = ids[pos]
+            repeat = afirst[ids + 1] - afirst[ids]
+            doc = np.searchsorted(starts, pos, side="right") - 1
+            bins.append(np.repeat(doc, repeat) * n_langs + alang[_expand(afirst, ids)])
+            values.append(np.full(int(repeat.sum()), _ACCENT_WEIGHT))
+    ij = np.flatnonzero((codes[:-1] == ord("i")) & (codes[1:] == ord("j")))  # "ij" cannot overlap itself
+    if len(ij):
+        doc, count = np.unique(np.searchsorted(starts, ij, side="right") - 1, return_counts=True)
+        bins.append(doc * n_langs + _NL)
+        values.append(_ACCENT_WEIGHT * count)
+    scores = np.zeros((n, n_langs))
+    if bins:
+        scores = np.bincount(np.concatenate(bins), weights=np.concatenate(values), minlength=n * n_langs)
+        scores = scores.reshape(n, n_langs)
+    best = scores.argmax(axis=1)  # the first of equal scores, as max() over range() picks
+    rows = np.arange(n)
+    top = scores[rows, best]
+    others = scores.copy()
+    others[rows, best] = -np.inf
+    second = others.max(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        conf = (top - second) / top * top / (top + 1)  # the same float operations in the same order
+    letters = np.zeros(len(codes) + 1, dtype=np.int64)
+    np.cumsum((words.classes & LETTER) != 0, out=letters[1:])
+    has_letter = letters[starts[1:] - 1] > letters[starts[:-1]]
+    out = []
+    for has, b, t, c in zip(has_letter.tolist(), best.tolist(), top.tolist(), conf.tolist()):
+        if not has:
+            out.append(("und", 0.0))
+        elif t == 0:
+            out.append(("en", 0.1))  # Latin letters but no evidence at all: a weak guess
+        else:  # margin over the runner-up, damped when there is little evidence (1 hit -> at most 0.5)
+            out.append((_LANGS[b], round(c, 4)))
+    return out
+
+
+def _script_language(sample: str, latin: tuple[str, float]) -> tuple[str, float]:
+    """For a sample with letters of other scripts: the script with most letters; `latin` (its function-word
+    verdict) when that is Latin."""
     letters = {"latin": sum(map(len, _LATIN.findall(sample)))}
     letters.update((code, sum(map(len, rx.findall(sample)))) for code, rx in _SCRIPTS.items())
     han, kana = letters.pop("zh"), letters.pop("ja")
@@ -369,5 +680,24 @@ def detect_language(text: str) -> tuple[str, float]:
     share = letters[script] / total
     if script != "latin":
         return script, round(share, 4)
-    lang, conf = _latin_language(sample)
+    lang, conf = latin
     return lang, round(conf * share, 4)
+
+
+def detect_languages(texts: list[str]) -> list[tuple[str, float]]:
+    """(ISO 639-1 code, confidence in [0, 1]) for each text, from its first ~2000 characters; ('und', 0.0)
+    without letters. Latin-script text is scored by function words for the whole batch as arrays."""
+    if not texts:
+        return []
+    samples = [t[:_SAMPLE_CHARS] for t in texts]
+    out = _latin_languages(samples)
+    if not "".join(samples).isascii():
+        for i, sample in enumerate(samples):
+            if not sample.isascii() and _NON_LATIN.search(sample):
+                out[i] = _script_language(sample, out[i])
+    return out
+
+
+def detect_language(text: str) -> tuple[str, float]:
+    """(ISO 639-1 code, confidence in [0, 1]) from the first ~2000 characters; ('und', 0.0) without letters."""
+    return detect_languages([text])[0]

@@ -151,12 +151,50 @@ class MlflowTracker:
         return f"{base}/#/experiments/{run.info.experiment_id}/runs/{self.run_id}"
 
 
-def download_checkpoint(model_uri: str) -> Path:
-    """The checkpoint folder inside a logged Quill model (models:/quill@champion, runs:/...)."""
+MODEL_CACHE = Path("data/cache/models")
+
+
+def _pinned(model_uri: str) -> str | None:
+    """The immutable form of a model URI (models:/quill@champion -> models:/quill/3), None if it has none."""
+    if model_uri.startswith("runs:/"):
+        return model_uri
+    name, _, ref = model_uri.removeprefix("models:/").partition("@")
+    if ref:
+        from mlflow import MlflowClient
+
+        return f"models:/{name}/{MlflowClient().get_model_version_by_alias(name, ref).version}"
+    return model_uri if model_uri.rstrip("/").rsplit("/", 1)[-1].isdigit() else None  # models:/quill/3, not .../Production
+
+
+def download_checkpoint(model_uri: str, cache: Path | None = None) -> Path:
+    """The checkpoint folder inside a logged Quill model (models:/quill@champion, runs:/...).
+
+    A model version never changes, so each one is downloaded once into `cache` (default
+    `$QUILL_MODEL_CACHE` or data/cache/models), keyed by tracking URI and version: after the
+    first call, `quill generate` starts without a download. An alias is resolved on every call,
+    so a new champion is fetched as soon as the alias moves.
+    """
+    import hashlib
+    import shutil
+
     import mlflow
 
     configure()
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    pinned = _pinned(model_uri)
+    if pinned is None:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    else:
+        key = hashlib.sha256(f"{mlflow.get_tracking_uri()}\n{pinned}".encode()).hexdigest()[:20]
+        local = Path(cache or os.environ.get("QUILL_MODEL_CACHE") or MODEL_CACHE) / key
+        if not local.is_dir():
+            tmp = local.with_name(f".{key}.tmp{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            mlflow.artifacts.download_artifacts(artifact_uri=pinned, dst_path=str(tmp))
+            try:
+                os.replace(tmp, local)  # whole or not at all: a killed download is never mistaken for a model
+            except OSError:  # another process finished the same download first
+                shutil.rmtree(tmp, ignore_errors=True)
     found = next(local.rglob("model.safetensors"), None)
     if found is None:
         raise FileNotFoundError(f"{model_uri}: the downloaded model holds no checkpoint (model.safetensors)")

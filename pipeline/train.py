@@ -95,8 +95,10 @@ def lane_seed(seed: int, step: int, lane: int) -> int:
 def train(tok_manifest: Path, out_dir: Path, cfg: TrainConfig, model_cfg: ModelConfig, tracker: Tracker | None = None,
           force: bool = False) -> Manifest:
     """The train stage: a checkpoint folder, history and loss curve under out_dir (rank 0 writes them)."""
-    stage_cfg = {"train": cfg.model_dump(mode="json"), "model": model_cfg.model_dump(mode="json")}
     rank, owned = _join_process_group(cfg.device)
+    # The ranks multiply the global batch (see the module docstring): a run on more ranks is another run.
+    stage_cfg = {"train": cfg.model_dump(mode="json"), "model": model_cfg.model_dump(mode="json"),
+                 "world_size": rank.world_size}
     tracker = (tracker or NullTracker()) if rank.main else NullTracker()  # one run's metrics, not N copies
     work = partial(_train, Path(tok_manifest), cfg=cfg, model_cfg=model_cfg, tracker=tracker, rank=rank)
     threads = torch.get_num_threads()

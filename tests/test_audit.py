@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+from collections import Counter
+from pathlib import Path
 
-from pipeline.audit import Audit, gender_swap, report_lines, sorted_counts
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline import audit as audit_module
+from pipeline.audit import Audit, gender_swap, observe, report_lines, sorted_counts
 from pipeline.docs import add_counts
+from pipeline.wordarrays import WordArrays
 
 TEXT = ("The old man was a baker. His daughter, a young woman, became a doctor.\n\n"
         "She met two teachers and a nurse. The old mill stood by the river. The children laughed.")
@@ -67,3 +76,110 @@ def test_gender_swap(text: str, swapped: str):
 def test_swap_twice_is_identity_on_unambiguous_text():
     text = "The king told his son that the queen and her daughter were coming."
     assert gender_swap(gender_swap(text)) == text
+
+
+# --- add_batch: the same counts as the per-document reference ---------------------------------------
+
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+
+
+def _reference_add(audit: Audit, text: str) -> None:
+    """The per-document implementation add_batch replaced (string tokens, one text at a time)."""
+    m = audit_module
+    low = text.lower()
+    audit.counts["docs"] += 1
+    counts = Counter(m._WORD.findall(low))
+    present = counts.keys() & m._VOCAB
+    groups: set[str] = set()
+    for word in present:
+        for group in m._TERM_GROUPS.get(word, ()):
+            audit._bump("mentions", group, word, counts[word])
+            groups.add(group)
+        if word in m._OCCUPATION_FORMS:
+            audit._bump("occupations", m._OCCUPATION_FORMS[word], n=counts[word])
+    if not m._AGE_WORDS.isdisjoint(counts):
+        for match in m._AGE_PHRASE.finditer(low):
+            group = "young" if match[1] == "young" else "old"
+            audit._bump("mentions", group, f"{match[1]} {match[2]}")
+            groups.add(group)
+    for group in groups:
+        audit._bump("docs_with", group)
+    if groups and (job_words := present & m._OCCUPATION_FORMS.keys()):
+        for pair in m._cooccur(low, job_words):
+            audit._bump("cooccurrence", *pair.split("\t"))
+
+
+def _sample_texts() -> list[str]:
+    texts = []
+    for path in sorted(SAMPLE.rglob("*")):
+        if path.suffix == ".jsonl":
+            texts += [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        elif path.suffix in (".txt", ".md"):
+            whole = path.read_text(encoding="utf-8")
+            texts += [whole] + [p for p in whole.split("\n\n") if p.strip()]
+    return texts
+
+
+HAND = [
+    TEXT, "", "   ", "no people here at all", "He is a nurse. She is a nurse too.",
+    "The old\n\nman and the young   women met the Doctors.\n\nThe OLD MAN was a baker!",
+    "doctor2 man3 café-owner Mané the 1st nurse² said: she_is a teacher; old man_woman.",  # [a-z]+ runs inside words
+    "她是一位医生。 She is a 医生 doctor and he a teacher。老人 old men, aged folk, elderly couple",
+    "Mr. Smith, the farmer, and Mrs. Smith, the farmer's wife. Kids and teens; the miners' grandma.",
+    "An aged person.\nA young fellow? The elderly couples... soldiers, SOLDIERS, Soldier!",
+]
+
+
+def _batch_counts(texts: list[str], size: int) -> dict:
+    audit = Audit()
+    for i in range(0, len(texts), size):
+        audit.add_batch(WordArrays.from_texts(texts[i:i + size]))
+    return sorted_counts(audit.counts)
+
+
+def _reference_counts(texts: list[str]) -> dict:
+    audit = Audit()
+    for text in texts:
+        _reference_add(audit, text)
+    return sorted_counts(audit.counts)
+
+
+@pytest.mark.parametrize("size", [1, 7, 1024])
+def test_add_batch_equals_per_document_counts(size: int):
+    texts = HAND + _sample_texts()
+    assert len(texts) > 50
+    expected = _reference_counts(texts)
+    assert expected["cooccurrence"] and expected["mentions"]["old"]
+    assert _batch_counts(texts, size) == expected
+
+
+def test_add_is_one_document_batch():
+    for text in HAND:
+        one = Audit()
+        one.add(text)
+        assert sorted_counts(one.counts) == _reference_counts([text])
+
+
+_WORDS = sorted(audit_module._VOCAB | audit_module._AGE_WORDS) + ["person", "folk", "the", "mill", "x1", "été"]
+_TOKEN = st.tuples(st.sampled_from(_WORDS), st.sampled_from(["", "", "", "2", "é", "_x", "'s", "ß"]),
+                   st.sampled_from([" ", " ", ". ", "! ", "\n", "\n\n", " \n \n", ", ", "-", "。"]),
+                   st.booleans()).map(lambda t: (t[0].upper() if t[3] else t[0]) + t[1] + t[2])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(_TOKEN, max_size=20).map("".join), min_size=1, max_size=6))
+def test_add_batch_equals_per_document_counts_on_random_texts(texts: list[str]):
+    assert _batch_counts(texts, len(texts)) == _reference_counts(texts)
+
+
+def test_observations_of_some_documents_count_just_those():
+    # The filter observes every screened document, then counts only the ones dedup keeps.
+    texts = HAND + _sample_texts()
+    kept = np.flatnonzero(np.arange(len(texts)) % 3 == 1)
+    audit = Audit()
+    audit.add_observations(observe(WordArrays.from_texts(texts)).take(kept), len(kept))
+    assert sorted_counts(audit.counts) == _reference_counts([texts[i] for i in kept])
+    nothing = Audit()
+    nothing.add_observations(observe(WordArrays.from_texts(texts)).take(np.zeros(0, dtype=np.int64)), 0)
+    assert sorted_counts(nothing.counts) == _reference_counts([])

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.dedup import MinHasher, exact_key, near_duplicate_groups
+from pipeline.dedup import MinHasher, exact_key, exact_keys, near_duplicate_groups
+from pipeline.textclean import lower_words
+from pipeline.wordarrays import WordArrays
 
 FOX = (
     "In the middle of the Birchwood there lived a small fox who was afraid of the dark. Every evening, when the "
@@ -105,3 +107,96 @@ def test_s_curve_of_the_default_banding():
     # P(candidate) = 1 - (1 - s**r)**b with b=16 bands of r=8 rows: the docstring's numbers.
     p = lambda s: 1 - (1 - s**8) ** 16  # noqa: E731
     assert p(0.5) < 0.07 and 0.55 < p(0.7) < 0.65 and p(0.8) > 0.94 and p(0.9) > 0.999
+
+
+# --- batches -------------------------------------------------------------------------------------
+
+BATCH = [FOX, "", "Hello there!", BEAR, "one two three four", "a b c d e", "床前明月光，疑是地上霜。", "  ...  ",
+         FOX.upper(), "the bear and the fox " * 40, "x"]
+
+
+def test_batch_signatures_equal_single_document_signatures():
+    for hasher in (MinHasher(), MinHasher(num_perm=64, shingle_size=3, seed=7), MinHasher(num_perm=200, shingle_size=1)):
+        sigs = hasher.signatures(WordArrays.from_texts(BATCH))
+        assert sigs.shape == (len(BATCH), hasher.num_perm) and sigs.dtype == np.uint32
+        for text, row in zip(BATCH, sigs):  # shingles never cross documents; rows do not depend on the batch
+            assert np.array_equal(row, hasher.signature(text))
+        reordered = hasher.signatures(WordArrays.from_texts(BATCH[::-1]))
+        assert np.array_equal(reordered[::-1], sigs)
+
+
+def test_documents_without_words_and_short_documents():
+    hasher = MinHasher()
+    empty = hasher.signature("")
+    assert np.array_equal(empty, hasher.signature(" ... !"))  # the fixed signature of a document without words
+    assert np.all(empty == empty[0])  # one shingle (of zero words): every bin holds its value
+    short = hasher.signatures(WordArrays.from_texts(["a b", "b a", "a b c", "a b c d", "a"]))
+    assert np.all(short == short[:, :1])  # one shingle each
+    assert len(set(short[:, 0].tolist()) | {int(empty[0])}) == 6  # order and length matter
+
+
+def test_exact_keys_batch():
+    variants = ["The Fox, the Owl!\n\nAnd  the lantern.", "the fox the owl and the LANTERN", "THE FOX -- THE OWL, AND ... THE\tLANTERN?"]
+    others = ["the fox the owl and the", "the owl the fox and the lantern", "the fox the owl and the lantern lantern",
+              "the fox the owl and thelantern", "", "...", "床前明月光", "床前明月 光"]
+    keys = exact_keys(WordArrays.from_texts(variants + others))
+    assert keys.dtype == np.dtype("S16") and keys.shape == (len(variants) + len(others),)
+    assert len(set(keys[: len(variants)].tolist())) == 1
+    assert len(set(keys.tolist())) == 1 + len(others) - 2  # two pairs below share keys
+    assert keys[len(variants) + 4] == keys[len(variants) + 5]
+    assert keys[len(variants) + 6] == keys[len(variants) + 7]  # CJK characters are words of their own
+    for text, key in zip(variants + others, keys):
+        assert exact_key(text) == key.ljust(16, b"\0").hex()
+
+
+# --- estimates track the true shingle Jaccard ----------------------------------------------------
+
+
+def _vocabulary(rng: np.random.Generator, n: int = 3000) -> list[str]:
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    return ["".join(rng.choice(letters, size=int(rng.integers(2, 9)))) for _ in range(n)]
+
+
+def _true_jaccard(x: str, y: str, k: int = 5) -> float:
+    def shingles(text: str) -> set[tuple[str, ...]]:
+        words = lower_words(text).words
+        return {tuple(words[i : i + k]) for i in range(len(words) - k + 1)} if len(words) >= k else {tuple(words)}
+    a, b = shingles(x), shingles(y)
+    return len(a & b) / len(a | b)
+
+
+def test_estimated_jaccard_tracks_true_shingle_jaccard():
+    rng = np.random.default_rng(3)
+    vocab = _vocabulary(rng)
+    draw = lambda n: [vocab[i] for i in rng.integers(0, len(vocab), n)]  # noqa: E731
+    pairs = []
+    for _ in range(50):
+        a = draw(int(rng.integers(200, 600)))
+        b = list(a)
+        for p in np.flatnonzero(rng.random(len(b)) < rng.random() * 0.1):  # replace up to 10% of the words
+            b[p] = vocab[rng.integers(len(vocab))]
+        cut = int(rng.integers(0, len(a) // 3))
+        b = b[cut:] if rng.random() < 0.5 else b + draw(cut)  # and drop or add up to a third
+        pairs += [" ".join(a), " ".join(b)]
+    sigs = MinHasher().signatures(WordArrays.from_texts(pairs))
+    estimate = (sigs[0::2] == sigs[1::2]).mean(axis=1)
+    truth = np.array([_true_jaccard(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2)])
+    assert truth.min() < 0.4 and truth.max() > 0.9  # a spread of similarities
+    assert np.abs(estimate - truth).mean() < 0.05
+    assert abs((estimate - truth).mean()) < 0.02  # unbiased
+
+
+def test_short_documents_detect_near_copies():
+    rng = np.random.default_rng(5)
+    vocab = _vocabulary(rng)
+    texts = []
+    for _ in range(40):
+        words = [vocab[i] for i in rng.integers(0, len(vocab), int(rng.integers(20, 41)))]
+        copy = words[:-1] + [vocab[rng.integers(len(vocab))]] if rng.random() < 0.5 else words + ["extra"]
+        texts += [" ".join(words), " ".join(copy)]
+    truth = [_true_jaccard(texts[i], texts[i + 1]) for i in range(0, len(texts), 2)]
+    assert min(truth) >= 0.88 and np.mean(truth) > 0.9
+    groups = near_duplicate_groups(MinHasher().signatures(WordArrays.from_texts(texts)), bands=16, threshold=0.8)
+    found = sum(groups.get(i + 1) == i for i in range(0, len(texts), 2))
+    assert found >= 38  # of 40 copies
+    assert all(dropped % 2 == 1 and rep == dropped - 1 for dropped, rep in groups.items())  # nothing else

@@ -105,6 +105,12 @@ def test_first_run_registers_a_champion(scenario):
 def test_unchanged_rerun_skips_every_stage(scenario):
     assert rerun(scenario["stamps"], "first", "same") == []
     assert scenario["results"]["same"]["version"] == 1
+    # Nothing ran, so nothing was tracked: the flow run leaves no empty MLflow run behind.
+    same = scenario["results"]["same"]
+    assert same["mlflow_run_id"] is None
+    runs = mlflow_client(scenario["tmp"]).search_runs(
+        [e.experiment_id for e in mlflow_client(scenario["tmp"]).search_experiments()])
+    assert runs and not [r for r in runs if r.data.tags.get("prefect.flow_run_id") == same["flow_run_id"]]
     # Versions 1, 2 and 3 come from the first, train and resumed runs: the rerun registered no duplicate.
     assert len(mlflow_client(scenario["tmp"]).search_model_versions("name='quill'")) == 3
 

@@ -9,6 +9,7 @@ import pytest
 from pipeline.config import IngestConfig
 from pipeline.docs import iter_docs
 from pipeline.ingest import IngestError, ingest
+from pipeline.manifest import read_manifest
 from tests.conftest import POEM
 
 
@@ -243,6 +244,19 @@ def test_url_source_is_downloaded_pinned_and_cached(http_root, tmp_path: Path):
     ingest([url], tmp_path / "r2" / "ingest", cfg)
     assert requests == ["/poems.txt.gz"], "the second run reads the cache"
     assert not list((tmp_path / "cache").rglob(".*part*")), "no temporary download is left behind"
+
+
+def test_cli_stage_ingest_takes_a_url(http_root, tmp_path: Path):
+    from pipeline.cli import main
+
+    root, base, requests = http_root
+    (root / "story.txt").write_text("Once upon a time there was a URL.\n", encoding="utf-8")
+    out = tmp_path / "ingest"
+    assert main(["stage", "ingest", "--input", f"{base}/story.txt", "--out", str(out),
+                 "--set", f"ingest.cache_dir={tmp_path / 'cache'}"]) == 0
+    assert requests == ["/story.txt"]
+    assert [d["text"] for d in iter_docs(read_manifest(out / "manifest.json").output_list("docs"))] == [
+        "Once upon a time there was a URL."]
 
 
 def test_url_errors(http_root, tmp_path: Path):

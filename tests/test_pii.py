@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.pii import redact_pii
+from pipeline.pii import pii_candidates, redact_pii
 
 
 @pytest.mark.parametrize(
@@ -89,3 +89,21 @@ def test_long_text_redaction_matches_short_text_redaction(text: str):
     assert redact_pii(once) == (once, {})
     pieces = [redact_pii(part)[0] for part in text.split(f"\n{FILLER}\n")]
     assert once == f"\n{FILLER}\n".join(pieces)
+
+
+def test_candidates_hold_every_text_that_redaction_changes():
+    texts = ["Mail me at ann@example.org today.", "Nothing here, only 1999 and 10:30.", "",
+             "Call +44 20 7946 0958 now", "node fe80::1ff:fe23:4567:890a is up", "Pi is 3.14159",
+             "card 4111 1111 1111 1111", "a:b:c:d:e:f:g:h words", "Chapter 12, verse 3:16."]
+    candidates = set(pii_candidates(texts))
+    for i, text in enumerate(texts):
+        if redact_pii(text)[0] != text:
+            assert i in candidates, text
+    assert 1 not in candidates and 2 not in candidates and 8 not in candidates
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet="0123456789٣४ .-+()/:@abcXY\n", max_size=40), min_size=1, max_size=6))
+def test_candidates_are_a_superset_on_any_batch(texts):
+    candidates = set(pii_candidates(texts))
+    assert all(i in candidates for i, t in enumerate(texts) if redact_pii(t)[0] != t)

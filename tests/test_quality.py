@@ -1,11 +1,12 @@
-"""quality_reason: which rule fires (datatrove's check_filter idea) on realistic text, per profile."""
+"""quality_reason(s): which rule fires (datatrove's check_filter idea) on realistic text, per profile."""
 
 from __future__ import annotations
 
 import pytest
 
 from pipeline.config import QualityConfig
-from pipeline.quality import count_words, quality_reason
+from pipeline.quality import count_words, count_words_batch, quality_reason, quality_reasons
+from pipeline.wordarrays import WordArrays
 
 PROSE, POETRY, WEB = QualityConfig(), QualityConfig(profile="poetry"), QualityConfig(profile="web")
 
@@ -143,3 +144,33 @@ def test_thresholds_come_from_the_config():
     mash = "asdf qwer zxcv hjkl uiop tyty ghgh bnbn vbvb cxcx"
     assert quality_reason(mash, PROSE) == "no_stopwords"
     assert quality_reason(mash, QualityConfig(min_stopwords=0)) is None
+
+
+BATCH = [
+    STORY, "", "   \n\t  \n", POEM_WITH_REFRAIN, CHINESE_POEM, "ok", DIALOGUE, NAV_PAGE, BULLETS, TEASERS, SHORT_LINES,
+    WEB_ARTICLE, "我爱 Paris 2024，真的很爱巴黎。" * 3, "a b c d e f g h i j k l m n o p",
+    "#love #sun #beach #summer #happy #travel #blessed #food #friends #fun",
+    "Well... I... I don't... know... what... to... say... really... now....",
+    "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 and the rest", "asdf qwer zxcv hjkl uiop tyty ghgh bnbn vbvb cxcx",
+    "\n".join(["the cat sat on the mat and looked at the door"] * 30), " ".join(["buy the cheap pills"] * 5 + ["the cat"] * 30),
+    "end.\" (Next) word—word 1999-2000 don't ... x²y² ½ ١٢٣ abc١٢٣ İstanbul ΣΟΦΙΑ _under_ score_ " * 4,
+    WEB_ARTICLE + "\n\n" + STORY + "\n" + "   \n".join(["The same line again, word for word."] * 12),
+    "Pneumonoultramicroscopicsilicovolcanoconiosis antidisestablishmentarianism " * 5, "\x00 the cat \x00 sat on the mat" * 3,
+]
+
+
+@pytest.mark.parametrize("cfg", [PROSE, POETRY, WEB, QualityConfig(min_words=0), QualityConfig(ngram_min_words=2)])
+def test_batch_gives_each_document_its_own_reasons(cfg: QualityConfig):
+    texts = BATCH + BATCH[::-1]  # the same text next to different neighbours
+    batch = quality_reasons(texts, WordArrays.from_texts(texts), cfg)
+    alone = [quality_reason(t, cfg) for t in texts]
+    assert batch == alone
+    assert len(set(alone)) >= (4 if cfg.profile == "web" else 5)  # texts that pass and fail different rules
+    assert quality_reasons([], WordArrays.from_texts([]), cfg) == []
+
+
+def test_batch_word_counts_match_single_texts():
+    counts = count_words_batch(WordArrays.from_texts(BATCH))
+    assert counts.tolist() == [count_words(t) for t in BATCH]
+    assert count_words("   \n ") == 0
+    assert count_words("end.\" (Next) word—word x²") == 4

@@ -138,10 +138,11 @@ def test_registration_lineage(registered_store):
 
 
 @pytest.fixture
-def champion_env(registered_store):
+def champion_env(registered_store, tmp_path, monkeypatch):
     from pipeline.tracking import configure
     from tests.conftest import mlflow_at
 
+    monkeypatch.setenv("QUILL_MODEL_CACHE", str(tmp_path / "model-cache"))  # not the repository's data/cache
     with mlflow_at(registered_store):
         configure()
         yield registered_store
@@ -195,3 +196,39 @@ def test_cli_generate_from_registry(champion_env, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["model"] == "models:/quill@champion" and out["prompt"] == "Once upon"
     assert len(out["samples"]) == 1 and out["samples"][0].startswith("Once upon")
+
+
+def test_cli_generate_reads_prompts_like_the_served_model(champion_env, capsys):
+    import os
+
+    import mlflow
+
+    from pipeline.cli import main
+
+    model = mlflow.pyfunc.load_model("models:/quill@champion")
+    saved = dict(os.environ)
+    try:
+        for prompt in ("Once upon", ""):  # an empty prompt works too: generation starts after eos
+            capsys.readouterr()
+            assert main(["generate", prompt, "--model", "models:/quill@champion", "--max-new-tokens", "6",
+                         "--strategy", "greedy", "--json"]) == 0
+            cli = json.loads(capsys.readouterr().out)["samples"][0]
+            assert cli == model.predict([prompt], params={"max_new_tokens": 6, "strategy": "greedy"})[0]
+    finally:  # main() sets environment defaults for the whole process
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def test_checkpoint_downloads_are_cached_per_version(champion_env, tmp_path, monkeypatch):
+    import mlflow
+
+    from pipeline.tracking import download_checkpoint
+
+    calls = []
+    real = mlflow.artifacts.download_artifacts
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", lambda **kw: calls.append(kw) or real(**kw))
+    first = download_checkpoint("models:/quill@champion", cache=tmp_path)
+    assert download_checkpoint("models:/quill@champion", cache=tmp_path) == first
+    assert download_checkpoint("models:/quill/1", cache=tmp_path) == first  # the alias names version 1
+    assert len(calls) == 1 and calls[0]["artifact_uri"] == "models:/quill/1"
+    assert (first / "model.safetensors").exists() and not list(tmp_path.glob(".*tmp*"))

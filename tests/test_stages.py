@@ -147,21 +147,21 @@ def test_every_document_is_kept_or_explained(every_corpus):
 def test_a_failing_stage_leaves_no_output(tmp_path: Path, monkeypatch):
     ing = ingest([str(SAMPLE)], tmp_path / "run" / "ingest", IngestConfig(shard_docs=60))
     calls = {"n": 0}
-    real = clean_module.clean_text
+    real = clean_module.clean_texts
 
-    def failing(text, cfg):
+    def failing(texts, cfg):
         calls["n"] += 1
-        if calls["n"] > 70:  # the first shard (60 docs) is written by then
+        if calls["n"] > 1:  # the first shard (60 docs, one batch) is written by then
             raise RuntimeError("killed midway")
-        return real(text, cfg)
+        return real(texts, cfg)
 
-    monkeypatch.setattr(clean_module, "clean_text", failing)
+    monkeypatch.setattr(clean_module, "clean_texts", failing)
     out = tmp_path / "run" / "clean"
     with pytest.raises(RuntimeError, match="killed midway"):
         clean(ing.path, out, CleanConfig(executor="local"))
     partial = out.with_name("clean.partial")
     assert list(partial.glob("docs_*.parquet")) and not (partial / "manifest.json").exists() and not out.exists()
-    monkeypatch.setattr(clean_module, "clean_text", real)
+    monkeypatch.setattr(clean_module, "clean_texts", real)
     m = clean(ing.path, out, CleanConfig(executor="local"))
     assert not m.stats.get("skipped") and not partial.exists()
     assert sum(len(_ids([p])) for p in m.output_list("docs")) == m.stats["docs_kept"]

@@ -1,13 +1,35 @@
-"""clean_text (mojibake, Unicode, whitespace, boilerplate; idempotent, never raises) and detect_language."""
+"""clean_text (mojibake, Unicode, whitespace, boilerplate; idempotent, never raises), detect_language, and their
+batch forms clean_texts / detect_languages (equal to the per-document functions)."""
 
 from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import CleanConfig
-from pipeline.textclean import clean_text, detect_language, lower_words
+from pipeline.textclean import (
+    _ACCENT,
+    _ACCENT_VOTES,
+    _ACCENT_WEIGHT,
+    _LANGS,
+    _NL,
+    _NON_LATIN,
+    _SAMPLE_CHARS,
+    _VOTES,
+    _WORD,
+    _changeable,
+    _script_language,
+    clean_text,
+    clean_texts,
+    detect_language,
+    detect_languages,
+    lower_words,
+)
 
 CFG = CleanConfig()
 
@@ -230,3 +252,157 @@ def test_lower_words_splits_cjk_characters():
     low, words, has_cjk = lower_words("Hello, 世界! Don't stop_it 42")
     assert low == "hello, 世界! don't stop_it 42"
     assert words == ["hello", "世", "界", "don", "t", "stop", "it", "42"] and has_cjk
+
+
+# --- batch functions: clean_texts and detect_languages ----------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+GUTENBERG = REPO.parent / "shared" / "corpora" / "gutenberg_creative"
+CONFIGS = [CFG, CleanConfig(unicode_form="NFKC"), CleanConfig(unicode_form="none"),
+           CleanConfig(fix_mojibake=False, strip_boilerplate=False)]
+
+
+def _paragraphs(text: str) -> list[str]:
+    """Blank-line separated paragraphs, as ingest's paragraph split makes them."""
+    docs, lines = [], []
+    for line in text.split("\n"):
+        if line.strip():
+            lines.append(line.rstrip("\r"))
+        elif lines:
+            docs.append("\n".join(lines))
+            lines = []
+    return docs + ["\n".join(lines)] if lines else docs
+
+
+def _sample_corpus() -> list[str]:
+    docs = []
+    for path in sorted((REPO / "data" / "sample").iterdir()):
+        if path.suffix == ".jsonl":
+            docs += [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        elif path.suffix in (".txt", ".md"):
+            text = path.read_text(encoding="utf-8")
+            docs += [text, *_paragraphs(text)]
+    return docs
+
+
+def _gutenberg() -> list[str]:
+    if not GUTENBERG.is_dir():
+        pytest.skip(f"{GUTENBERG} is absent (shared corpora not mounted)")
+    docs = []
+    for path in sorted(GUTENBERG.glob("*.txt")):
+        text = path.read_text(encoding="utf-8")
+        docs += [text, *_paragraphs(text)]
+    return docs
+
+
+def _check_clean_batch(texts: list[str], cfg: CleanConfig) -> None:
+    flags = _changeable(texts, cfg)
+    out = clean_texts(texts, cfg)
+    assert len(flags) == len(out) == len(texts)
+    for text, flag, got in zip(texts, flags, out):
+        want = clean_text(text, cfg)
+        assert got == want
+        if not flag:
+            assert want == text and got is text  # unflagged documents are returned as they are
+
+
+RICH = st.sampled_from(
+    list("\x00\x07\x0b\x0c\x1b\x1c\x7f\x80\x85\x9d\xa0\xad\u0130\u212a\u1680\u2003\u3000\u200b\u200d\u2028\u2029"
+         "\u202f\ufeff\ufffd\r\n\t *|•·»›>©ÃâÂÅßéèçñüij\u0301\u0303€™")
+    + ["\r\n", "  ", " \n", "\t\n", "\n\n", "\n\n\n", "***", "Ã©", "â€™", "â€", "ï»¿", "ÃƒÂ©", "e\u0301", "\ufb01",
+       "床前明月光", "むかし", "Жили", "Home | About | Contact", "Accept all cookies", "  Read more »", "\nSearch\n",
+       "Log in", "COOKIE", "CooKie", "share", "Share on Facebook", "mail", "click here", "(c)", "© 2024",
+       "Copyright 2019 X", "All Rights Reserved", "lorem ipsum", "Project Gutenberg", " > ", "404 not found",
+       "*** START OF THIS PROJECT GUTENBERG EBOOK X ***", "*** END OF THE PROJECT GUTENBERG EBOOK X ***",
+       "the ", "und ", "het ", "de la ", "ij", "Once upon a time", "\n  indented", "x  y", "x\ty", "Ä°"]
+)
+RICH_TEXT = st.lists(st.one_of(RICH, st.text(max_size=6)), max_size=25).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(RICH_TEXT, max_size=12), st.sampled_from(CONFIGS))
+def test_clean_texts_equals_clean_text(texts: list[str], cfg: CleanConfig):
+    _check_clean_batch(texts, cfg)
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [[], [""], ["", ""], ["a ", "b"], ["a", " b"], ["a\n", "b"], ["a", "\nb"], ["a", "", "", "b"], ["x", "  y"],
+     ["x ", "\n", " "], ["Read more »", "ok"], ["ok", "Search"], ["ok\n", "Search"], ["Ã", "©"], ["**", "*"],
+     ["e", "\u0301"], ["cook", "ie"], ["|", "|", "|"], ["Home | About", " | Contact"]],
+)
+def test_clean_texts_batch_boundaries(texts: list[str]):
+    for cfg in CONFIGS:
+        _check_clean_batch(texts, cfg)
+
+
+def test_clean_texts_on_the_sample_corpus():
+    docs = _sample_corpus()
+    for start in range(0, len(docs), 256):
+        _check_clean_batch(docs[start : start + 256], CFG)
+
+
+def test_clean_texts_on_gutenberg_books():
+    docs = _gutenberg()
+    for start in range(0, len(docs), 1024):
+        _check_clean_batch(docs[start : start + 1024], CFG)
+
+
+def _reference_language(text: str) -> tuple[str, float]:
+    """The one-document identifier detect_languages replaced (function words counted per text)."""
+    sample = text[:_SAMPLE_CHARS]
+    low, words, _ = lower_words(sample)
+    if not _WORD.search(low):
+        latin = ("und", 0.0)
+    else:
+        scores = [0.0] * len(_LANGS)
+        for word, n in Counter(w for w in words if w in _VOTES).items():
+            for i, weight in _VOTES[word]:
+                scores[i] += weight * n
+        for ch in _ACCENT.findall(low):
+            for i in _ACCENT_VOTES[ch]:
+                scores[i] += _ACCENT_WEIGHT
+        scores[_NL] += _ACCENT_WEIGHT * low.count("ij")
+        best = max(range(len(scores)), key=scores.__getitem__)
+        top = scores[best]
+        second = max(s for i, s in enumerate(scores) if i != best)
+        latin = ("en", 0.1) if top == 0 else (_LANGS[best], round((top - second) / top * top / (top + 1), 4))
+    if sample.isascii() or not _NON_LATIN.search(sample):
+        return latin
+    return _script_language(sample, latin)
+
+
+def _check_languages(texts: list[str]) -> None:
+    got = detect_languages(texts)
+    assert len(got) == len(texts)
+    for text, (lang, score) in zip(texts, got):
+        want_lang, want_score = _reference_language(text)
+        assert lang == want_lang and score == pytest.approx(want_score, abs=1e-9), text[:80]
+
+
+WORDY = st.sampled_from(
+    ["the", "and", "of", "le", "la", "et", "der", "die", "und", "el", "los", "y", "il", "di", "che", "o", "não", "de",
+     "het", "een", "ij", "IJs", "ñ", "¿", "ß", "ç", "è", "ë", "ô", "ù", "ò", "Où", "DASS", "daß", "l'amour", "don't",
+     "床前明月光", "むかし", "옛날", "Жили", "كان", "Ελλάδα", "שלום", "नमस्ते", "ไทย", "42", "—", "’", "_", "stop_it"]
+)
+LANGUAGE_TEXT = st.lists(st.one_of(WORDY, st.sampled_from([" ", " ", "\n", ", ", ". "]), st.text(max_size=4)),
+                         max_size=40).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(LANGUAGE_TEXT, max_size=10))
+def test_detect_languages_equals_one_document_identifier(texts: list[str]):
+    _check_languages(texts)
+    for text in texts[:2]:
+        assert detect_language(text) == detect_languages([text])[0]
+
+
+def test_detect_languages_on_corpora():
+    _check_languages(_sample_corpus())
+    _check_languages(_paragraphs("\n\n".join(_sample_corpus())) + [t * 50 for t in _sample_corpus()[:20]])
+
+
+def test_detect_languages_on_gutenberg_paragraphs():
+    docs = _gutenberg()
+    for start in range(0, len(docs), 1024):
+        _check_languages(docs[start : start + 1024])

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pipeline.toxicity import _rows, line_scores, match_details, offensive_score
+from pipeline.toxicity import (
+    _lexicon,
+    _rows,
+    line_scores,
+    match_details,
+    offensive_candidates,
+    offensive_score,
+)
+from pipeline.wordarrays import WordArrays
 
 LEXICONS = Path(__file__).resolve().parent.parent / "pipeline" / "lexicons"
 THRESHOLD = 0.5
@@ -113,3 +125,97 @@ def test_one_strong_word_flags_its_line_and_the_document():
 def test_match_details_names_what_matched():
     found, n_words = match_details("You worthless scum.")
     assert ("worthless scum", 0.85, "insult") in found and n_words == 3
+
+
+# --- batch prescreen: offensive_candidates is a superset of the documents with a match ------------
+
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
+
+
+def _sample_texts() -> list[str]:
+    texts = []
+    for path in sorted(SAMPLE.rglob("*")):
+        if path.suffix == ".jsonl":
+            texts += [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        elif path.suffix in (".txt", ".md"):
+            whole = path.read_text(encoding="utf-8")
+            texts += [whole] + [p for p in whole.split("\n\n") if p.strip()]
+    return texts
+
+
+def _assert_superset(texts: list[str]) -> np.ndarray:
+    candidates = offensive_candidates(WordArrays.from_texts(texts))
+    assert candidates.shape == (len(texts),) and candidates.dtype == bool
+    for text, candidate in zip(texts, candidates):
+        if not candidate:
+            assert match_details(text)[0] == [], text
+            assert offensive_score(text) == 0.0 and line_scores(text) == [0.0] * len(text.split("\n"))
+    return candidates
+
+
+def test_candidates_cover_every_match_on_the_evaluation_set():
+    rows = _eval_set()
+    candidates = _assert_superset([text for _, text in rows])
+    assert all(c for (label, _), c in zip(rows, candidates) if label)  # every offensive line is a candidate
+
+
+def test_candidates_cover_every_match_on_the_sample_corpus():
+    texts = _sample_texts()
+    assert len(texts) > 50
+    candidates = _assert_superset(texts)
+    assert candidates.mean() < 0.5  # ordinary text is mostly screened out
+
+
+def test_candidates_of_small_batches():
+    assert offensive_candidates(WordArrays.from_texts([])).shape == (0,)
+    assert offensive_candidates(WordArrays.from_texts(["", "   "])).tolist() == [False, False]
+    texts = ["fuck off", "The ass brayed at the miller.", "You are an ass.", "sh1t happens", "the year 1999 and 2nd",
+             "Those people are vermin.", "p!$$ and 2nd", "a quiet morning"]
+    got = offensive_candidates(WordArrays.from_texts(texts)).tolist()
+    assert got[0] and got[2] and got[3] and got[5] and not got[7]
+    _assert_superset(texts)
+
+
+def _vocabulary() -> list[str]:
+    lex = _lexicon()
+    words = set(lex.words)
+    for rule in lex.rules:
+        words.update(w for alt in rule.triggers for group in alt for w in group)
+    for entry in lex.words.values():
+        words.update(entry.innocent)
+    return sorted(words)
+
+
+_LEETS = {"a": "@4", "e": "3", "i": "1!", "o": "0", "s": "$5", "t": "7"}
+
+
+@st.composite
+def _variant(draw, word: str) -> str:
+    kind = draw(st.sampled_from(["plain", "plain", "upper", "title", "leet", "star", "suffix"]))
+    if kind == "upper":
+        return word.upper()
+    if kind == "title":
+        return word.title()
+    if kind == "leet":
+        return "".join(draw(st.sampled_from([c, *_LEETS.get(c, "")])) for c in word)
+    if kind == "star" and len(word) >= 3:
+        i = draw(st.integers(1, len(word) - 2))
+        j = draw(st.integers(i + 1, min(len(word) - 1, i + 3)))
+        return word[:i] + "*" * draw(st.sampled_from([1, j - i])) + word[j:]
+    if kind == "suffix":
+        return word + draw(st.sampled_from(["!", "!!", "2", "*", "$", "é", "_"]))
+    return word
+
+
+_ORDINARY = ["the", "a", "and", "people", "house", "river", "they", "are", "is", "all", "go", "back", "to", "you",
+             "1st", "2023", "mp3", "wow", "hello", "john@mail", "$5", "oh", "x"]
+_SEPARATORS = [" ", " ", " ", "\n", "\n\n", ", ", ". ", "! ", "? ", " - ", "'", "’", ":", "(", "\t"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.sampled_from(_vocabulary() + _ORDINARY).flatmap(_variant),
+                                   st.sampled_from(_SEPARATORS)), max_size=14).map(lambda ws: "".join(w + s for w, s in ws)),
+                min_size=1, max_size=8))
+def test_candidates_are_a_superset_on_random_texts(texts: list[str]):
+    _assert_superset(texts)

@@ -216,6 +216,7 @@ def test_ddp_two_cpu_ranks_match_one_process_with_the_same_global_batch(tmp_path
     assert all(torch.equal(r0[k], r1[k]) for k in r0)  # replicas never drift apart
 
     single = train(tok_manifest, tmp_path / "single", cfg.model_copy(update={"grad_accum": 2}), MODEL)
+    assert (ddp.config["world_size"], single.config["world_size"]) == (2, 1)  # a rerun on other ranks is not skipped
     assert losses(ddp.stage_dir) == pytest.approx(losses(single.stage_dir), rel=1e-5)
     assert losses(ddp.stage_dir, "val_loss") == pytest.approx(losses(single.stage_dir, "val_loss"), rel=1e-5)
     w_ddp, w_one = weights(ddp.stage_dir), weights(single.stage_dir)

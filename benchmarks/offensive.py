@@ -1,0 +1,58 @@
+"""Precision and recall of the offensive-content scorer (pipeline.toxicity.offensive_score).
+
+    .venv/bin/python -m benchmarks.offensive
+
+Scores every line of the two labelled sets in pipeline/lexicons/ (label<TAB>text, 1 = offensive)
+at the filter's threshold of 0.5 and prints a Markdown table of precision, recall, F1 and the
+TP/FP/FN counts for each, then the misclassified lines with their scores:
+- eval_offensive.tsv          the set the lexicon was tuned on (optimistic);
+- eval_offensive_heldout.tsv  written blind, before the lexicon was read (recall 0.67 before the
+                              round of tuning it prompted; it has been looked at since).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.toxicity import offensive_score
+
+LEXICONS = Path(__file__).resolve().parent.parent / "pipeline" / "lexicons"
+SETS = ("eval_offensive.tsv", "eval_offensive_heldout.tsv")
+THRESHOLD = 0.5
+
+
+def load(name: str) -> list[tuple[int, str]]:
+    lines = (LEXICONS / name).read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "label\ttext", f"{name}: bad header"
+    return [(int(label), text) for label, text in (line.split("\t", 1) for line in lines[1:] if line)]
+
+
+def measure(rows: list[tuple[int, str]], threshold: float = THRESHOLD) -> dict:
+    """Counts, precision, recall, F1 and the misclassified (label, score, text) rows."""
+    scored = [(label, offensive_score(text), text) for label, text in rows]
+    tp = sum(1 for label, s, _ in scored if label and s >= threshold)
+    fp = sum(1 for label, s, _ in scored if not label and s >= threshold)
+    fn = sum(1 for label, s, _ in scored if label and s < threshold)
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    wrong = [(label, s, text) for label, s, text in scored if (s >= threshold) != bool(label)]
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1, "wrong": wrong}
+
+
+def main() -> None:
+    results = {name: measure(load(name)) for name in SETS}
+    print(f"Offensive-content scorer, threshold {THRESHOLD}\n")
+    print("| set | lines | precision | recall | F1 | TP | FP | FN |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in results.items():
+        n = len(load(name))
+        print(f"| {name} | {n} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['tp']} | {r['fp']} | {r['fn']} |")
+    for name, r in results.items():
+        print(f"\nMisclassified in {name}: {len(r['wrong']) or 'none'}")
+        for label, score, text in r["wrong"]:
+            print(f"- {'FN' if label else 'FP'} {score:.2f}  {text}")
+
+
+if __name__ == "__main__":
+    main()

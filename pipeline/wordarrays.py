@@ -1,0 +1,217 @@
+"""Words of a whole batch of documents as numpy arrays: one tokenization shared by the filter rules.
+
+    words = WordArrays.from_texts(texts)
+    words.hashes[words.offsets[i]:words.offsets[i + 1]]   # 64-bit hashes of document i's words, in order
+    words.per_doc(words.isin(hash_words(["the", "and"])))  # function words per document
+
+A word is what `textclean.lower_words` yields: a maximal run of letters/digits of the lower-cased
+text (Python's `[^\\W_]`), each CJK ideograph, kana or hangul syllable a word of its own. Here the
+words are never Python strings: the batch is encoded once as UTF-32 code points, a 1.1 MB table
+gives every code point its character classes, word boundaries come from class changes, and each
+word gets a 64-bit polynomial hash of its code points (mixed with splitmix64) computed with numpy
+segment sums. Every per-word and per-document figure is then array arithmetic, so the cost per
+document is a few numpy element operations instead of Python calls: on this machine tokenizing a
+batch this way runs ~3x faster than `re.findall` alone, and the rules on top cost little more.
+
+Hashes are deterministic (fixed constants, no salted `hash()`), equal for equal words in any
+batch, and `hash_words` gives the same hash for a word spelled as a string. Two different words
+share a hash with probability ~2**-64 (not adversarially: do not use for security).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property, lru_cache
+
+import numpy as np
+
+from pipeline.textclean import CJK_CHARS
+
+# Character classes (bit flags) per code point.
+WORD = 1  # [^\W_]: a letter or digit (str.isalnum)
+CJK = 2  # a word by itself
+SPACE = 4  # str.isspace: separates whitespace tokens
+ALPHA = 8  # str.isalpha
+LETTER = 16  # [^\W\d_]: a letter (\w but not a decimal digit or '_')
+LATIN = 32  # [a-z\xdf-\xf6\xf8-\u024f]: a lower-case Latin letter
+DIGIT = 64  # 0-9
+DECIMAL = 128  # \d: any Unicode decimal digit (what re's \d matches in str patterns)
+
+_P = 0x100000001B3  # odd multiplier of the polynomial hash (the FNV prime)
+_LENGTH_MIX = np.uint64(0x9E3779B97F4A7C15)
+_MAX_UNICODE = 0x110000
+_SEP = "\x00"  # joins the documents of a batch: no class, so no word crosses a document boundary
+_POWERS_CACHED = 1 << 21  # powers of P kept between batches (2 x 16 MB); longer batches compute their own
+
+
+@lru_cache(maxsize=1)
+def char_classes() -> np.ndarray:
+    """uint8 class flags for every code point, built once per process (~0.2 s) from the same regexes
+    the per-text functions use, so the two can never disagree."""
+    table = np.zeros(_MAX_UNICODE, dtype=np.uint8)
+    # Surrogates cannot be joined into one str with the rest safely; they carry no class anyway.
+    chars = "".join(map(chr, range(0xD800))) + "\ufffd" * 0x800 + "".join(map(chr, range(0xE000, _MAX_UNICODE)))
+    for flag, pattern in ((WORD, r"[^\W_]+"), (CJK, f"[{CJK_CHARS}]+"), (SPACE, r"\s+"), (LETTER, r"[^\W\d_]+"),
+                          (LATIN, "[a-z\xdf-\xf6\xf8-\u024f]+"), (DIGIT, "[0-9]+"), (DECIMAL, r"\d+")):
+        for m in re.finditer(pattern, chars):
+            table[m.start() : m.end()] |= flag
+    table[0xD800:0xE000] &= 0  # the placeholders above were U+FFFD, not surrogates
+    alpha = np.fromiter(map(str.isalpha, chars), dtype=bool, count=len(chars))
+    table[alpha] |= ALPHA
+    table[0xD800:0xE000] &= ~np.uint8(ALPHA)
+    # str.isspace and re's \s differ on the four separator controls \x1c-\x1f: str.split() follows isspace.
+    table[0x1C:0x20] |= SPACE
+    return table
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: spreads the polynomial hash over all 64 bits (in place)."""
+    with np.errstate(over="ignore"):
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+    return h
+
+
+@lru_cache(maxsize=1)
+def _cached_powers() -> tuple[np.ndarray, np.ndarray]:
+    return _compute_powers(_POWERS_CACHED)
+
+
+def _compute_powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(P**i, P**-i) mod 2**64 for i < n: P is odd, so it has an inverse modulo 2**64."""
+    out = []
+    for base in (_P, pow(_P, -1, 1 << 64)):
+        powers = np.ones(n, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            np.cumprod(np.full(n - 1, base, dtype=np.uint64), out=powers[1:])
+        out.append(powers)
+    return out[0], out[1]
+
+
+def _span_hashes(cp: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Hash of each span cp[start:end]: sum of (cp+1) * P**(position in the span), plus the length, mixed.
+
+    Computed for all spans at once from prefix sums S[k] = sum_{j<k} (cp[j]+1) P**j of the whole batch:
+    span = (S[end] - S[start]) * P**-start. Three passes over the characters, whatever the words."""
+    n = len(cp)
+    powers, inverse = _cached_powers() if n < _POWERS_CACHED else _compute_powers(n + 1)
+    prefix = np.zeros(n + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        terms = np.add(cp, 1, dtype=np.uint64)
+        terms *= powers[:n]
+        np.cumsum(terms, out=prefix[1:])
+        h = (prefix[ends] - prefix[starts]) * inverse[starts]
+        h += (ends - starts).astype(np.uint64) * _LENGTH_MIX
+    return _mix(h)
+
+
+def code_points(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+def hash_words(words: list[str]) -> np.ndarray:
+    """Sorted unique hashes of the given words (each taken whole, as `WordArrays` would hash it)."""
+    words = [w for w in words if w]
+    if not words:
+        return np.zeros(0, dtype=np.uint64)
+    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    starts = np.zeros(len(words), dtype=np.int64)
+    np.cumsum(lengths[:-1] + 1, out=starts[1:])
+    return np.unique(_span_hashes(code_points(_SEP.join(words)), starts, starts + lengths))
+
+
+def _lower_joined(texts: list[str]) -> tuple[str, np.ndarray]:
+    """("\x00".join of the lower-cased texts, where each one starts in it; n_docs + 1 entries)."""
+    joined = _SEP.join(texts)
+    low = joined.lower()  # one C call for the batch, when that keeps every text where it was
+    if len(low) != len(joined) or joined.count(_SEP) != max(0, len(texts) - 1):
+        low = _SEP.join(t.lower() for t in texts)  # 'İ' grows when lower-cased; a text held "\x00"
+        sizes = np.fromiter((len(t.lower()) for t in texts), dtype=np.int64, count=len(texts))
+    else:
+        sizes = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    first = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(sizes + 1, out=first[1:])
+    return low, first
+
+
+class WordArrays:
+    """The words of `n_docs` documents; per-word arrays are in document order.
+
+    lower           each text lower-cased (what the words were cut from)
+    offsets         int64, n_docs + 1: document i's words are [offsets[i], offsets[i + 1])
+    doc             int64 per word: its document
+    hashes          uint64 per word
+    lengths         int64 per word: characters
+    first_char      int64 per word: its first character in `codes`
+    starts          int64 per word: its first character in its document's lower-cased text
+    cjk             bool per word: a CJK character
+    latin           bool per word: only lower-case Latin letters ([a-z\xdf-\xf6\xf8-\u024f]+)
+    codes           uint32 code points of "\x00".join(lower)
+    classes         uint8 class flags of those code points
+    doc_first_char  int64, n_docs + 1: where each document starts in `codes`
+    """
+
+    def __init__(self, texts: list[str]):
+        self.n_docs = len(texts)
+        self._joined, self.doc_first_char = _lower_joined(texts)
+        cp = self.codes = code_points(self._joined)
+        classes = self.classes = char_classes()[cp]
+        cjk_char = (classes & CJK) != 0
+        run = ((classes & WORD) != 0) & ~cjk_char  # characters that join into multi-character words
+        edge = np.diff(run.view(np.int8), prepend=0, append=0)  # +1 where a run opens, -1 after it closes
+        run_starts, run_ends = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
+        if cjk_char.any():
+            cjk_at = np.flatnonzero(cjk_char)
+            starts = np.concatenate([run_starts, cjk_at])
+            order = np.argsort(starts, kind="stable")
+            self.first_char = starts[order]
+            self._ends = np.concatenate([run_ends, cjk_at + 1])[order]
+            self.cjk = np.concatenate([np.zeros(len(run_starts), bool), np.ones(len(cjk_at), bool)])[order]
+        else:
+            self.first_char, self._ends = run_starts, run_ends
+            self.cjk = np.zeros(len(run_starts), dtype=bool)
+        self.lengths = self._ends - self.first_char
+        self.offsets = np.searchsorted(self.first_char, self.doc_first_char).astype(np.int64)
+        self.doc = np.repeat(np.arange(self.n_docs, dtype=np.int64), np.diff(self.offsets))
+        self.hashes = _span_hashes(cp, self.first_char, self._ends)
+
+    @classmethod
+    def from_texts(cls, texts: list[str]) -> "WordArrays":
+        return cls(texts)
+
+    @cached_property
+    def lower(self) -> list[str]:
+        j, first = self._joined, self.doc_first_char.tolist()
+        return [j[a : b - 1] for a, b in zip(first, first[1:])]
+
+    @cached_property
+    def starts(self) -> np.ndarray:
+        return self.first_char - self.doc_first_char[self.doc]
+
+    @cached_property
+    def latin(self) -> np.ndarray:
+        # A word is Latin when none of its characters lacks the flag: count the non-Latin ones per word.
+        non_latin = np.zeros(len(self.codes) + 1, dtype=np.int64)
+        np.cumsum((self.classes & LATIN) == 0, out=non_latin[1:])
+        return (non_latin[self._ends] - non_latin[self.first_char]) == 0
+
+    def isin(self, table: np.ndarray) -> np.ndarray:
+        """bool per word: its hash is in `table` (sorted unique hashes, e.g. from `hash_words`)."""
+        if len(table) == 0 or len(self.hashes) == 0:
+            return np.zeros(len(self.hashes), dtype=bool)
+        at = np.searchsorted(table, self.hashes).clip(max=len(table) - 1)
+        return table[at] == self.hashes
+
+    def per_doc(self, values: np.ndarray | None = None) -> np.ndarray:
+        """Sum per document of a per-word array (bool counts); None counts the words."""
+        if values is None:
+            return np.diff(self.offsets)
+        if values.dtype == bool:
+            return np.bincount(self.doc[values], minlength=self.n_docs)
+        return np.bincount(self.doc, weights=values, minlength=self.n_docs)
+
+    def words_of(self, i: int) -> slice:
+        return slice(int(self.offsets[i]), int(self.offsets[i + 1]))

@@ -1,0 +1,59 @@
+"""The batch tokenization every filter rule shares: the same words as lower_words, hashed consistently."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.textclean import lower_words
+from pipeline.wordarrays import WordArrays, hash_words
+
+TRICKY = ["Hello, World! 你好世界 don’t stop", "", "İstanbul ½ x_y ABC123", "日本語のテキスト・カタカナ", "aaaaa",
+          "  \n\t", "ﬁne café naïve ΣΟΦΟΣ", "nul\x00inside", "tab\tsep\x1cfile", "emoji 🙂 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢"]
+
+
+def _check(texts: list[str]) -> None:
+    words = WordArrays.from_texts(texts)
+    assert words.n_docs == len(texts) and len(words.offsets) == len(texts) + 1
+    for i, text in enumerate(texts):
+        expected = lower_words(text).words
+        span = words.words_of(i)
+        assert words.lower[i] == text.lower()
+        assert [words.lower[i][s : s + n] for s, n in zip(words.starts[span], words.lengths[span])] == expected
+        assert (words.doc[span] == i).all()
+        got = words.hashes[span]
+        assert all(h in hash_words([w]) for h, w in zip(got, expected))
+    assert words.per_doc().tolist() == [len(lower_words(t).words) for t in texts]
+
+
+def test_words_equal_lower_words_on_tricky_texts():
+    _check(TRICKY)
+    _check(TRICKY[::-1])  # other neighbours: nothing leaks across documents
+    _check([])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from(list("ab Z9_,.\n\t'’-İΣß你好カ・\x00½🙂é")), max_size=30), max_size=6))
+def test_words_equal_lower_words_on_any_batch(texts: list[str]):
+    _check(texts)
+
+
+def test_equal_words_hash_equally_and_different_words_do_not():
+    words = WordArrays.from_texts(["the cat and THE dog", "cat"])
+    h = words.hashes
+    assert h[0] == h[3] and h[1] == h[5] and len(set(h.tolist())) == 4
+    table = hash_words(["the", "dog", "", "dog"])
+    assert table.tolist() == sorted(table.tolist()) and len(table) == 2
+    assert words.isin(table).tolist() == [True, False, False, True, True, False]
+    assert words.per_doc(words.isin(table)).tolist() == [3, 0]
+
+
+def test_long_batches_hash_the_same_as_short_ones():
+    # Past the cached powers of P (2**21 characters) the prefix sums use freshly computed ones.
+    story = "Once upon a time a fox found a lantern. " * 60_000
+    long = WordArrays.from_texts([story, "lantern fox"])
+    short = WordArrays.from_texts(["lantern fox"])
+    assert len(long.codes) > 1 << 21
+    assert np.array_equal(long.hashes[long.words_of(1)], short.hashes)
+    assert long.hashes[long.words_of(0)][:9].tolist() == long.hashes[long.words_of(0)][9:18].tolist()
