@@ -65,11 +65,10 @@ def clean_shard(job: dict[str, Any]) -> Tally:
         sieve.tally.counts["docs_changed"] += sum(map(operator.ne, texts, raw))
         reasons = clean_reasons(texts, cfg)
         keep = [not r[0] for r in reasons]
-        kept = table.set_column(1, "text", pa.array(texts, pa.string())).filter(pa.array(keep))
-        sieve.keep_batch(kept, [t for t, k in zip(texts, keep) if k])
+        sieve.keep_batch(table.set_column(1, "text", pa.array(texts, pa.string())).filter(pa.array(keep)))
         gone = [i for i, k in enumerate(keep) if not k]
         if gone:  # quarantine the original text, not the cleaned one
-            sieve.drop_batch(table.take(gone), [raw[i] for i in gone], *zip(*(reasons[i] for i in gone)))
+            sieve.drop_batch(table.take(gone), *zip(*(reasons[i] for i in gone)))
     return sieve.close()
 
 

@@ -111,25 +111,35 @@ _SPACE_BYTES = np.zeros(256, dtype=bool)
 _SPACE_BYTES[list(b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f")] = True
 
 
-def word_counts(texts: list[str]) -> np.ndarray:
-    """Words per text for the length histogram: whitespace tokens (ASCII whitespace, counted on the
-    UTF-8 bytes of the whole batch at once); CJK-aware `count_words` for the texts with CJK."""
-    encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
-    data = np.frombuffer(b"\n".join(encoded), dtype=np.uint8)
+def word_counts(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Words per text of a string column, for the length histogram: whitespace tokens counted on the
+    column's UTF-8 buffer in place (no Python string per document); CJK-aware `count_words` for the
+    few texts holding CJK."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(arr) == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1].astype(np.int64)
+    data = arr.buffers()[2]
+    data = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]] if data is not None else np.zeros(0, np.uint8)
+    offsets -= offsets[0]
     space = _SPACE_BYTES[data]
-    starts = np.zeros(len(data) + 1, dtype=np.int64)  # running count of word starts
-    np.cumsum(~space & np.r_[True, space[:-1]], out=starts[1:])
-    sizes = np.fromiter(map(len, encoded), dtype=np.int64, count=len(texts))
-    ends = np.cumsum(sizes + 1) - 1  # the texts are joined by one byte
-    counts = starts[ends] - starts[ends - sizes]
-    for i in [i for i, ascii in enumerate(map(str.isascii, texts)) if not ascii]:
-        if _CJK.search(texts[i]):
-            counts[i] = count_words(texts[i])
+    after_space = np.empty(len(data), dtype=bool)
+    after_space[1:] = space[:-1]
+    after_space[offsets[:-1][offsets[:-1] < len(data)]] = True  # every text starts afresh
+    starts = np.zeros(len(data) + 1, dtype=np.int64)
+    np.cumsum(~space & after_space, out=starts[1:])
+    counts = starts[offsets[1:]] - starts[offsets[:-1]]
+    # CJK characters are 3-byte UTF-8 sequences led by 0xE3-0xED or 0xEF: only those texts are looked at.
+    lead = np.flatnonzero((data >= 0xE3) & (data != 0xEE) & (data <= 0xEF))
+    for i in np.unique(np.searchsorted(offsets, lead, side="right") - 1).tolist():
+        text = arr[i].as_py()
+        if _CJK.search(text):
+            counts[i] = count_words(text)
     return counts
 
 
 def n_words(text: str) -> int:
-    return int(word_counts([text])[0])
+    return int(word_counts(pa.array([text], pa.string()))[0])
 
 
 def _histogram(values: np.ndarray, edges: list[float]) -> np.ndarray:
@@ -233,17 +243,17 @@ class Sieve:
         if len(shown) < t.n_examples:
             shown.append(f"{doc['id']}: {doc['text'][:160]!r}")
 
-    def keep_batch(self, table: pa.Table, texts: list[str]) -> None:
-        """keep() for every row of `table` (DOC_SCHEMA columns; `texts` is its text column as a list)."""
+    def keep_batch(self, table: pa.Table) -> None:
+        """keep() for every row of `table` (DOC_SCHEMA columns)."""
         if not table.num_rows:
             return
         nbytes = pc.binary_length(table.column("text")).to_numpy(zero_copy_only=False)
         self.kept.add_table(table, nbytes)
         self.tally.kept += table.num_rows
         self.tally.bytes_kept += int(nbytes.sum())
-        self.tally.add_histogram(self.tally.lengths, "kept", word_counts(texts), LENGTH_EDGES)
+        self.tally.add_histogram(self.tally.lengths, "kept", word_counts(table.column("text")), LENGTH_EDGES)
 
-    def drop_batch(self, table: pa.Table, texts: list[str], reasons: list[str], details: list[str],
+    def drop_batch(self, table: pa.Table, reasons: list[str], details: list[str],
                    scores: list[float | None] | None = None) -> None:
         """drop() for every row of `table`, row i with reasons[i], details[i] and scores[i]."""
         if not table.num_rows:
@@ -254,12 +264,12 @@ class Sieve:
                 .append_column("score", pa.array(scores, pa.float64())))
         self.excluded.add_table(full, pc.binary_length(table.column("text")).to_numpy(zero_copy_only=False))
         t = self.tally
-        ids = table.column("id")
+        ids, texts = table.column("id"), table.column("text")
         for i, reason in enumerate(reasons):
             t.dropped[reason] = t.dropped.get(reason, 0) + 1
             shown = t.examples.setdefault(reason, [])
             if len(shown) < t.n_examples:
-                shown.append(f"{ids[i].as_py()}: {texts[i][:160]!r}")
+                shown.append(f"{ids[i].as_py()}: {texts[i].as_py()[:160]!r}")
         t.add_histogram(t.lengths, "dropped", word_counts(texts), LENGTH_EDGES)
 
     def close(self) -> Tally:

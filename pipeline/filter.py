@@ -130,7 +130,7 @@ def screen_shard(job: dict[str, Any]) -> Tally:
         table = table.set_column(1, "text", pa.array(texts, pa.string())).set_column(3, "meta", pa.array(metas, pa.string()))
         gone = [i for i, r in enumerate(reasons) if r is not None]
         if gone:  # quarantined with the redacted text: PII never leaves the stage
-            sieve.drop_batch(table.take(gone), [texts[i] for i in gone], [reasons[i] for i in gone],
+            sieve.drop_batch(table.take(gone), [reasons[i] for i in gone],
                              [details[i] for i in gone], [scores[i] if reasons[i] == "offensive" else None for i in gone])
             offensive = [scores[i] for i in gone if reasons[i] == "offensive"]
             sieve.tally.add_histogram(sieve.tally.scores, "dropped", np.array(offensive), SCORE_EDGES)
@@ -215,16 +215,14 @@ def finish_shard(job: dict[str, Any]) -> Tally:
     scores = arrays["scores"]
     row = 0
     for table in iter_batches([stage_dir / p for p in job["scratch"]]):
-        texts = table.column("text").to_pylist()
         rows = range(row, row + table.num_rows)
         dup = np.array([r in duplicates for r in rows], dtype=bool)
         row += table.num_rows
         if dup.any():
             gone = np.flatnonzero(dup).tolist()
-            sieve.drop_batch(table.take(gone), [texts[i] for i in gone], *zip(*(duplicates[rows[i]] for i in gone)))
+            sieve.drop_batch(table.take(gone), *zip(*(duplicates[rows[i]] for i in gone)))
         keep = ~dup
-        kept_texts = [t for t, k in zip(texts, keep) if k]
-        sieve.keep_batch(table.filter(pa.array(keep)), kept_texts)
+        sieve.keep_batch(table.filter(pa.array(keep)))
         sieve.tally.add_histogram(sieve.tally.scores, "kept", scores[rows.start : rows.stop][keep], SCORE_EDGES)
         if cfg.audit.counterfactual:
             for doc in table.filter(pa.array(keep)).to_pylist():

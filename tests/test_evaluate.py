@@ -131,8 +131,8 @@ def test_eos_stop_flag_from_generation(monkeypatch):
     class Tok:
         eos_id = 2
 
-        def encode(self, text):
-            return [5] * len(text)
+        def encode_prompt(self, text):
+            return [self.eos_id] + [5] * len(text)
 
         def decode(self, ids):
             return "x" * len(ids)
