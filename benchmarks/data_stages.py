@@ -1,7 +1,7 @@
 """Throughput of the data stages (ingest, clean, filter with dedup) on the real corpora.
 
-    .venv/bin/python benchmarks/data_stages.py                          # gutenberg_creative, c4_sample, dclm_web_noisy
-    .venv/bin/python benchmarks/data_stages.py --corpora c4_sample --min-mb 8 --repeat 3
+    .venv/bin/python -m benchmarks.data_stages                          # gutenberg_creative, c4_sample, dclm_web_noisy
+    .venv/bin/python -m benchmarks.data_stages --corpora c4_sample --min-mb 8 --repeat 3
 
 The corpora live in ../shared/corpora/ (skipped with a message when absent). Each corpus is copied
 into a temporary folder as many times as needed to reach `--min-mb` of input (distinct file names,
@@ -9,6 +9,7 @@ so ids stay unique; the copies are exact duplicates, which pass 1 of the filter 
 dedup then drops), then, for each mode, in a fresh process (so peak RSS is that run's own):
 - 1 core: clean and filter with executor=local;
 - all cores: executor=processes with one worker per core (the docs are cut into 4 shards per core).
+Every process runs one BLAS/OpenMP thread (and, in 1-core mode, one Arrow thread), so a core is a core.
 Each stage is timed end to end (reading, work, Parquet writing, report, manifest). MB/s counts the
 stage's input text (UTF-8), and "CPU MB/s" divides by CPU seconds of the process and its workers:
 steadier than wall time on a busy machine. Timings are the best of `--repeat` rounds. A second
@@ -27,8 +28,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -141,6 +140,8 @@ def function_rates(name: str, folder: Path) -> dict[str, float]:
     from pipeline.toxicity import offensive_candidates, offensive_score
     from pipeline.wordarrays import WordArrays, char_classes
 
+    import numpy as np
+
     over, root = CORPORA[name][1], Path(tempfile.mkdtemp(prefix="quill-bench-"))
     try:
         m = ingest([str(folder)], root / "ingest", IngestConfig(**over.get("ingest", {})))
@@ -171,6 +172,7 @@ def function_rates(name: str, folder: Path) -> dict[str, float]:
     rates = {}
     for fname, fn in calls.items():
         inputs = raw_batches if fname in ("clean_texts", "detect_languages") else batches
+        fn(inputs[0][:8], WordArrays.from_texts(inputs[0][:8]))  # tables each function builds once per process
         start = time.perf_counter()
         for b, w in zip(inputs, words):
             fn(b, w)
@@ -206,7 +208,10 @@ def print_tables(results: list[dict]) -> None:
 
 def child(args: list[str]) -> dict:
     """Run one measurement in a fresh interpreter (its own peak RSS); returns its JSON."""
-    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False)
+    # One BLAS/OpenMP thread per process: "1 core" means one core, "all cores" one worker per core.
+    env = {**os.environ, **{k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
+    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False,
+                         env=env)
     if out.returncode:
         raise RuntimeError(f"benchmark child failed: {out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -223,6 +228,10 @@ def main() -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
     if args.child:
         name, folder, mode, repeat = args.child
+        if mode == "1 core":
+            import pyarrow as pa
+
+            pa.set_cpu_count(1)  # Parquet encoding threads too
         result = function_rates(name, Path(folder)) if mode == "functions" else run_one(name, Path(folder), mode, int(repeat))
         print(json.dumps(result))
         return

@@ -25,15 +25,26 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from pipeline.toxicity import WordIndex
-from pipeline.wordarrays import CJK, WORD, WordArrays
+from pipeline.wordarrays import CJK, WORD, WordArrays, WordIndex
 
-FEMALE = ["she", "her", "hers", "herself", "woman", "women", "girl", "girls", "lady", "ladies", "mother", "mothers", "mom", "moms", "mum", "mums", "mama", "daughter", "daughters", "sister", "sisters", "wife", "wives", "aunt", "aunts", "niece", "nieces", "grandmother", "grandmothers", "grandma", "granny", "queen", "queens", "princess", "princesses", "bride", "brides", "girlfriend", "girlfriends", "madam", "mrs", "ms", "widow", "widows", "duchess", "empress", "nun", "nuns"]
-MALE = ["he", "him", "his", "himself", "man", "men", "boy", "boys", "gentleman", "gentlemen", "father", "fathers", "dad", "dads", "papa", "son", "sons", "brother", "brothers", "husband", "husbands", "uncle", "uncles", "nephew", "nephews", "grandfather", "grandfathers", "grandpa", "king", "kings", "prince", "princes", "groom", "grooms", "boyfriend", "boyfriends", "sir", "mr", "widower", "widowers", "duke", "emperor", "monk", "monks", "lord", "lords"]
-YOUNG = ["child", "children", "kid", "kids", "baby", "babies", "infant", "infants", "toddler", "toddlers", "teenager", "teenagers", "teen", "teens", "youth", "youths", "youngster", "youngsters", "adolescent", "adolescents"]
-OLD = ["elderly", "grandmother", "grandmothers", "grandfather", "grandfathers", "grandma", "grandpa", "granny", "pensioner", "pensioners", "retiree", "retirees"]
+FEMALE = """she her hers herself woman women girl girls lady ladies mother mothers mom moms mum mums mama daughter
+    daughters sister sisters wife wives aunt aunts niece nieces grandmother grandmothers grandma granny queen queens
+    princess princesses bride brides girlfriend girlfriends madam mrs ms widow widows duchess empress nun nuns""".split()
+MALE = """he him his himself man men boy boys gentleman gentlemen father fathers dad dads papa son sons brother brothers
+    husband husbands uncle uncles nephew nephews grandfather grandfathers grandpa king kings prince princes groom
+    grooms boyfriend boyfriends sir mr widower widowers duke emperor monk monks lord lords""".split()
+YOUNG = """child children kid kids baby babies infant infants toddler toddlers teenager teenagers teen teens youth
+    youths youngster youngsters adolescent adolescents""".split()
+OLD = """elderly grandmother grandmothers grandfather grandfathers grandma grandpa granny pensioner pensioners retiree
+    retirees""".split()
 GROUPS = {"gender": ("female", "male"), "age": ("young", "old")}
-OCCUPATIONS = ["accountant", "actor", "architect", "artist", "astronaut", "author", "baker", "banker", "barber", "blacksmith", "builder", "butcher", "captain", "carpenter", "cashier", "chef", "clerk", "cleaner", "cook", "dancer", "dentist", "detective", "doctor", "driver", "editor", "electrician", "engineer", "farmer", "firefighter", "gardener", "guard", "hairdresser", "housekeeper", "hunter", "innkeeper", "janitor", "journalist", "judge", "lawyer", "librarian", "manager", "mechanic", "merchant", "midwife", "miller", "miner", "musician", "nanny", "nurse", "officer", "painter", "pharmacist", "photographer", "physician", "pilot", "plumber", "poet", "politician", "president", "priest", "professor", "programmer", "receptionist", "reporter", "sailor", "scientist", "secretary", "servant", "shepherd", "shopkeeper", "singer", "soldier", "surgeon", "tailor", "teacher", "trader", "waiter", "weaver", "writer", "mayor", "minister", "senator", "governor", "keeper"]
+OCCUPATIONS = """accountant actor architect artist astronaut author baker banker barber blacksmith builder butcher
+    captain carpenter cashier chef clerk cleaner cook dancer dentist detective doctor driver editor electrician engineer
+    farmer firefighter gardener guard hairdresser housekeeper hunter innkeeper janitor journalist judge lawyer librarian
+    manager mechanic merchant midwife miller miner musician nanny nurse officer painter pharmacist photographer
+    physician pilot plumber poet politician president priest professor programmer receptionist reporter sailor
+    scientist secretary servant shepherd shopkeeper singer soldier surgeon tailor teacher trader waiter weaver writer
+    mayor minister senator governor keeper""".split()
 
 
 def _plural(word: str) -> str:
@@ -249,13 +260,22 @@ def report_lines(counts: dict[str, Any], top: int = 12) -> list[str]:
 
 # --- counterfactual augmentation -----------------------------------------------------------------
 
-_PAIRS = ["he:she", "him:her", "himself:herself", "man:woman", "men:women", "boy:girl", "boys:girls", "gentleman:lady", "gentlemen:ladies", "father:mother", "fathers:mothers", "dad:mom", "dads:moms", "papa:mama", "son:daughter", "sons:daughters", "brother:sister", "brothers:sisters", "husband:wife", "husbands:wives", "uncle:aunt", "uncles:aunts", "nephew:niece", "nephews:nieces", "grandfather:grandmother", "grandfathers:grandmothers", "grandpa:grandma", "king:queen", "kings:queens", "prince:princess", "princes:princesses", "groom:bride", "grooms:brides", "boyfriend:girlfriend", "boyfriends:girlfriends", "sir:madam", "mr:mrs", "widower:widow", "widowers:widows", "duke:duchess", "emperor:empress", "monk:nun", "monks:nuns", "actor:actress", "waiter:waitress", "hero:heroine"]
+_PAIRS = """he:she him:her himself:herself man:woman men:women boy:girl boys:girls gentleman:lady gentlemen:ladies
+    father:mother fathers:mothers dad:mom dads:moms papa:mama son:daughter sons:daughters brother:sister
+    brothers:sisters husband:wife husbands:wives uncle:aunt uncles:aunts nephew:niece nephews:nieces
+    grandfather:grandmother grandfathers:grandmothers grandpa:grandma king:queen kings:queens prince:princess
+    princes:princesses groom:bride grooms:brides boyfriend:girlfriend boyfriends:girlfriends sir:madam mr:mrs
+    widower:widow widowers:widows duke:duchess emperor:empress monk:nun monks:nuns actor:actress waiter:waitress
+    hero:heroine""".split()
 _SWAP = {a: b for a, b in (p.split(":") for p in _PAIRS)} | {b: a for a, b in (p.split(":") for p in _PAIRS)}
 _SWAP.update({"her": "", "his": "", "hers": "his", "lord": "lady", "lords": "ladies", "ms": "mr", "mum": "dad",
               "mums": "dads", "granny": "grandpa"})  # "" = decided by the next word; the rest swap one way
 _SWAP_RE = re.compile(r"\b(" + "|".join(sorted(_SWAP, key=len, reverse=True)) + r")\b", re.IGNORECASE)
 _NEXT_WORD = re.compile(r"[ \t]+([A-Za-z]+)")
-_FUNCTION_WORDS = frozenset(["a", "an", "the", "to", "and", "or", "but", "nor", "in", "on", "at", "by", "with", "for", "from", "of", "into", "onto", "about", "up", "down", "out", "off", "over", "under", "away", "back", "again", "too", "as", "so", "that", "this", "these", "those", "if", "when", "while", "before", "after", "because", "since", "until", "than", "then", "now", "there", "here", "all", "both", "some", "any", "no", "every", "each", "very", "not", "never", "yet", "still", "also", "just", "once", "what", "how", "why", "where", "who", "whom", "which", "anything", "everything", "something", "nothing", "is", "was", "are", "were", "be", "been", "will", "would", "can", "could", "should"])
+_FUNCTION_WORDS = frozenset("""a an the to and or but nor in on at by with for from of into onto about up down out off over
+    under away back again too as so that this these those if when while before after because since until than then
+    now there here all both some any no every each very not never yet still also just once what how why where who whom
+    which anything everything something nothing is was are were be been will would can could should""".split())
 
 
 def _keep_case(source: str, word: str) -> str:

@@ -74,6 +74,7 @@ def clean_shard(job: dict[str, Any]) -> Tally:
 
 def _clean(in_manifest: Path, stage_dir: Path, cfg: CleanConfig, executor: Any) -> tuple[dict, dict]:
     shards = read_manifest(in_manifest).output_list("docs")
+    clean_reasons(clean_texts(["Warm up: the tables are built here once, and forked workers inherit them."], cfg), cfg)
     jobs = [{"shard": i, "path": str(p), "stage_dir": str(stage_dir), "cfg": cfg} for i, p in enumerate(shards)]
     tally = merge_tallies(run_shards(clean_shard, jobs, executor, cfg.num_workers, cfg.dask_address))
     outputs, stats = finish(stage_dir, "clean", tally)

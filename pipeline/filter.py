@@ -243,8 +243,22 @@ def finish_shard(job: dict[str, Any]) -> Tally:
     return tally
 
 
+def _warm_up(cfg: FilterConfig) -> None:
+    """Build every per-process table once here, so forked shard workers inherit them instead of each
+    building its own."""
+    texts = ["Warm up: a doctor and her son sh1t 555-014-2231 ann@example.org, all people should stay."]
+    words = WordArrays.from_texts(texts)
+    pii_candidates(texts)
+    quality_reasons(texts, words, cfg.quality)
+    offensive_candidates(words)
+    offensive_score(texts[0])
+    observe(words)
+    MinHasher(cfg.dedup.num_perm, cfg.dedup.shingle_size).signatures(words)
+
+
 def _filter(in_manifest: Path, stage_dir: Path, cfg: FilterConfig, executor: Any) -> tuple[dict, dict]:
     shards = read_manifest(in_manifest).output_list("docs")
+    _warm_up(cfg)
     jobs = [{"shard": i, "path": str(p), "stage_dir": str(stage_dir), "cfg": cfg} for i, p in enumerate(shards)]
     run = partial(run_shards, executor=executor, num_workers=cfg.num_workers, dask_address=cfg.dask_address)
     screened = run(screen_shard, jobs)

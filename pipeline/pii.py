@@ -44,10 +44,9 @@ _DIGIT = re.compile(r"\d")
 # Phones, cards and IBANs all hold 7+ digits with at most two separator characters between them;
 # IPv4 addresses hold digit.digit: text with neither skips those (expensive) patterns.
 _NUMBERISH = re.compile(r"\d(?:[ .()/+-]{0,2}\d){6}|\d\.\d")
-_TEXT_RULES = (  # (placeholder, regex, validator, gate substring check)
-    ("EMAIL", _EMAIL, None, lambda t: "@" in t),
-    ("IP", _IPV6, "_is_ipv6", lambda t: "::" in t or t.count(":") >= 7),
-)
+_EMAIL_RULE = ("EMAIL", _EMAIL, None)
+_IPV6_RULE = ("IP", _IPV6, "_is_ipv6")
+_SPACES = " \n\t\r\x0b\x0c"
 # Rules for spans with 7+ digits or digit.digit, in order: cards before phones.
 _NUMBER_RULES = (("IBAN", _IBAN, "_is_iban"), ("CREDIT_CARD", _CARD, "_is_card"), ("IP", _IPV4, None), ("PHONE", _PHONE, "_is_phone"))
 # Long texts are searched only near their number-like spans: any PII around one is shorter than this.
@@ -122,22 +121,47 @@ def _number_regions(text: str) -> list[tuple[int, int]]:
     return regions
 
 
-def _redact_once(text: str, counts: dict[str, int]) -> str:
-    for rule in _TEXT_RULES:
-        if rule[3](text):  # fast path: most prose has no '@' and no '::'
-            text = _apply(rule, text, counts)
-    if len(text) <= _WHOLE_TEXT_CHARS:
-        regions = [(0, len(text))] if _NUMBERISH.search(text) else []
-    else:  # a book: the number patterns only run on the few windows that hold long digit runs
-        regions = _number_regions(text)
+def _token_regions(text: str, char: str, wanted=lambda token: True) -> list[tuple[int, int]]:
+    """The whitespace-delimited tokens that hold `char` (and that `wanted` accepts). E-mail and IPv6
+    addresses hold no whitespace, so their rules find exactly the same matches in these spans as in
+    the whole text, without scanning the rest of it."""
+    regions: list[tuple[int, int]] = []
+    at = text.find(char)
+    while at != -1:
+        start = max(text.rfind(c, 0, at) for c in _SPACES) + 1
+        end = min((i for i in (text.find(c, at) for c in _SPACES) if i != -1), default=len(text))
+        if wanted(text[start:end]):
+            regions.append((start, end))
+        at = text.find(char, end)
+    return regions
+
+
+def _ipv6_shaped(token: str) -> bool:
+    return "::" in token or token.count(":") >= 7
+
+
+def _apply_in(rules: tuple, text: str, regions: list[tuple[int, int]], counts: dict[str, int]) -> str:
+    """`rules` applied, in order, to the given spans of `text` only."""
     parts, done = [], 0
     for start, end in regions:
         chunk = text[start:end]
-        for rule in _NUMBER_RULES:
+        for rule in rules:
             chunk = _apply(rule, chunk, counts)
         parts += [text[done:start], chunk]
         done = end
     return "".join(parts) + text[done:] if regions else text
+
+
+def _redact_once(text: str, counts: dict[str, int]) -> str:
+    if "@" in text:  # fast paths: most prose has no '@' and no '::'
+        text = _apply_in((_EMAIL_RULE,), text, _token_regions(text, "@"), counts)
+    if "::" in text or text.count(":") >= 7:
+        text = _apply_in((_IPV6_RULE,), text, _token_regions(text, ":", _ipv6_shaped), counts)
+    if len(text) <= _WHOLE_TEXT_CHARS:
+        regions = [(0, len(text))] if _NUMBERISH.search(text) else []
+    else:  # a book: the number patterns only run on the few windows that hold long digit runs
+        regions = _number_regions(text)
+    return _apply_in(_NUMBER_RULES, text, regions, counts)
 
 
 _NUMBER_CHAIN = 7  # _NUMBERISH: 7 digits, at most two characters between neighbours

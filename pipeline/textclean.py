@@ -573,7 +573,9 @@ def _vote_table() -> tuple:
     np.cumsum([len(_VOTES[w]) for w in kept], out=first[1:])
     lang = np.array([i for w in kept for i, _ in _VOTES[w]], dtype=np.int64)
     weight = np.array([x for w in kept for _, x in _VOTES[w]], dtype=np.float64)
-    return hashes[order], first, lang, weight
+    from pipeline.wordarrays import WordIndex
+
+    return hashes[order], first, lang, weight, WordIndex(kept)
 
 
 @lru_cache(maxsize=1)
@@ -610,9 +612,9 @@ def _latin_languages(samples: list[str]) -> list[tuple[str, float]]:
     words = WordArrays.from_texts(samples)
     bins, values = [], []
     # Function words: (document, word) pairs in order of first appearance, with their counts.
-    hashes, first, lang, weight = _vote_table()
-    at = np.searchsorted(hashes, words.hashes).clip(max=len(hashes) - 1)
-    hit = np.flatnonzero(hashes[at] == words.hashes)
+    hashes, first, lang, weight, index = _vote_table()
+    at, found = index.lookup(words.hashes)
+    hit = np.flatnonzero(found)
     if len(hit):
         key = words.doc[hit] * len(hashes) + at[hit]
         pairs, first_seen, counts = np.unique(key, return_index=True, return_counts=True)
@@ -651,9 +653,8 @@ def _latin_languages(samples: list[str]) -> list[tuple[str, float]]:
     second = others.max(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         conf = (top - second) / top * top / (top + 1)  # the same float operations in the same order
-    letters = np.zeros(len(codes) + 1, dtype=np.int64)
-    np.cumsum((words.classes & LETTER) != 0, out=letters[1:])
-    has_letter = letters[starts[1:] - 1] > letters[starts[:-1]]
+    has_letter = np.zeros(n, dtype=bool)
+    has_letter[np.searchsorted(starts, np.flatnonzero(words.classes & LETTER), side="right") - 1] = True
     out = []
     for has, b, t, c in zip(has_letter.tolist(), best.tolist(), top.tolist(), conf.tolist()):
         if not has:

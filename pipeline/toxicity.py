@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pipeline.textclean import lower_words
-from pipeline.wordarrays import WordArrays, hash_words
+from pipeline.wordarrays import WordArrays, WordIndex
 
 _LEXICONS = Path(__file__).parent / "lexicons"
 _DILUTION_WORDS = 60  # up to this many words, evidence combines undiluted
@@ -196,32 +196,6 @@ def match_details(text: str) -> tuple[list[tuple[str, float, str]], int]:
     return found, len(tokens)
 
 
-class WordIndex:
-    """Vocabulary look-up for `WordArrays` hashes: a direct-mapped table on a slice of the hash bits
-    chosen so that no two vocabulary words share a slot, then one comparison with the full hash (one
-    gather per word instead of a binary search: ~10x faster than searchsorted). Shared with the audit."""
-
-    def __init__(self, vocab: list[str]) -> None:
-        self.vocab = list(vocab)
-        assert len(set(self.vocab)) == len(self.vocab) and all(self.vocab), "distinct non-empty words"
-        hashes = np.array([hash_words([w])[0] for w in self.vocab], dtype=np.uint64)
-        n = len(hashes)
-        for bits, shift in ((b, s) for b in range(max(4, 2 * n.bit_length()), 31) for s in range(64 - b)):
-            slots = ((hashes >> np.uint64(shift)) & np.uint64((1 << bits) - 1)).astype(np.int64)
-            if len(np.unique(slots)) == n:
-                break
-        self._shift, self._mask = np.uint64(shift), np.uint64((1 << bits) - 1)
-        self._slots = np.full(1 << bits, n, dtype=np.int32)  # n: no word (compares with the sentinel)
-        self._slots[slots] = np.arange(n, dtype=np.int32)
-        self._hashes = np.append(hashes, ~hashes[0] if n else np.uint64(0))
-
-    def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(int32 vocabulary index per hash, bool: it is a vocabulary word); the index is only
-        meaningful where the flag is set."""
-        at = self._slots[(hashes >> self._shift) & self._mask]
-        return at, (self._hashes[at] == hashes) & (at < len(self.vocab))
-
-
 # Characters of the obfuscation scan, as flags of ASCII code points (the others have none).
 _LETTER, _SPECIAL, _HINT_SPECIAL, _BANG, _MAPPABLE = 1, 2, 4, 8, 16
 _RUN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz@$!*0123456789")  # what an _OBFUSCATED token is made of
@@ -233,12 +207,13 @@ class _Prescreen(NamedTuple):
     and none of its blocking words taken in their innocent sense."""
 
     index: WordIndex  # the vocabulary: lexicon, trigger and innocent-context words
-    groups: np.ndarray  # float32 vocabulary x group: 1 where the word belongs to the group
-    units: np.ndarray  # float32 group x unit: 1 where the unit needs the group
-    need: np.ndarray  # float32 per unit: how many groups it needs
-    innocent_words: np.ndarray  # int64 vocabulary indexes of the words with an innocent sense
-    contexts: np.ndarray  # float32 vocabulary x innocent word: 1 for its context words
-    blocks: np.ndarray  # float32 innocent word x unit: 1 where its innocent sense rules the unit out
+    # Relations as CSR lists (row r's items are idx[ptr[r]:ptr[r + 1]]):
+    groups: tuple[np.ndarray, np.ndarray]  # vocabulary word -> the groups it belongs to
+    units: tuple[np.ndarray, np.ndarray]  # group -> the units that need it
+    need: np.ndarray  # int64 per unit: how many groups it needs
+    innocent_of: np.ndarray  # int64 per vocabulary word: its index among the innocent-sense words, or -1
+    contexts: tuple[np.ndarray, np.ndarray]  # vocabulary word -> innocent-sense words it is a context of
+    blocks: tuple[np.ndarray, np.ndarray]  # innocent-sense word -> units its innocent sense rules out
     rule_of: np.ndarray  # int64 per unit: its rule's index in _lexicon().rules, -1 for a lexicon word
     vocab: list[str]
     flags: np.ndarray  # uint8 per ASCII code point: _LETTER, _SPECIAL, ... for the obfuscation scan
@@ -264,17 +239,13 @@ def _prescreen() -> _Prescreen:
     at = {w: i for i, w in enumerate(vocab)}
     group_list = sorted({g for groups, _ in units for g in groups}, key=sorted)
     group_at = {g: i for i, g in enumerate(group_list)}
-    groups = np.zeros((len(vocab), len(group_list)), dtype=np.float32)
-    for j, g in enumerate(group_list):
-        groups[[at[w] for w in g], j] = 1
-    need = np.zeros((len(group_list), len(units)), dtype=np.float32)
-    blocks = np.zeros((len(innocent), len(units)), dtype=np.float32)
-    for u, (gs, blocking) in enumerate(units):
-        need[[group_at[g] for g in gs], u] = 1
-        blocks[[innocent.index(w) for w in blocking], u] = 1
-    contexts = np.zeros((len(vocab), len(innocent)), dtype=np.float32)
-    for j, w in enumerate(innocent):
-        contexts[[at[c] for c in lex.words[w].innocent], j] = 1
+    word_groups = _csr(len(vocab), [(at[w], j) for j, g in enumerate(group_list) for w in g])
+    group_units = _csr(len(group_list), [(group_at[g], u) for u, (gs, _) in enumerate(units) for g in gs])
+    blocks = _csr(len(innocent), [(innocent.index(w), u) for u, (_, blocking) in enumerate(units) for w in blocking])
+    contexts = _csr(len(vocab), [(at[c], j) for j, w in enumerate(innocent) for c in lex.words[w].innocent])
+    innocent_of = np.full(len(vocab), -1, dtype=np.int64)
+    innocent_of[[at[w] for w in innocent]] = np.arange(len(innocent))
+    need = np.array([len(gs) for gs, _ in units], dtype=np.int64)
     # Specials that can stand in a token that maps to a lexicon word or starred spelling: '!' -> 'i', '*'.
     key_chars = set("".join(lex.words)) | set("".join(lex.masks))
     flags = np.zeros(128, dtype=np.uint8)
@@ -285,8 +256,25 @@ def _prescreen() -> _Prescreen:
             flags[ord(c)] = _SPECIAL | (_BANG if c == "!" else _HINT_SPECIAL)
             if c in key_chars or c.translate(_LEET) in key_chars:
                 flags[ord(c)] |= _MAPPABLE
-    return _Prescreen(WordIndex(vocab), groups, need, need.sum(axis=0), np.array([at[w] for w in innocent], dtype=np.int64),
-                      contexts, blocks, np.array(rule_of, dtype=np.int64), vocab, flags, max(map(len, [*lex.words, *lex.masks])))
+    return _Prescreen(WordIndex(vocab), word_groups, group_units, need, innocent_of, contexts, blocks,
+                      np.array(rule_of, dtype=np.int64), vocab, flags, max(map(len, [*lex.words, *lex.masks])))
+
+
+def _csr(n_rows: int, pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(ptr, idx) of the distinct (row, item) pairs: row r's items are idx[ptr[r]:ptr[r + 1]]."""
+    rows = np.array(sorted(set(pairs)), dtype=np.int64).reshape(-1, 2)
+    ptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows[:, 0], minlength=n_rows), out=ptr[1:])
+    return ptr, rows[:, 1].copy()
+
+
+def _follow(rows: np.ndarray, keys: np.ndarray, csr: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """For each (row, key) pair, (row, item) for every item csr lists under key."""
+    ptr, idx = csr
+    counts = ptr[keys + 1] - ptr[keys]
+    ends = np.cumsum(counts)
+    items = idx[np.repeat(ptr[keys] - ends + counts, counts) + np.arange(int(ends[-1]) if len(ends) else 0)]
+    return np.repeat(rows, counts), items
 
 
 def _maps_to_lexicon(lowered: str, at: int, pre: _Prescreen, lex: Lexicon) -> tuple[bool, int]:
@@ -361,25 +349,37 @@ def offensive_candidates(words: WordArrays) -> np.ndarray:
     if n == 0 or len(words.hashes) == 0:
         return np.zeros(n, dtype=bool)
     at, hit = pre.index.lookup(words.hashes)
-    present = np.zeros((n, len(pre.vocab)), dtype=np.float32)  # document x vocabulary word: 0 / 1
-    present[words.doc[hit], at[hit]] = 1
-    groups = (present @ pre.groups > 0).astype(np.float32)
-    satisfied = groups @ pre.units >= pre.need - 0.5
-    innocent = present[:, pre.innocent_words] * ((present @ pre.contexts) > 0)
-    fires = satisfied & (innocent @ pre.blocks <= 0)
+    n_vocab, n_units = len(pre.vocab), len(pre.need)
+    pairs = np.unique(words.doc[hit] * n_vocab + at[hit])  # (document, vocabulary word) present, by document
+    doc, word = pairs // n_vocab, pairs % n_vocab
+    n_groups = len(pre.units[0]) - 1
+    with_group = np.unique(_key(*_follow(doc, word, pre.groups), n_groups))  # (document, group) present
+    unit_doc, unit = _follow(with_group // n_groups, with_group % n_groups, pre.units)
+    fires = (np.bincount(unit_doc * n_units + unit, minlength=n * n_units).reshape(n, n_units) >= pre.need)
+    # A word taken in its innocent sense (one of its context words present too) rules out its units.
+    is_innocent = pre.innocent_of[word] >= 0
+    n_innocent = len(pre.blocks[0]) - 1
+    innocent = np.intersect1d(_key(doc[is_innocent], pre.innocent_of[word[is_innocent]], n_innocent),
+                              _key(*_follow(doc, word, pre.contexts), n_innocent))
+    fires[_follow(innocent // n_innocent, innocent % n_innocent, pre.blocks)] = False
     out = fires[:, pre.rule_of < 0].any(axis=1) | _obfuscation_candidates(words, pre)
     # Where only rules remain, run them as match_details would (their regexes near their anchor words):
     # common trigger words ("back", "have", "all") satisfy many triggers, the patterns far fewer texts.
     lex = _lexicon()
     rule_units = fires[:, pre.rule_of >= 0]
     unit_rules = pre.rule_of[pre.rule_of >= 0]
+    starts = np.searchsorted(doc, np.arange(n + 1))
     for d in np.flatnonzero(~out & rule_units.any(axis=1)).tolist():
-        present_words = {pre.vocab[i] for i in np.flatnonzero(present[d]).tolist()}
-        for r in np.unique(unit_rules[rule_units[d]]).tolist():
+        present_words = {pre.vocab[i] for i in word[starts[d] : starts[d + 1]].tolist()}
+        for r in sorted(set(unit_rules[rule_units[d]].tolist())):
             if _rule_matches(lex.rules[r], words.lower[d], present_words):
                 out[d] = True
                 break
     return out
+
+
+def _key(rows: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
+    return rows * n_items + items
 
 
 def _combine(weights: list[float], n_words: int) -> float:
