@@ -40,9 +40,9 @@ SHARD_BYTES = 64 << 20
 _CJK = re.compile(f"[{CJK_CHARS}]")
 
 
-def write_table_atomic(table: pa.Table, path: Path) -> None:
+def write_table_atomic(table: pa.Table, path: Path, compression: str = "zstd") -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pq.write_table(table, tmp, compression="zstd")
+    pq.write_table(table, tmp, compression=compression)
     os.replace(tmp, path)
 
 
@@ -50,8 +50,8 @@ class ShardWriter:
     """Buffers rows and writes bounded (rows and text bytes), atomically renamed Parquet shards."""
 
     def __init__(self, folder: Path, prefix: str, schema: pa.Schema = DOC_SCHEMA, shard_rows: int = 10_000,
-                 shard_bytes: int = SHARD_BYTES):
-        self.folder, self.prefix, self.schema = Path(folder), prefix, schema
+                 shard_bytes: int = SHARD_BYTES, compression: str = "zstd"):
+        self.folder, self.prefix, self.schema, self.compression = Path(folder), prefix, schema, compression
         self.shard_rows, self.shard_bytes = shard_rows, shard_bytes
         self.rows: list[dict[str, Any]] = []
         self.tables: list[pa.Table] = []  # batches added whole (add_table)
@@ -98,7 +98,7 @@ class ShardWriter:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{self.prefix}_{len(self.paths):05d}.parquet"
-        write_table_atomic(pa.concat_tables(self.tables).combine_chunks(), path)
+        write_table_atomic(pa.concat_tables(self.tables).combine_chunks(), path, self.compression)
         self.paths.append(path)
         self.rows, self.tables, self.buffered, self.buffered_rows = [], [], 0, 0
 

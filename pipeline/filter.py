@@ -102,7 +102,7 @@ def screen_shard(job: dict[str, Any]) -> Tally:
     stage_dir, tag = Path(job["stage_dir"]), f"{job['shard']:05d}"
     sieve = Sieve(stage_dir, tag)
     pii_counts: dict[str, int] = {}
-    scratch = ShardWriter(stage_dir / SCRATCH, f"docs_{tag}")
+    scratch = ShardWriter(stage_dir / SCRATCH, f"docs_{tag}", compression="none")  # read once, then deleted
     lines_out = ShardWriter(stage_dir / "excluded_lines", f"lines_{tag}", LINE_SCHEMA)
     hasher = MinHasher(cfg.dedup.num_perm, cfg.dedup.shingle_size)
     keys, signatures, kept_scores, seen = [], [], [], []

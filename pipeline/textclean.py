@@ -653,8 +653,9 @@ def _latin_languages(samples: list[str]) -> list[tuple[str, float]]:
     second = others.max(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         conf = (top - second) / top * top / (top + 1)  # the same float operations in the same order
-    has_letter = np.zeros(n, dtype=bool)
-    has_letter[np.searchsorted(starts, np.flatnonzero(words.classes & LETTER), side="right") - 1] = True
+    # Each document's span ends with a separator (the last one appended here): segments are never empty.
+    letter = np.append((words.classes & LETTER) != 0, False)
+    has_letter = np.add.reduceat(letter, starts[:-1], dtype=np.int64) > 0
     out = []
     for has, b, t, c in zip(has_letter.tolist(), best.tolist(), top.tolist(), conf.tolist()):
         if not has:
