@@ -174,8 +174,8 @@ from pathlib import Path
 from pipeline.config import FilterConfig
 from pipeline.filter import filter_docs
 real = docs.write_table_atomic
-def write_then_die(table, path):
-    real(table, path)
+def write_then_die(table, path, *args):
+    real(table, path, *args)
     os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no finally: like the OOM killer
 docs.write_table_atomic = write_then_die
 filter_docs(Path(sys.argv[1]), Path(sys.argv[2]), FilterConfig(executor="local"), force=True)
