@@ -136,7 +136,8 @@ def function_rates(name: str, folder: Path) -> dict[str, float]:
     from pipeline.ingest import ingest
     from pipeline.pii import pii_candidates, redact_pii
     from pipeline.quality import quality_reasons
-    from pipeline.textclean import clean_texts, detect_languages
+    from pipeline.langid import detect_languages
+    from pipeline.textclean import clean_texts
     from pipeline.toxicity import offensive_candidates, offensive_score
     from pipeline.wordarrays import WordArrays, char_classes
 

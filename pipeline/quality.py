@@ -32,7 +32,7 @@ from operator import itemgetter
 import numpy as np
 
 from pipeline.config import QualityConfig
-from pipeline.textclean import FUNCTION_WORDS
+from pipeline.langid import FUNCTION_WORDS
 from pipeline.wordarrays import DIGIT, LETTER, SPACE, WordArrays, hash_words
 
 # Elision stubs ("l'", "qu'") are function words only before an apostrophe: a lone "l" is not one.

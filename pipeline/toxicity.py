@@ -403,4 +403,6 @@ def line_scores(text: str) -> list[float]:
         return [offensive_score(text)]
     if not match_details(text)[0]:
         return [0.0] * len(lines)
-    return [offensive_score(line) if line.strip() else 0.0 for line in lines]
+    # Only lines that could match are scored one by one (a long web page has hundreds of lines).
+    maybe = offensive_candidates(WordArrays.from_texts(lines))
+    return [offensive_score(line) if hit and line.strip() else 0.0 for line, hit in zip(lines, maybe.tolist())]

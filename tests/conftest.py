@@ -160,3 +160,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def sample_texts() -> list[str]:
+    """Every document-like text of the sample corpus: each file whole, its paragraphs, each JSONL record."""
+    texts = []
+    for path in sorted(SAMPLE.rglob("*")):
+        if path.suffix == ".jsonl":
+            texts += [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        elif path.suffix in (".txt", ".md"):
+            whole = path.read_text(encoding="utf-8")
+            texts += [whole] + [p for p in whole.split("\n\n") if p.strip()]
+    return texts

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ from pipeline import audit as audit_module
 from pipeline.audit import Audit, gender_swap, observe, report_lines, sorted_counts
 from pipeline.docs import add_counts
 from pipeline.wordarrays import WordArrays
+from tests.conftest import sample_texts
 
 TEXT = ("The old man was a baker. His daughter, a young woman, became a doctor.\n\n"
         "She met two teachers and a nurse. The old mill stood by the river. The children laughed.")
@@ -81,8 +80,6 @@ def test_swap_twice_is_identity_on_unambiguous_text():
 # --- add_batch: the same counts as the per-document reference ---------------------------------------
 
 
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
-
 
 def _reference_add(audit: Audit, text: str) -> None:
     """The per-document implementation add_batch replaced (string tokens, one text at a time)."""
@@ -108,17 +105,6 @@ def _reference_add(audit: Audit, text: str) -> None:
     if groups and (job_words := present & m._OCCUPATION_FORMS.keys()):
         for pair in m._cooccur(low, job_words):
             audit._bump("cooccurrence", *pair.split("\t"))
-
-
-def _sample_texts() -> list[str]:
-    texts = []
-    for path in sorted(SAMPLE.rglob("*")):
-        if path.suffix == ".jsonl":
-            texts += [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        elif path.suffix in (".txt", ".md"):
-            whole = path.read_text(encoding="utf-8")
-            texts += [whole] + [p for p in whole.split("\n\n") if p.strip()]
-    return texts
 
 
 HAND = [
@@ -147,7 +133,7 @@ def _reference_counts(texts: list[str]) -> dict:
 
 @pytest.mark.parametrize("size", [1, 7, 1024])
 def test_add_batch_equals_per_document_counts(size: int):
-    texts = HAND + _sample_texts()
+    texts = HAND + sample_texts()
     assert len(texts) > 50
     expected = _reference_counts(texts)
     assert expected["cooccurrence"] and expected["mentions"]["old"]
@@ -175,7 +161,7 @@ def test_add_batch_equals_per_document_counts_on_random_texts(texts: list[str]):
 
 def test_observations_of_some_documents_count_just_those():
     # The filter observes every screened document, then counts only the ones dedup keeps.
-    texts = HAND + _sample_texts()
+    texts = HAND + sample_texts()
     kept = np.flatnonzero(np.arange(len(texts)) % 3 == 1)
     audit = Audit()
     audit.add_observations(observe(WordArrays.from_texts(texts)).take(kept), len(kept))

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import CleanConfig
-from pipeline.textclean import (
+from pipeline.langid import (
     _ACCENT,
     _ACCENT_VOTES,
     _ACCENT_WEIGHT,
@@ -22,14 +22,11 @@ from pipeline.textclean import (
     _SAMPLE_CHARS,
     _VOTES,
     _WORD,
-    _changeable,
     _script_language,
-    clean_text,
-    clean_texts,
     detect_language,
     detect_languages,
-    lower_words,
 )
+from pipeline.textclean import _changeable, clean_text, clean_texts, lower_words
 
 CFG = CleanConfig()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from pipeline.toxicity import (
     offensive_score,
 )
 from pipeline.wordarrays import WordArrays
+from tests.conftest import sample_texts
 
 LEXICONS = Path(__file__).resolve().parent.parent / "pipeline" / "lexicons"
 THRESHOLD = 0.5
@@ -130,19 +130,6 @@ def test_match_details_names_what_matched():
 # --- batch prescreen: offensive_candidates is a superset of the documents with a match ------------
 
 
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
-
-
-def _sample_texts() -> list[str]:
-    texts = []
-    for path in sorted(SAMPLE.rglob("*")):
-        if path.suffix == ".jsonl":
-            texts += [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        elif path.suffix in (".txt", ".md"):
-            whole = path.read_text(encoding="utf-8")
-            texts += [whole] + [p for p in whole.split("\n\n") if p.strip()]
-    return texts
-
 
 def _assert_superset(texts: list[str]) -> np.ndarray:
     candidates = offensive_candidates(WordArrays.from_texts(texts))
@@ -161,7 +148,7 @@ def test_candidates_cover_every_match_on_the_evaluation_set():
 
 
 def test_candidates_cover_every_match_on_the_sample_corpus():
-    texts = _sample_texts()
+    texts = sample_texts()
     assert len(texts) > 50
     candidates = _assert_superset(texts)
     assert candidates.mean() < 0.5  # ordinary text is mostly screened out

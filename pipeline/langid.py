@@ -1,0 +1,212 @@
+"""Offline language identification for the clean stage: script shares, then function words.
+
+    detect_languages(texts) -> [(ISO 639-1 code, confidence in [0, 1]), ...]     a batch as arrays
+    detect_language(text)   -> the same for one text
+
+Each text is judged on its first ~2000 characters. Text mostly in a non-Latin script gets that
+script's language (Han without kana is Chinese, with kana Japanese). Latin-script text is scored
+by the function words of each language in `lexicons/function_words.txt` (a word shared by k
+languages gives each 1/k) plus a few accent letters, over the whole batch with numpy
+(`pipeline.wordarrays`); the confidence is the margin over the runner-up, damped when there is
+little evidence.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import numpy as np
+
+from pipeline.textclean import _LEXICONS
+from pipeline.wordarrays import LETTER, WordArrays, WordIndex
+
+_SAMPLE_CHARS = 2000
+_LATIN = re.compile("[A-Za-z\xc0-\xd6\xd8-\xf6\xf8-\u024f]+")
+_SCRIPTS = {  # code -> letters of its script (runs, so findall returns few strings)
+    "zh": re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+"),
+    "ja": re.compile("[\u3040-\u30ff\u31f0-\u31ff]+"),  # kana
+    "ko": re.compile("[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]+"),
+    "ru": re.compile("[\u0400-\u04ff]+"),
+    "ar": re.compile("[\u0600-\u06ff\u0750-\u077f]+"),
+    "el": re.compile("[\u0370-\u03ff]+"),
+    "he": re.compile("[\u0590-\u05ff]+"),
+    "hi": re.compile("[\u0900-\u097f]+"),
+    "th": re.compile("[\u0e00-\u0e7f]+"),
+}
+_WORD = re.compile(r"[^\W\d_]+")
+# Any letter of a script other than Latin (general punctuation such as curly quotes is not one).
+_NON_LATIN = re.compile("[\u0370-\u1fff\u3040-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+# Letters that (nearly) only one or two of the Latin-script languages use: extra evidence.
+_ACCENT_LANGS = {
+    "ñ": ("es",), "¿": ("es",), "¡": ("es",), "ã": ("pt",), "õ": ("pt",), "ß": ("de",), "ä": ("de",), "ö": ("de",),
+    "ü": ("de",), "ç": ("fr", "pt"), "œ": ("fr",), "è": ("fr", "it"), "ê": ("fr", "pt"), "ë": ("fr", "nl"),
+    "î": ("fr",), "ï": ("fr", "nl"), "ô": ("fr",), "û": ("fr",), "ù": ("fr", "it"), "ì": ("it",), "ò": ("it",),
+}
+_ACCENT = re.compile("[" + "".join(_ACCENT_LANGS) + "]")
+_ACCENT_WEIGHT = 0.5
+
+
+def _load_function_words() -> dict[str, frozenset[str]]:
+    out = {}
+    for line in (_LEXICONS / "function_words.txt").read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            lang, words = line.split("\t")
+            out[lang] = frozenset(words.split())
+    return out
+
+
+FUNCTION_WORDS = _load_function_words()
+_LANGS = tuple(FUNCTION_WORDS)
+# word -> ((language index, weight), ...): a word shared by k languages ("a", "in", "die") gives each
+# of them 1/k, so only distinctive words separate the languages.
+_VOTES: dict[str, tuple[tuple[int, float], ...]] = {}
+for _w in set().union(*FUNCTION_WORDS.values()):
+    _ls = [i for i, lang in enumerate(_LANGS) if _w in FUNCTION_WORDS[lang]]
+    _VOTES[_w] = tuple((i, 1 / len(_ls)) for i in _ls)
+_ACCENT_VOTES = {ch: tuple(_LANGS.index(lang) for lang in langs) for ch, langs in _ACCENT_LANGS.items()}
+_NL = _LANGS.index("nl")
+
+
+@lru_cache(maxsize=1)
+def _vote_table() -> tuple:
+    """The function-word votes as arrays: sorted word hashes (as `wordarrays` hashes words), and per
+    hash its votes [first[k], first[k + 1]) in `lang` / `weight` (the `_VOTES` entries, in their order)."""
+    vocab = sorted(_VOTES)
+    words = WordArrays.from_texts(vocab)
+    n_words = np.diff(words.offsets)
+    # A listed "word" the tokenizer would cut up or change (none today) is never a word of a text.
+    keep = [i for i, w in enumerate(vocab) if n_words[i] == 1 and w == w.lower() and words.lengths[words.offsets[i]] == len(w)]
+    hashes = words.hashes[words.offsets[keep]]
+    order = np.argsort(hashes)
+    kept = [vocab[keep[i]] for i in order.tolist()]
+    assert len(np.unique(hashes)) == len(hashes), "function-word hashes collide"
+    first = np.zeros(len(kept) + 1, dtype=np.int64)
+    np.cumsum([len(_VOTES[w]) for w in kept], out=first[1:])
+    lang = np.array([i for w in kept for i, _ in _VOTES[w]], dtype=np.int64)
+    weight = np.array([x for w in kept for _, x in _VOTES[w]], dtype=np.float64)
+    return hashes[order], first, lang, weight, WordIndex(kept)
+
+
+@lru_cache(maxsize=1)
+def _accent_table() -> tuple:
+    """Accent letter id per code point below 0x250 (0: none), and per id its votes [first[a], first[a+1]) in lang."""
+    chars = list(_ACCENT_VOTES)
+    table = np.zeros(0x251, dtype=np.int64)  # code points are clipped to 0x250, which has no vote
+    for a, ch in enumerate(chars, 1):
+        table[ord(ch)] = a
+    first = np.zeros(len(chars) + 2, dtype=np.int64)
+    np.cumsum([0] + [len(_ACCENT_VOTES[ch]) for ch in chars], out=first[1:])
+    lang = np.array([i for ch in chars for i in _ACCENT_VOTES[ch]], dtype=np.int64)
+    return table, first, lang
+
+
+def _expand(first: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Indexes first[id], ..., first[id + 1] - 1 for each id, concatenated in order."""
+    counts = first[ids + 1] - first[ids]
+    ends = np.cumsum(counts)
+    return np.repeat(first[ids] - ends + counts, counts) + np.arange(int(ends[-1]) if len(ends) else 0)
+
+
+def _latin_languages(samples: list[str]) -> list[tuple[str, float]]:
+    """Function-word (and accent) votes for each sample, over the whole batch as arrays.
+
+    The score of a language is a float sum, and the sums are made exactly as the one-document loop made
+    them (function words in order of first appearance with weight * count, then 0.5 per accent letter in
+    text order, then 0.5 * count of "ij" for Dutch): np.bincount adds its weights one by one in array
+    order, so every document gets bit-identical scores, ties included."""
+    n, n_langs = len(samples), len(_LANGS)
+    words = WordArrays.from_texts(samples)
+    bins, values = [], []
+    # Function words: (document, word) pairs in order of first appearance, with their counts.
+    hashes, first, lang, weight, index = _vote_table()
+    at, found = index.lookup(words.hashes)
+    hit = np.flatnonzero(found)
+    if len(hit):
+        key = words.doc[hit] * len(hashes) + at[hit]
+        pairs, first_seen, counts = np.unique(key, return_index=True, return_counts=True)
+        order = np.argsort(first_seen, kind="stable")
+        pairs, counts = pairs[order], counts[order]
+        doc, word = pairs // len(hashes), pairs % len(hashes)
+        votes = _expand(first, word)
+        repeat = first[word + 1] - first[word]
+        bins.append(np.repeat(doc, repeat) * n_langs + lang[votes])
+        values.append(weight[votes] * np.repeat(counts, repeat))
+    codes, starts = words.codes, words.doc_first_char
+    if len(codes) and codes.max() >= 0xA1:  # accent letters: 0.5 each, in text order
+        table, afirst, alang = _accent_table()
+        ids = table[np.minimum(codes, 0x250)]
+        pos = np.flatnonzero(ids)
+        if len(pos):
+            ids = ids[pos]
+            repeat = afirst[ids + 1] - afirst[ids]
+            doc = np.searchsorted(starts, pos, side="right") - 1
+            bins.append(np.repeat(doc, repeat) * n_langs + alang[_expand(afirst, ids)])
+            values.append(np.full(int(repeat.sum()), _ACCENT_WEIGHT))
+    ij = np.flatnonzero((codes[:-1] == ord("i")) & (codes[1:] == ord("j")))  # "ij" cannot overlap itself
+    if len(ij):
+        doc, count = np.unique(np.searchsorted(starts, ij, side="right") - 1, return_counts=True)
+        bins.append(doc * n_langs + _NL)
+        values.append(_ACCENT_WEIGHT * count)
+    scores = np.zeros((n, n_langs))
+    if bins:
+        scores = np.bincount(np.concatenate(bins), weights=np.concatenate(values), minlength=n * n_langs)
+        scores = scores.reshape(n, n_langs)
+    best = scores.argmax(axis=1)  # the first of equal scores, as max() over range() picks
+    rows = np.arange(n)
+    top = scores[rows, best]
+    others = scores.copy()
+    others[rows, best] = -np.inf
+    second = others.max(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        conf = (top - second) / top * top / (top + 1)  # the same float operations in the same order
+    # Each document's span ends with a separator (the last one appended here): segments are never empty.
+    letter = np.append((words.classes & LETTER) != 0, False)
+    has_letter = np.add.reduceat(letter, starts[:-1], dtype=np.int64) > 0
+    out = []
+    for has, b, t, c in zip(has_letter.tolist(), best.tolist(), top.tolist(), conf.tolist()):
+        if not has:
+            out.append(("und", 0.0))
+        elif t == 0:
+            out.append(("en", 0.1))  # Latin letters but no evidence at all: a weak guess
+        else:  # margin over the runner-up, damped when there is little evidence (1 hit -> at most 0.5)
+            out.append((_LANGS[b], round(c, 4)))
+    return out
+
+
+def _script_language(sample: str, latin: tuple[str, float]) -> tuple[str, float]:
+    """For a sample with letters of other scripts: the script with most letters; `latin` (its function-word
+    verdict) when that is Latin."""
+    letters = {"latin": sum(map(len, _LATIN.findall(sample)))}
+    letters.update((code, sum(map(len, rx.findall(sample)))) for code, rx in _SCRIPTS.items())
+    han, kana = letters.pop("zh"), letters.pop("ja")
+    # Kana beside Han characters is Japanese; Han alone is Chinese.
+    letters["ja" if kana >= 0.1 * (han + kana) else "zh"] = han + kana
+    total = sum(letters.values())
+    if total == 0:
+        return "und", 0.0
+    script = max(letters, key=letters.get)
+    share = letters[script] / total
+    if script != "latin":
+        return script, round(share, 4)
+    lang, conf = latin
+    return lang, round(conf * share, 4)
+
+
+def detect_languages(texts: list[str]) -> list[tuple[str, float]]:
+    """(ISO 639-1 code, confidence in [0, 1]) for each text, from its first ~2000 characters; ('und', 0.0)
+    without letters. Latin-script text is scored by function words for the whole batch as arrays."""
+    if not texts:
+        return []
+    samples = [t[:_SAMPLE_CHARS] for t in texts]
+    out = _latin_languages(samples)
+    if not "".join(samples).isascii():
+        for i, sample in enumerate(samples):
+            if not sample.isascii() and _NON_LATIN.search(sample):
+                out[i] = _script_language(sample, out[i])
+    return out
+
+
+def detect_language(text: str) -> tuple[str, float]:
+    """(ISO 639-1 code, confidence in [0, 1]) from the first ~2000 characters; ('und', 0.0) without letters."""
+    return detect_languages([text])[0]
