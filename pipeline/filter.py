@@ -65,14 +65,18 @@ def _with_score(meta: str | None, score: float) -> str:
     return f'{meta[:-1]}, "offensive_score": {value}}}'
 
 
-def _redact(texts: list[str], metas: list[str | None], counts: dict[str, int]) -> None:
-    """Replace PII in place in the texts that may hold some, noting what was found in their meta."""
+def _redact(texts: list[str], metas: list[str | None], counts: dict[str, int]) -> bool:
+    """Replace PII in place in the texts that may hold some, noting what was found in their meta;
+    True when any text changed."""
+    changed = False
     for i in pii_candidates(texts):
         text, found = redact_pii(texts[i])
         if found:
             texts[i] = text
             metas[i] = json.dumps({**json.loads(metas[i] or "{}"), "pii_redacted": found}, ensure_ascii=False)
             add_counts(counts, found)
+            changed = True
+    return changed
 
 
 def _score_offensive(text: str, cfg: FilterConfig) -> tuple[str, float, list[tuple[int, str, float]]]:
@@ -109,8 +113,7 @@ def screen_shard(job: dict[str, Any]) -> Tally:
     n_kept = 0
     for table in iter_batches([Path(job["path"])]):
         texts, metas = table.column("text").to_pylist(), table.column("meta").to_pylist()
-        if cfg.pii.redact:
-            _redact(texts, metas, pii_counts)
+        redacted = cfg.pii.redact and _redact(texts, metas, pii_counts)
         words = WordArrays.from_texts(texts)
         reasons = quality_reasons(texts, words, cfg.quality)
         scores = np.zeros(len(texts))
@@ -127,7 +130,9 @@ def screen_shard(job: dict[str, Any]) -> Tally:
                 edited.append(i)
                 for n, line, s in removed:
                     lines_out.add({"id": table.column("id")[i].as_py(), "line_no": n, "line": line, "score": s})
-        table = table.set_column(1, "text", pa.array(texts, pa.string())).set_column(3, "meta", pa.array(metas, pa.string()))
+        if redacted or edited:  # the Arrow columns are rebuilt only when some text changed
+            table = table.set_column(1, "text", pa.array(texts, pa.string()))
+            table = table.set_column(3, "meta", pa.array(metas, pa.string()))
         gone = [i for i, r in enumerate(reasons) if r is not None]
         if gone:  # quarantined with the redacted text: PII never leaves the stage
             sieve.drop_batch(table.take(gone), [reasons[i] for i in gone],
@@ -137,7 +142,7 @@ def screen_shard(job: dict[str, Any]) -> Tally:
         kept = np.array([r is None for r in reasons], dtype=bool)
         if not kept.any():
             continue
-        if edited:  # re-tokenize only the documents whose text changed
+        if edited:  # some documents lost offending lines: their words changed
             words = WordArrays.from_texts(texts)
         keys.append(exact_keys(words)[kept])
         if cfg.dedup.near:

@@ -403,6 +403,7 @@ def line_scores(text: str) -> list[float]:
         return [offensive_score(text)]
     if not match_details(text)[0]:
         return [0.0] * len(lines)
-    # Only lines that could match are scored one by one (a long web page has hundreds of lines).
-    maybe = offensive_candidates(WordArrays.from_texts(lines))
-    return [offensive_score(line) if hit and line.strip() else 0.0 for line, hit in zip(lines, maybe.tolist())]
+    # On a long text (a web page has hundreds of lines) only the lines that could match are scored one
+    # by one; below ~16 lines the prescreen's fixed cost is more than it saves.
+    maybe = offensive_candidates(WordArrays.from_texts(lines)).tolist() if len(lines) > 16 else [True] * len(lines)
+    return [offensive_score(line) if hit and line.strip() else 0.0 for line, hit in zip(lines, maybe)]

@@ -206,3 +206,11 @@ _SEPARATORS = [" ", " ", " ", "\n", "\n\n", ", ", ". ", "! ", "? ", " - ", "'", 
                 min_size=1, max_size=8))
 def test_candidates_are_a_superset_on_random_texts(texts: list[str]):
     _assert_superset(texts)
+
+
+def test_line_scores_of_a_long_text_equal_each_line_alone():
+    # Past 16 lines only the lines the prescreen keeps are scored: the result must not change.
+    rows = _eval_set()
+    lines = [text for _, text in rows[:30]] + ["", "The wolf ate the grandmother."] + [text for _, text in rows[-30:]]
+    expected = [offensive_score(line) if line.strip() else 0.0 for line in lines]
+    assert line_scores("\n".join(lines)) == expected and max(expected) >= THRESHOLD
