@@ -80,9 +80,8 @@ class ShardWriter:
                 self.rows = []
             room = self.shard_rows - self.buffered_rows
             cum = np.cumsum(nbytes[done : done + room])
-            # rows that fit under the byte cap, but at least one (a single huge document is its own shard)
-            take = max(1, int(np.searchsorted(cum, self.shard_bytes - self.buffered, side="left")))
-            take = min(take, len(cum))
+            # as add() one row at a time: up to and including the row that reaches the byte cap
+            take = min(len(cum), int(np.searchsorted(cum, self.shard_bytes - self.buffered, side="left")) + 1)
             self.tables.append(table.slice(done, take).cast(self.schema))
             self.count += take
             self.buffered += int(cum[take - 1])
@@ -142,10 +141,12 @@ def n_words(text: str) -> int:
     return int(word_counts(pa.array([text], pa.string()))[0])
 
 
-def _histogram(values: np.ndarray, edges: list[float]) -> np.ndarray:
-    """Counts per bin, as add_to_histogram would give one value at a time."""
-    bins = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
-    return np.bincount(bins, minlength=len(edges) - 1)
+def _add_all(histograms: dict[str, list[int]], series: str, values: np.ndarray, edges: list[float]) -> None:
+    """Count many values at once, in the bins add_to_histogram would put them one at a time."""
+    if len(values):
+        bins = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+        hist = histograms.setdefault(series, empty_histogram(edges))
+        hist[:] = (np.asarray(hist) + np.bincount(bins, minlength=len(edges) - 1)).tolist()
 
 
 def add_counts(into: dict[str, Any], extra: dict[str, Any]) -> None:
@@ -174,13 +175,13 @@ class Tally:
     def count(self, key: str, value: int = 1) -> None:
         self.counts[key] = self.counts.get(key, 0) + value
 
-    def score(self, series: str, value: float) -> None:
-        add_to_histogram(self.scores.setdefault(series, empty_histogram(SCORE_EDGES)), SCORE_EDGES, value)
+    def count_lengths(self, series: str, words: np.ndarray) -> None:
+        """Add documents of these word counts to the length histogram `series` ("kept", "dropped")."""
+        _add_all(self.lengths, series, words, LENGTH_EDGES)
 
-    def add_histogram(self, table: dict[str, list[int]], series: str, values: np.ndarray, edges: list[float]) -> None:
-        if len(values):
-            hist = table.setdefault(series, empty_histogram(edges))
-            hist[:] = (np.asarray(hist) + _histogram(values, edges)).tolist()
+    def count_scores(self, series: str, scores: np.ndarray) -> None:
+        """Add documents of these scores to the score histogram `series`."""
+        _add_all(self.scores, series, scores, SCORE_EDGES)
 
     def merge(self, other: "Tally") -> "Tally":
         """Add `other` (the next shard) into this one; examples keep the first ones in shard order."""
@@ -251,7 +252,7 @@ class Sieve:
         self.kept.add_table(table, nbytes)
         self.tally.kept += table.num_rows
         self.tally.bytes_kept += int(nbytes.sum())
-        self.tally.add_histogram(self.tally.lengths, "kept", word_counts(table.column("text")), LENGTH_EDGES)
+        self.tally.count_lengths("kept", word_counts(table.column("text")))
 
     def drop_batch(self, table: pa.Table, reasons: list[str], details: list[str],
                    scores: list[float | None] | None = None) -> None:
@@ -270,7 +271,7 @@ class Sieve:
             shown = t.examples.setdefault(reason, [])
             if len(shown) < t.n_examples:
                 shown.append(f"{ids[i].as_py()}: {texts[i].as_py()[:160]!r}")
-        t.add_histogram(t.lengths, "dropped", word_counts(texts), LENGTH_EDGES)
+        t.count_lengths("dropped", word_counts(texts))
 
     def close(self) -> Tally:
         """Flush the shards; the tally names them (paths relative to the stage folder)."""

@@ -29,7 +29,6 @@ import pyarrow.parquet as pq
 
 from pipeline.audit import Audit, Observations, gender_swap, observe, report_lines, sorted_counts
 from pipeline.config import FilterConfig
-from pipeline.data_report import SCORE_EDGES
 from pipeline.dedup import MinHasher, exact_keys, near_duplicate_groups
 from pipeline.docs import ShardWriter, Sieve, Tally, add_counts, finish, iter_batches, merge_tallies, rel_paths
 from pipeline.manifest import Manifest, input_refs, read_manifest, run_stage
@@ -138,7 +137,7 @@ def screen_shard(job: dict[str, Any]) -> Tally:
             sieve.drop_batch(table.take(gone), [reasons[i] for i in gone],
                              [details[i] for i in gone], [scores[i] if reasons[i] == "offensive" else None for i in gone])
             offensive = [scores[i] for i in gone if reasons[i] == "offensive"]
-            sieve.tally.add_histogram(sieve.tally.scores, "dropped", np.array(offensive), SCORE_EDGES)
+            sieve.tally.count_scores("dropped", np.array(offensive))
         kept = np.array([r is None for r in reasons], dtype=bool)
         if not kept.any():
             continue
@@ -228,7 +227,7 @@ def finish_shard(job: dict[str, Any]) -> Tally:
             sieve.drop_batch(table.take(gone), *zip(*(duplicates[rows[i]] for i in gone)))
         keep = ~dup
         sieve.keep_batch(table.filter(pa.array(keep)))
-        sieve.tally.add_histogram(sieve.tally.scores, "kept", scores[rows.start : rows.stop][keep], SCORE_EDGES)
+        sieve.tally.count_scores("kept", scores[rows.start : rows.stop][keep])
         if cfg.audit.counterfactual:
             for doc in table.filter(pa.array(keep)).to_pylist():
                 if (swapped := gender_swap(doc["text"])) != doc["text"]:
