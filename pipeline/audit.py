@@ -20,6 +20,7 @@ the book); "his" before such a word becomes "her", else "hers" ("the book is his
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -170,11 +171,24 @@ def _group_bits(n_docs: int, docs: np.ndarray, terms: np.ndarray, phrase_doc: np
 
 
 def _cooccur(low: str, job_words: set[str]) -> list[str]:
-    """"group\toccupation" for each sentence of `low` that names one of `job_words`, per group and job in it."""
+    """"group\toccupation" for each sentence of `low` that names one of `job_words`, per group and job in it.
+
+    Only the sentences holding a job word are looked at: each occurrence is placed among the sentence
+    boundaries (a long page has hundreds of sentences and names a job in a few)."""
+    starts, ends = [0], []
+    for m in _SENTENCE.finditer(low):  # the sentences are what _SENTENCE.split(low) returns
+        ends.append(m.start())
+        starts.append(m.end())
+    ends.append(len(low))
+    named = set()
+    for word in job_words:  # a job word holds no whitespace, so it lies inside one sentence
+        at = low.find(word)
+        while at != -1:
+            named.add(bisect_right(starts, at) - 1)
+            at = low.find(word, at + 1)
     found = []
-    for sentence in _SENTENCE.split(low):
-        if not any(w in sentence for w in job_words):  # substring test first: most sentences name no job
-            continue
+    for k in sorted(named):
+        sentence = low[starts[k] : ends[k]]
         words = set(_WORD.findall(sentence))
         jobs = {_OCCUPATION_FORMS[w] for w in words & _OCCUPATION_FORMS.keys()}
         if not jobs:

@@ -103,8 +103,18 @@ def _reference_add(audit: Audit, text: str) -> None:
     for group in groups:
         audit._bump("docs_with", group)
     if groups and (job_words := present & m._OCCUPATION_FORMS.keys()):
-        for pair in m._cooccur(low, job_words):
-            audit._bump("cooccurrence", *pair.split("\t"))
+        for sentence in m._SENTENCE.split(low):
+            if not any(w in sentence for w in job_words):
+                continue
+            words = set(m._WORD.findall(sentence))
+            jobs = {m._OCCUPATION_FORMS[w] for w in words & m._OCCUPATION_FORMS.keys()}
+            if not jobs:
+                continue
+            groups_here = {g for w in words & m._TERM_GROUPS.keys() for g in m._TERM_GROUPS[w]}
+            groups_here |= {"young" if a[1] == "young" else "old" for a in m._AGE_PHRASE.finditer(sentence)}
+            for group in groups_here:
+                for job in jobs:
+                    audit._bump("cooccurrence", group, job)
 
 
 HAND = [
