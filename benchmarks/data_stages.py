@@ -137,7 +137,7 @@ def function_rates(name: str, folder: Path) -> dict[str, float]:
     from pipeline.pii import pii_candidates, redact_pii
     from pipeline.quality import quality_reasons
     from pipeline.langid import detect_languages
-    from pipeline.textclean import clean_texts
+    from pipeline.cleanscan import clean_texts
     from pipeline.toxicity import offensive_candidates, offensive_score
     from pipeline.wordarrays import WordArrays, char_classes
 

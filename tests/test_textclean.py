@@ -26,7 +26,8 @@ from pipeline.langid import (
     detect_language,
     detect_languages,
 )
-from pipeline.textclean import _changeable, clean_text, clean_texts, lower_words
+from pipeline.cleanscan import _changeable, clean_texts
+from pipeline.textclean import clean_text, lower_words
 
 CFG = CleanConfig()
 
