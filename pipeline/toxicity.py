@@ -2,7 +2,7 @@
 
     offensive_score(text) -> float in [0, 1]       one score for the whole text
     line_scores(text)     -> list[float]           one score per line of text.split("\\n")
-    match_details(text)   -> ([(match, weight, category), ...], word count)     for notes and debugging
+    match_details(text)   -> ((match, weight, category), ...), word count      for notes and debugging
 
 Evidence comes from data files in `pipeline/lexicons/`:
   offensive.txt       words and phrases with a weight and a category (profanity, insult); leetspeak
@@ -174,8 +174,9 @@ def _rule_matches(rule: Rule, lowered: str, present: set[str]) -> list[str]:
     return [m.group() for start, end in _windows(lowered, anchors) for m in rule.regex.finditer(lowered, start, end)]
 
 
-def match_details(text: str) -> tuple[list[tuple[str, float, str]], int]:
-    """([(matched text, weight, category), ...] for every match in `text`, its word count)."""
+@lru_cache(maxsize=8)  # line mode asks about the same document twice (line_scores, then offensive_score)
+def match_details(text: str) -> tuple[tuple[tuple[str, float, str], ...], int]:
+    """((matched text, weight, category), ... for every match in `text`; its word count)."""
     lex = _lexicon()
     lowered, tokens, _ = lower_words(text)
     present = set(tokens)
@@ -193,7 +194,7 @@ def match_details(text: str) -> tuple[list[tuple[str, float, str]], int]:
         rule = lex.rules[i]
         if rule.kind == "pattern" or not any(innocent & group for group in rule.triggers[0]):
             found += [(m, rule.weight, rule.category) for m in _rule_matches(rule, lowered, present)]
-    return found, len(tokens)
+    return tuple(found), len(tokens)
 
 
 # Characters of the obfuscation scan, as flags of ASCII code points (the others have none).

@@ -136,7 +136,7 @@ def _assert_superset(texts: list[str]) -> np.ndarray:
     assert candidates.shape == (len(texts),) and candidates.dtype == bool
     for text, candidate in zip(texts, candidates):
         if not candidate:
-            assert match_details(text)[0] == [], text
+            assert not match_details(text)[0], text
             assert offensive_score(text) == 0.0 and line_scores(text) == [0.0] * len(text.split("\n"))
     return candidates
 
