@@ -138,7 +138,8 @@ def function_rates(name: str, folder: Path) -> dict[str, float]:
     from pipeline.quality import quality_reasons
     from pipeline.langid import detect_languages
     from pipeline.cleanscan import clean_texts
-    from pipeline.toxicity import offensive_candidates, offensive_score
+    from pipeline.toxicity import offensive_score
+    from pipeline.toxicity_scan import offensive_candidates
     from pipeline.wordarrays import WordArrays, char_classes
 
     import numpy as np

@@ -35,7 +35,8 @@ from pipeline.manifest import Manifest, input_refs, read_manifest, run_stage
 from pipeline.pii import pii_candidates, redact_pii
 from pipeline.quality import quality_reasons
 from pipeline.shards import run_shards
-from pipeline.toxicity import line_scores, offensive_candidates, offensive_score
+from pipeline.toxicity import line_scores, offensive_score
+from pipeline.toxicity_scan import offensive_candidates
 from pipeline.wordarrays import WordArrays
 
 log = logging.getLogger(__name__)

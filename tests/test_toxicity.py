@@ -9,14 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.toxicity import (
-    _lexicon,
-    _rows,
-    line_scores,
-    match_details,
-    offensive_candidates,
-    offensive_score,
-)
+from pipeline.toxicity import _lexicon, _rows, line_scores, match_details, offensive_score
+from pipeline.toxicity_scan import offensive_candidates
 from pipeline.wordarrays import WordArrays
 from tests.conftest import sample_texts
 

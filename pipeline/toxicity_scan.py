@@ -1,0 +1,206 @@
+"""Which documents of a batch the offensive-content scorer could find anything in (filter stage).
+
+    offensive_candidates(words) -> bool per document of a WordArrays batch
+
+A strict superset of the documents where `toxicity.match_details` finds a match, decided with array
+operations: word hashes against the lexicon and the rules' trigger words (as sparse relations), the
+innocent senses, a scan of the code points for obfuscated spellings, and, only for documents that
+rules alone make candidates, the rules' regexes near their anchors. The filter stage scores the
+candidates with `offensive_score` / `line_scores` and gives every other document 0.0, with results
+identical to scoring them all (tested on the labelled sets, the sample corpus and random texts).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import NamedTuple
+
+import numpy as np
+
+from pipeline.toxicity import _LEET, Lexicon, _lexicon, _rule_matches
+from pipeline.wordarrays import WordArrays, WordIndex
+
+# Characters of the obfuscation scan, as flags of ASCII code points (the others have none).
+_LETTER, _SPECIAL, _HINT_SPECIAL, _BANG, _MAPPABLE = 1, 2, 4, 8, 16
+_RUN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz@$!*0123456789")  # what an _OBFUSCATED token is made of
+
+
+class _Prescreen(NamedTuple):
+    """What `offensive_candidates` looks up. A unit is one way for match_details to find something: a
+    lexicon word, or one trigger alternative of a rule; it needs a word of each of its groups present
+    and none of its blocking words taken in their innocent sense."""
+
+    index: WordIndex  # the vocabulary: lexicon, trigger and innocent-context words
+    # Relations as CSR lists (row r's items are idx[ptr[r]:ptr[r + 1]]):
+    groups: tuple[np.ndarray, np.ndarray]  # vocabulary word -> the groups it belongs to
+    units: tuple[np.ndarray, np.ndarray]  # group -> the units that need it
+    need: np.ndarray  # int64 per unit: how many groups it needs
+    innocent_of: np.ndarray  # int64 per vocabulary word: its index among the innocent-sense words, or -1
+    contexts: tuple[np.ndarray, np.ndarray]  # vocabulary word -> innocent-sense words it is a context of
+    blocks: tuple[np.ndarray, np.ndarray]  # innocent-sense word -> units its innocent sense rules out
+    rule_of: np.ndarray  # int64 per unit: its rule's index in _lexicon().rules, -1 for a lexicon word
+    vocab: list[str]
+    flags: np.ndarray  # uint8 per ASCII code point: _LETTER, _SPECIAL, ... for the obfuscation scan
+    longest: int  # characters of the longest lexicon word or starred spelling
+
+
+@lru_cache(maxsize=1)
+def _prescreen() -> _Prescreen:
+    lex = _lexicon()
+    units: list[tuple[tuple[frozenset[str], ...], set[str]]] = []  # (groups, blocking words)
+    rule_of: list[int] = []
+    for word, entry in lex.words.items():
+        units.append(((frozenset([word]),), {word} if entry.innocent else set()))
+        rule_of.append(-1)
+    for i, rule in enumerate(lex.rules):
+        # A phrase is skipped when one of its words is taken in its innocent sense (see match_details).
+        blocking = {w for group in rule.triggers[0] for w in group if w in lex.words and lex.words[w].innocent}
+        units += [(alt, blocking if rule.kind == "phrase" else set()) for alt in rule.triggers]
+        rule_of += [i] * len(rule.triggers)
+    innocent = sorted(w for w, e in lex.words.items() if e.innocent)
+    vocab = sorted({w for groups, _ in units for g in groups for w in g}
+                   | {w for i in innocent for w in lex.words[i].innocent})
+    at = {w: i for i, w in enumerate(vocab)}
+    group_list = sorted({g for groups, _ in units for g in groups}, key=sorted)
+    group_at = {g: i for i, g in enumerate(group_list)}
+    word_groups = _csr(len(vocab), [(at[w], j) for j, g in enumerate(group_list) for w in g])
+    group_units = _csr(len(group_list), [(group_at[g], u) for u, (gs, _) in enumerate(units) for g in gs])
+    blocks = _csr(len(innocent), [(innocent.index(w), u) for u, (_, blocking) in enumerate(units) for w in blocking])
+    contexts = _csr(len(vocab), [(at[c], j) for j, w in enumerate(innocent) for c in lex.words[w].innocent])
+    innocent_of = np.full(len(vocab), -1, dtype=np.int64)
+    innocent_of[[at[w] for w in innocent]] = np.arange(len(innocent))
+    need = np.array([len(gs) for gs, _ in units], dtype=np.int64)
+    # Specials that can stand in a token that maps to a lexicon word or starred spelling: '!' -> 'i', '*'.
+    key_chars = set("".join(lex.words)) | set("".join(lex.masks))
+    flags = np.zeros(128, dtype=np.uint8)
+    for c in _RUN_CHARS:
+        if c.isalpha():
+            flags[ord(c)] = _LETTER
+        else:
+            flags[ord(c)] = _SPECIAL | (_BANG if c == "!" else _HINT_SPECIAL)
+            if c in key_chars or c.translate(_LEET) in key_chars:
+                flags[ord(c)] |= _MAPPABLE
+    return _Prescreen(WordIndex(vocab), word_groups, group_units, need, innocent_of, contexts, blocks,
+                      np.array(rule_of, dtype=np.int64), vocab, flags, max(map(len, [*lex.words, *lex.masks])))
+
+
+def _csr(n_rows: int, pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(ptr, idx) of the distinct (row, item) pairs: row r's items are idx[ptr[r]:ptr[r + 1]]."""
+    rows = np.array(sorted(set(pairs)), dtype=np.int64).reshape(-1, 2)
+    ptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows[:, 0], minlength=n_rows), out=ptr[1:])
+    return ptr, rows[:, 1].copy()
+
+
+def _follow(rows: np.ndarray, keys: np.ndarray, csr: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """For each (row, key) pair, (row, item) for every item csr lists under key."""
+    ptr, idx = csr
+    counts = ptr[keys + 1] - ptr[keys]
+    ends = np.cumsum(counts)
+    items = idx[np.repeat(ptr[keys] - ends + counts, counts) + np.arange(int(ends[-1]) if len(ends) else 0)]
+    return np.repeat(rows, counts), items
+
+
+def _maps_to_lexicon(lowered: str, at: int, pre: _Prescreen, lex: Lexicon) -> tuple[bool, int]:
+    """(whether the run of _RUN_CHARS around `at` starts a token that _obfuscated_words would keep, its end).
+
+    An _OBFUSCATED token starts where its run starts (the lookbehind excludes every run character) and
+    ends at the run's end or before a '!'; this checks each such prefix, so it finds every token
+    that _obfuscated_words keeps (and may accept one the regex would not have matched)."""
+    start = at
+    while start and lowered[start - 1] in _RUN_CHARS:
+        start -= 1
+    end = at + 1
+    while end < len(lowered) and lowered[end] in _RUN_CHARS:
+        end += 1
+    stop = min(end, start + pre.longest)
+    ends = [i for i in range(start + 2, stop) if lowered[i] == "!"] + ([end] if end == stop else [])
+    for e in ends:
+        token = lowered[start:e]
+        if token.isalpha():
+            continue  # an _OBFUSCATED token holds a special character
+        plain = token.translate(_LEET)
+        if plain in lex.words or plain in lex.masks or token in lex.masks:
+            return True, end
+    return False, end
+
+
+def _obfuscation_candidates(words: WordArrays, pre: _Prescreen) -> np.ndarray:
+    """bool per document: it has an _OBFUSCATION_HINT (match_details' gate) and a run of _RUN_CHARS
+    that may hold a token mapping to the lexicon: one with a mappable special character next to a
+    letter (a token that maps holds a letter and only such specials, so two of them are neighbours)."""
+    out = np.zeros(words.n_docs, dtype=bool)
+    f = np.take(pre.flags, words.codes, mode="clip")  # code points >= 128 read flags[127]: none
+    at = np.flatnonzero(f & _SPECIAL)
+    if len(at) == 0:
+        return out
+    me = f[at]
+    left = f[at - 1] & _LETTER
+    left[at == 0] = 0
+    right = f[np.minimum(at + 1, len(f) - 1)] & _LETTER
+    right[at == len(f) - 1] = 0
+    near_letter = (left | right) != 0
+    hint = ((me & _HINT_SPECIAL) != 0) & near_letter | ((me & _BANG) != 0) & (left != 0) & (right != 0)
+    hint_docs = np.zeros(words.n_docs, dtype=bool)
+    hint_docs[np.searchsorted(words.doc_first_char, at[hint], side="right") - 1] = True
+    seeds = at[((me & _MAPPABLE) != 0) & near_letter]
+    seed_docs = np.searchsorted(words.doc_first_char, seeds, side="right") - 1
+    keep = hint_docs[seed_docs]
+    lex = _lexicon()
+    done_to = -1
+    for pos, d in zip(seeds[keep].tolist(), seed_docs[keep].tolist()):
+        if out[d] or pos < done_to:
+            continue  # document decided, or the seed lies in the run just checked
+        first = int(words.doc_first_char[d])
+        found, end = _maps_to_lexicon(words.lower[d], pos - first, pre, lex)
+        out[d] = found
+        done_to = first + end
+    return out
+
+
+def offensive_candidates(words: WordArrays) -> np.ndarray:
+    """bool per document of `words`: False only where `match_details` cannot find anything.
+
+    A superset of the documents with a match, decided with array operations instead of per-document
+    Python: a lexicon word (not in its innocent context), a phrase or pattern rule with one trigger
+    alternative satisfied (a word of every group present, as match_details requires before it runs
+    the regex), or an obfuscation hint together with a run of characters that may spell a lexicon
+    word. The filter stage scores the candidates with `offensive_score` / `line_scores` and gives
+    the rest 0.0 (a line list of zeros), with identical results.
+    """
+    pre = _prescreen()
+    n = words.n_docs
+    if n == 0 or len(words.hashes) == 0:
+        return np.zeros(n, dtype=bool)
+    at, hit = pre.index.lookup(words.hashes)
+    n_vocab, n_units = len(pre.vocab), len(pre.need)
+    pairs = np.unique(words.doc[hit] * n_vocab + at[hit])  # (document, vocabulary word) present, by document
+    doc, word = pairs // n_vocab, pairs % n_vocab
+    n_groups = len(pre.units[0]) - 1
+    with_group = np.unique(_key(*_follow(doc, word, pre.groups), n_groups))  # (document, group) present
+    unit_doc, unit = _follow(with_group // n_groups, with_group % n_groups, pre.units)
+    fires = (np.bincount(unit_doc * n_units + unit, minlength=n * n_units).reshape(n, n_units) >= pre.need)
+    # A word taken in its innocent sense (one of its context words present too) rules out its units.
+    is_innocent = pre.innocent_of[word] >= 0
+    n_innocent = len(pre.blocks[0]) - 1
+    innocent = np.intersect1d(_key(doc[is_innocent], pre.innocent_of[word[is_innocent]], n_innocent),
+                              _key(*_follow(doc, word, pre.contexts), n_innocent))
+    fires[_follow(innocent // n_innocent, innocent % n_innocent, pre.blocks)] = False
+    out = fires[:, pre.rule_of < 0].any(axis=1) | _obfuscation_candidates(words, pre)
+    # Where only rules remain, run them as match_details would (their regexes near their anchor words):
+    # common trigger words ("back", "have", "all") satisfy many triggers, the patterns far fewer texts.
+    lex = _lexicon()
+    rule_units = fires[:, pre.rule_of >= 0]
+    unit_rules = pre.rule_of[pre.rule_of >= 0]
+    starts = np.searchsorted(doc, np.arange(n + 1))
+    for d in np.flatnonzero(~out & rule_units.any(axis=1)).tolist():
+        present_words = {pre.vocab[i] for i in word[starts[d] : starts[d + 1]].tolist()}
+        for r in sorted(set(unit_rules[rule_units[d]].tolist())):
+            if _rule_matches(lex.rules[r], words.lower[d], present_words):
+                out[d] = True
+                break
+    return out
+
+
+def _key(rows: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
+    return rows * n_items + items
