@@ -113,8 +113,9 @@ def _maps_to_lexicon(lowered: str, at: int, pre: _Prescreen, lex: Lexicon) -> tu
     end = at + 1
     while end < len(lowered) and lowered[end] in _RUN_CHARS:
         end += 1
-    stop = min(end, start + pre.longest)
-    ends = [i for i in range(start + 2, stop) if lowered[i] == "!"] + ([end] if end == stop else [])
+    # A token that can map is at most pre.longest characters: it ends at a '!' or at the run's end.
+    ends = [i for i in range(start + 2, min(end, start + pre.longest + 1)) if lowered[i] == "!"]
+    ends += [end] if end - start <= pre.longest else []
     for e in ends:
         token = lowered[start:e]
         if token.isalpha():

@@ -202,6 +202,11 @@ def test_candidates_are_a_superset_on_random_texts(texts: list[str]):
     _assert_superset(texts)
 
 
+def test_candidates_cover_the_longest_word_spelled_with_a_trailing_bang():
+    # A run "motherfuck3rs!" holds the token "motherfuck3rs" (as long as the longest lexicon word) before its '!'.
+    _assert_superset(["motherfuck3rs! ", "motherfuck3rs!", "you b!tch!", "sh1t!"])
+
+
 def test_line_scores_of_a_long_text_equal_each_line_alone():
     # Past 16 lines only the lines the prescreen keeps are scored: the result must not change.
     rows = _eval_set()
