@@ -10,9 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 import prefect.main  # noqa: F401  -- set up Prefect logging before any capsys test closes stderr
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"
+
+# Property tests draw the same examples on every run, so a suite that passed passes again (CI must
+# not turn red on a lucky draw); HYPOTHESIS_PROFILE=explore draws new ones to hunt for bugs.
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore")  # Hypothesis' own default: random draws
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 # Keep every test off the user's stores and off the network.
 os.environ.setdefault("DO_NOT_TRACK", "true")
