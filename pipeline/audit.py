@@ -98,8 +98,7 @@ def _letter_runs(words: WordArrays, vocab: _Vocabulary) -> tuple[np.ndarray, np.
     odd = odd[before | after]
     if len(odd) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    first = words.starts + words.doc_first_char[words.doc]
-    mixed = np.unique(np.searchsorted(first, odd, side="right") - 1)
+    mixed = np.unique(np.searchsorted(words.first_char, odd, side="right") - 1)
     docs, terms = [], []
     at = {w: i for i, w in enumerate(vocab.index.vocab)}
     for w, d, start, length in zip(mixed.tolist(), words.doc[mixed].tolist(), words.starts[mixed].tolist(),

@@ -76,11 +76,6 @@ def _any_inside(classes: np.ndarray, first: np.ndarray, length: np.ndarray, flag
     return np.add.reduceat((classes[index] & flag) != 0, where) > 0
 
 
-def _word_places(words: WordArrays) -> np.ndarray:
-    """Where each word starts in `words.codes`."""
-    return words.starts + words.doc_first_char[words.doc]
-
-
 def _token_stats(words: WordArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per document: (words, letter-bearing words, CJK characters, digits outside purely alphabetic tokens).
 
@@ -99,7 +94,7 @@ def _token_stats(words: WordArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     if n == 0:
         zero = np.zeros(words.n_docs, dtype=np.int64)
         return zero, zero, n_cjk, digits
-    start = _word_places(words)
+    start = words.first_char
     end = start + words.lengths
     # A run starts a token after a CJK character, after a gap holding whitespace, or first in its document.
     new = np.empty(n, dtype=bool)
@@ -336,7 +331,7 @@ def quality_reasons(texts: list[str], words: WordArrays, cfg: QualityConfig) -> 
     if not texts:
         return []
     n_words, n_alpha, n_cjk, digits = _token_stats(words)
-    start = _word_places(words)
+    start = words.first_char
     reason = np.zeros(len(texts), dtype=np.int8)
 
     def fail(mask: np.ndarray, name: str) -> None:
