@@ -19,7 +19,7 @@ from functools import lru_cache
 import numpy as np
 
 from pipeline.textclean import _LEXICONS
-from pipeline.wordarrays import LETTER, WordArrays, WordIndex
+from pipeline.wordarrays import LETTER, WordArrays, WordIndex, span_indexes
 
 _SAMPLE_CHARS = 2000
 _LATIN = re.compile("[A-Za-z\xc0-\xd6\xd8-\xf6\xf8-\u024f]+")
@@ -103,9 +103,7 @@ def _accent_table() -> tuple:
 
 def _expand(first: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """Indexes first[id], ..., first[id + 1] - 1 for each id, concatenated in order."""
-    counts = first[ids + 1] - first[ids]
-    ends = np.cumsum(counts)
-    return np.repeat(first[ids] - ends + counts, counts) + np.arange(int(ends[-1]) if len(ends) else 0)
+    return span_indexes(first[ids], first[ids + 1] - first[ids])
 
 
 def _latin_languages(samples: list[str]) -> list[tuple[str, float]]:

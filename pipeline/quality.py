@@ -33,7 +33,7 @@ import numpy as np
 
 from pipeline.config import QualityConfig
 from pipeline.langid import FUNCTION_WORDS
-from pipeline.wordarrays import DIGIT, LETTER, SPACE, WordArrays, hash_words
+from pipeline.wordarrays import DIGIT, LETTER, SPACE, WordArrays, hash_words, span_indexes
 
 # Elision stubs ("l'", "qu'") are function words only before an apostrophe: a lone "l" is not one.
 _STOPWORDS = frozenset(w for words in FUNCTION_WORDS.values() for w in words if len(w) > 1 or w in "aiyoeà")
@@ -72,8 +72,7 @@ def _any_inside(classes: np.ndarray, first: np.ndarray, length: np.ndarray, flag
     """bool per span classes[first:first+length] (lengths >= 1): some character has `flag`."""
     where = np.zeros(len(length), dtype=np.int64)
     np.cumsum(length[:-1], out=where[1:])
-    index = np.arange(int(where[-1] + length[-1]), dtype=np.int64) + np.repeat(first - where, length)
-    return np.add.reduceat((classes[index] & flag) != 0, where) > 0
+    return np.add.reduceat((classes[span_indexes(first, length)] & flag) != 0, where) > 0
 
 
 def _token_stats(words: WordArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

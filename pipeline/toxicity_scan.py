@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pipeline.toxicity import _LEET, Lexicon, _lexicon, _rule_matches
-from pipeline.wordarrays import WordArrays, WordIndex
+from pipeline.wordarrays import WordArrays, WordIndex, span_indexes
 
 # Characters of the obfuscation scan, as flags of ASCII code points (the others have none).
 _LETTER, _SPECIAL, _HINT_SPECIAL, _BANG, _MAPPABLE = 1, 2, 4, 8, 16
@@ -96,9 +96,7 @@ def _follow(rows: np.ndarray, keys: np.ndarray, csr: tuple[np.ndarray, np.ndarra
     """For each (row, key) pair, (row, item) for every item csr lists under key."""
     ptr, idx = csr
     counts = ptr[keys + 1] - ptr[keys]
-    ends = np.cumsum(counts)
-    items = idx[np.repeat(ptr[keys] - ends + counts, counts) + np.arange(int(ends[-1]) if len(ends) else 0)]
-    return np.repeat(rows, counts), items
+    return np.repeat(rows, counts), idx[span_indexes(ptr[keys], counts)]
 
 
 def _maps_to_lexicon(lowered: str, at: int, pre: _Prescreen, lex: Lexicon) -> tuple[bool, int]:

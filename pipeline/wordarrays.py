@@ -112,15 +112,25 @@ def code_points(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
-def hash_words(words: list[str]) -> np.ndarray:
-    """Sorted unique hashes of the given words (each taken whole, as `WordArrays` would hash it)."""
-    words = [w for w in words if w]
+def word_hashes(words: list[str]) -> np.ndarray:
+    """The hash of each (non-empty) word, taken whole, in order: what `WordArrays` gives that word."""
     if not words:
         return np.zeros(0, dtype=np.uint64)
     lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
     starts = np.zeros(len(words), dtype=np.int64)
     np.cumsum(lengths[:-1] + 1, out=starts[1:])
-    return np.unique(_span_hashes(code_points(_SEP.join(words)), starts, starts + lengths))
+    return _span_hashes(code_points(_SEP.join(words)), starts, starts + lengths)
+
+
+def hash_words(words: list[str]) -> np.ndarray:
+    """Sorted unique hashes of the given words, for `WordArrays.isin` (empty strings are left out)."""
+    return np.unique(word_hashes([w for w in words if w]))
+
+
+def span_indexes(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Indexes starts[i], ..., starts[i] + lengths[i] - 1 of every span, concatenated in order."""
+    ends = np.cumsum(lengths)
+    return np.repeat(starts - ends + lengths, lengths) + np.arange(int(ends[-1]) if len(ends) else 0)
 
 
 def _lower_joined(texts: list[str]) -> tuple[str, np.ndarray]:
@@ -225,7 +235,7 @@ class WordIndex:
     def __init__(self, vocab: list[str]) -> None:
         self.vocab = list(vocab)
         assert len(set(self.vocab)) == len(self.vocab) and all(self.vocab), "distinct non-empty words"
-        hashes = np.array([hash_words([w])[0] for w in self.vocab], dtype=np.uint64)
+        hashes = word_hashes(self.vocab)
         n = len(hashes)
         for bits, shift in ((b, s) for b in range(max(4, 2 * n.bit_length()), 31) for s in range(64 - b)):
             slots = ((hashes >> np.uint64(shift)) & np.uint64((1 << bits) - 1)).astype(np.int64)

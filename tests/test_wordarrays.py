@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.textclean import lower_words
-from pipeline.wordarrays import WordArrays, hash_words
+from pipeline.wordarrays import WordArrays, hash_words, span_indexes, word_hashes
 
 TRICKY = ["Hello, World! 你好世界 don’t stop", "", "İstanbul ½ x_y ABC123", "日本語のテキスト・カタカナ", "aaaaa",
           "  \n\t", "ﬁne café naïve ΣΟΦΟΣ", "nul\x00inside", "tab\tsep\x1cfile", "emoji 🙂 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢"]
@@ -57,3 +57,10 @@ def test_long_batches_hash_the_same_as_short_ones():
     assert len(long.codes) > 1 << 21
     assert np.array_equal(long.hashes[long.words_of(1)], short.hashes)
     assert long.hashes[long.words_of(0)][:9].tolist() == long.hashes[long.words_of(0)][9:18].tolist()
+
+
+def test_word_hashes_keep_order_and_span_indexes_concatenate_ranges():
+    words = ["dog", "the", "dog"]
+    assert word_hashes(words).tolist() == WordArrays.from_texts(["dog the dog"]).hashes.tolist()
+    assert span_indexes(np.array([5, 0, 9]), np.array([2, 0, 3])).tolist() == [5, 6, 9, 10, 11]
+    assert span_indexes(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)).tolist() == []
