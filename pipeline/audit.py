@@ -20,13 +20,12 @@ the book); "his" before such a word becomes "her", else "hers" ("the book is his
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
 from functools import lru_cache
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from pipeline.wordarrays import CJK, WORD, WordArrays, WordIndex
+from pipeline.wordarrays import CJK, SPACE, WORD, WordArrays, WordIndex, span_indexes
 
 FEMALE = """she her hers herself woman women girl girls lady ladies mother mothers mom moms mum mums mama daughter
     daughters sister sisters wife wives aunt aunts niece nieces grandmother grandmothers grandma granny queen queens
@@ -75,6 +74,8 @@ class _Vocabulary(NamedTuple):
     bits: np.ndarray  # uint8 per word: its groups (_GROUP_BITS)
     job: np.ndarray  # bool per word: an occupation form
     age: np.ndarray  # bool per word: an age adjective ("old" in "old man")
+    occupation: np.ndarray  # int64 per word: index of its occupation in OCCUPATIONS ("nurses" -> "nurse"), or -1
+    pair_names: np.ndarray  # str [group bit number, occupation]: "group\toccupation"
 
 
 @lru_cache(maxsize=1)
@@ -82,32 +83,36 @@ def _vocabulary() -> _Vocabulary:
     words = sorted(_VOCAB | _AGE_WORDS)
     bits = np.array([sum(_GROUP_BITS[g] for g in _TERM_GROUPS.get(w, ())) for w in words], dtype=np.uint8)
     job = np.array([w in _OCCUPATION_FORMS for w in words])
-    return _Vocabulary(WordIndex(words), bits, job, np.array([w in _AGE_WORDS for w in words]))
+    occupation = np.array([OCCUPATIONS.index(_OCCUPATION_FORMS[w]) if w in _OCCUPATION_FORMS else -1 for w in words])
+    pair_names = np.array([[f"{g}\t{job}" for job in OCCUPATIONS] for g in _GROUP_BITS])
+    return _Vocabulary(WordIndex(words), bits, job, np.array([w in _AGE_WORDS for w in words]), occupation, pair_names)
 
 
-def _letter_runs(words: WordArrays, vocab: _Vocabulary) -> tuple[np.ndarray, np.ndarray]:
-    """(document, vocabulary index) of every [a-z]+ run inside a word that also holds other letters or
-    digits ("doctor2", "mané"): the audit counts `[a-z]+` runs, which equal the words everywhere else."""
+def _letter_runs(words: WordArrays, vocab: _Vocabulary) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(document, vocabulary index, position in `words.codes`) of every [a-z]+ run inside a word that also
+    holds other letters or digits ("doctor2", "mané"): the audit counts `[a-z]+` runs, which equal the
+    words everywhere else."""
+    none = np.zeros(0, dtype=np.int64)
     codes, classes = words.codes, words.classes
     odd = np.flatnonzero(((classes & (WORD | CJK)) == WORD) & ((codes - np.uint32(97)) >= 26))  # not a-z
     if len(odd) == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return none, none, none
     # A word holds both kinds of character iff one of each are neighbours (a word is a contiguous run).
     before = (codes[np.maximum(odd - 1, 0)] - np.uint32(97)) < 26
     after = (codes[np.minimum(odd + 1, len(codes) - 1)] - np.uint32(97)) < 26
     odd = odd[before | after]
     if len(odd) == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return none, none, none
     mixed = np.unique(np.searchsorted(words.first_char, odd, side="right") - 1)
-    docs, terms = [], []
+    docs, terms, where = [], [], []
     at = {w: i for i, w in enumerate(vocab.index.vocab)}
-    for w, d, start, length in zip(mixed.tolist(), words.doc[mixed].tolist(), words.starts[mixed].tolist(),
-                                   words.lengths[mixed].tolist()):
-        for run in _WORD.findall(words.lower[d], start, start + length):
-            if run in at:
+    for d, start, length in zip(words.doc[mixed].tolist(), words.starts[mixed].tolist(), words.lengths[mixed].tolist()):
+        for m in _WORD.finditer(words.lower[d], start, start + length):
+            if m[0] in at:
                 docs.append(d)
-                terms.append(at[run])
-    return np.array(docs, dtype=np.int64), np.array(terms, dtype=np.int64)
+                terms.append(at[m[0]])
+                where.append(int(words.doc_first_char[d]) + m.start())
+    return (np.array(docs, dtype=np.int64), np.array(terms, dtype=np.int64), np.array(where, dtype=np.int64))
 
 
 class Observations(NamedTuple):
@@ -132,30 +137,27 @@ class Observations(NamedTuple):
 
 def observe(words: WordArrays) -> Observations:
     """Vocabulary hits, age phrases and sentence co-occurrences of each document of `words`, in one pass
-    of array operations; Python only for the few documents with an age adjective or an occupation."""
+    of array operations; Python only for the few documents with an age adjective or mixed words."""
     vocab = _vocabulary()
     at, hit = vocab.index.lookup(words.hashes)
-    extra_docs, extra_terms = _letter_runs(words, vocab)
+    extra_docs, extra_terms, extra_where = _letter_runs(words, vocab)
     docs = np.concatenate([words.doc[hit], extra_docs])
     terms = np.concatenate([at[hit].astype(np.int64), extra_terms])
-    phrase_doc, phrases = [], []
+    where = np.concatenate([words.first_char[hit], extra_where])  # position in words.codes
+    phrase_doc, phrases, phrase_where = [], [], []
     for d in np.unique(docs[vocab.age[terms]]).tolist():  # "old man": only where an age adjective occurs
+        first = int(words.doc_first_char[d])
         for m in _AGE_PHRASE.finditer(words.lower[d]):
             phrase_doc.append(d)
             phrases.append(f"{m[1]} {m[2]}")
-    groups = _group_bits(words.n_docs, docs, terms, np.array(phrase_doc, dtype=np.int64), phrases)
-    # Sentence co-occurrence: only documents with an occupation and a group term.
+            phrase_where.append((first + m.start(), first + m.end() - 1))
+    phrase_doc = np.array(phrase_doc, dtype=np.int64)
+    groups = _group_bits(words.n_docs, docs, terms, phrase_doc, phrases)
+    # Sentence co-occurrence: only in documents with an occupation and a group term.
     job = vocab.job[terms] & (groups[docs] != 0)
-    job_docs = np.unique(docs[job])
-    names = vocab.index.vocab
-    pair_doc, pairs = [], []
-    for d in job_docs.tolist():
-        jobs = {names[t] for t in terms[job & (docs == d)].tolist()}
-        for pair in _cooccur(words.lower[d], jobs):
-            pair_doc.append(d)
-            pairs.append(pair)
-    return Observations(docs, terms, np.array(phrase_doc, dtype=np.int64), np.array(phrases, dtype=str),
-                        np.array(pair_doc, dtype=np.int64), np.array(pairs, dtype=str))
+    pair_doc, pairs = _cooccurrences(words, vocab, np.unique(docs[job]), docs, terms, where, phrase_doc,
+                                     np.array(phrases, dtype=str), np.array(phrase_where, dtype=np.int64).reshape(-1, 2))
+    return Observations(docs, terms, phrase_doc, np.array(phrases, dtype=str), pair_doc, pairs)
 
 
 def _group_bits(n_docs: int, docs: np.ndarray, terms: np.ndarray, phrase_doc: np.ndarray, phrases) -> np.ndarray:
@@ -169,33 +171,67 @@ def _group_bits(n_docs: int, docs: np.ndarray, terms: np.ndarray, phrase_doc: np
     return groups
 
 
-def _cooccur(low: str, job_words: set[str]) -> list[str]:
-    """"group\toccupation" for each sentence of `low` that names one of `job_words`, per group and job in it.
+def _sentence_boundaries(words: WordArrays) -> np.ndarray:
+    """Sorted positions in `words.codes` such that two positions of one document lie in the same sentence
+    (as _SENTENCE splits the lower-cased text) iff no boundary position lies in (first, second]: where a
+    whitespace run after '.', '!' or '?' starts, at the first of two newlines with only whitespace between
+    them, and where each document starts. A run may give several positions; no word lies between them."""
+    codes = words.codes
+    marks = np.take(_MARKS, codes, mode="clip")  # code points >= 128 read _MARKS[127]: none
+    at = np.flatnonzero(marks)
+    after = np.minimum(at + 1, len(codes) - 1)
+    space = ((words.classes[after] & SPACE) != 0) & (at + 1 < len(codes))
+    stops = at[(marks[at] == 1) & space] + 1
+    lines = at[marks[at] == 2]
+    # Two newlines in one whitespace run: neighbours in `lines` with only whitespace between them.
+    first, gap = lines[:-1], np.diff(lines) - 1
+    maybe = (gap == 0) | (space[marks[at] == 2][:-1] & ((words.classes[lines[1:] - 1] & SPACE) != 0))
+    first, gap = first[maybe], gap[maybe]
+    between = span_indexes(first + 1, gap)
+    not_space = (words.classes[between] & SPACE) == 0
+    bad = np.zeros(len(first), dtype=bool)
+    bad[np.repeat(np.arange(len(first)), gap)[not_space]] = True
+    return np.sort(np.concatenate([stops, first[~bad], words.doc_first_char[:-1]]))
 
-    Only the sentences holding a job word are looked at: each occurrence is placed among the sentence
-    boundaries (a long page has hundreds of sentences and names a job in a few)."""
-    starts, ends = [0], []
-    for m in _SENTENCE.finditer(low):  # the sentences are what _SENTENCE.split(low) returns
-        ends.append(m.start())
-        starts.append(m.end())
-    ends.append(len(low))
-    named = set()
-    for word in job_words:  # a job word holds no whitespace, so it lies inside one sentence
-        at = low.find(word)
-        while at != -1:
-            named.add(bisect_right(starts, at) - 1)
-            at = low.find(word, at + 1)
-    found = []
-    for k in sorted(named):
-        sentence = low[starts[k] : ends[k]]
-        words = set(_WORD.findall(sentence))
-        jobs = {_OCCUPATION_FORMS[w] for w in words & _OCCUPATION_FORMS.keys()}
-        if not jobs:
-            continue
-        groups = {g for w in words & _TERM_GROUPS.keys() for g in _TERM_GROUPS[w]}
-        groups |= {"young" if m[1] == "young" else "old" for m in _AGE_PHRASE.finditer(sentence)}
-        found += [f"{group}\t{job}" for group in groups for job in jobs]
-    return found
+
+_MARKS = np.zeros(128, dtype=np.uint8)  # per ASCII code point: 1 ends a sentence before whitespace, 2 newline
+_MARKS[[ord("."), ord("!"), ord("?")]] = 1
+_MARKS[ord("\n")] = 2
+
+
+def _cooccurrences(words: WordArrays, vocab: _Vocabulary, job_docs: np.ndarray, docs: np.ndarray, terms: np.ndarray,
+                   where: np.ndarray, phrase_doc: np.ndarray, phrases: np.ndarray,
+                   phrase_where: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(document, "group\toccupation") once per sentence for each occupation and group it names (group
+    terms and age phrases), for the documents `job_docs`; vocabulary hits are (docs, terms, where)."""
+    if len(job_docs) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=str)
+    bounds = _sentence_boundaries(words)
+    mine = np.isin(docs, job_docs)
+    sentence = np.searchsorted(bounds, where[mine], side="right")  # a number per (document, sentence)
+    term_bits = vocab.bits[terms[mine]]
+    # An age phrase counts in a sentence that holds all of it ("old\n\nman" is two sentences).
+    p_start, p_end = (np.searchsorted(bounds, phrase_where[:, k], side="right") for k in (0, 1))
+    whole = np.isin(phrase_doc, job_docs) & (p_start == p_end)
+    young = np.char.startswith(phrases[whole], "young")
+    phrase_bits = np.where(young, _GROUP_BITS["young"], _GROUP_BITS["old"]).astype(np.uint8)
+    keys, inverse = np.unique(np.concatenate([sentence, p_start[whole]]), return_inverse=True)
+    bits = np.zeros(len(keys), dtype=np.uint8)
+    all_bits = np.concatenate([term_bits, phrase_bits])
+    for bit in _GROUP_BITS.values():
+        bits[inverse[(all_bits & bit) != 0]] |= bit
+    occupation = vocab.occupation[terms[mine]]
+    is_job = occupation >= 0
+    n_jobs = len(OCCUPATIONS)
+    found = np.unique(inverse[: len(sentence)][is_job] * n_jobs + occupation[is_job])  # (sentence, job) once
+    job_sentence, job_id = found // n_jobs, found % n_jobs
+    sentence_doc = np.searchsorted(words.doc_first_char, bounds[keys - 1], side="right") - 1
+    out_doc, out_pair = [], []
+    for k, bit in enumerate(_GROUP_BITS.values()):
+        sel = (bits[job_sentence] & bit) != 0
+        out_doc.append(sentence_doc[job_sentence[sel]])
+        out_pair.append(vocab.pair_names[k][job_id[sel]])
+    return np.concatenate(out_doc), np.concatenate(out_pair)
 
 
 class Audit:

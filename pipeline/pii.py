@@ -49,9 +49,8 @@ _IPV6_RULE = ("IP", _IPV6, "_is_ipv6")
 _SPACES = " \n\t\r\x0b\x0c"
 # Rules for spans with 7+ digits or digit.digit, in order: cards before phones.
 _NUMBER_RULES = (("IBAN", _IBAN, "_is_iban"), ("CREDIT_CARD", _CARD, "_is_card"), ("IP", _IPV4, None), ("PHONE", _PHONE, "_is_phone"))
-# Long texts are searched only near their number-like spans: any PII around one is shorter than this.
+# The number rules search only near number-like spans: any PII around one is shorter than this.
 _WINDOW = 64
-_WHOLE_TEXT_CHARS = 2048
 
 
 def _digits(s: str) -> str:
@@ -157,11 +156,8 @@ def _redact_once(text: str, counts: dict[str, int]) -> str:
         text = _apply_in((_EMAIL_RULE,), text, _token_regions(text, "@"), counts)
     if "::" in text or text.count(":") >= 7:
         text = _apply_in((_IPV6_RULE,), text, _token_regions(text, ":", _ipv6_shaped), counts)
-    if len(text) <= _WHOLE_TEXT_CHARS:
-        regions = [(0, len(text))] if _NUMBERISH.search(text) else []
-    else:  # a book: the number patterns only run on the few windows that hold long digit runs
-        regions = _number_regions(text)
-    return _apply_in(_NUMBER_RULES, text, regions, counts)
+    # The number patterns run only on the windows around number-like spans (a web page or a book has few).
+    return _apply_in(_NUMBER_RULES, text, _number_regions(text), counts)
 
 
 _NUMBER_CHAIN = 7  # _NUMBERISH: 7 digits, at most two characters between neighbours

@@ -30,7 +30,7 @@ from pipeline.textclean import CJK_CHARS
 # Character classes (bit flags) per code point.
 WORD = 1  # [^\W_]: a letter or digit (str.isalnum)
 CJK = 2  # a word by itself
-SPACE = 4  # str.isspace: separates whitespace tokens
+SPACE = 4  # \s, the same as str.isspace: separates whitespace tokens
 ALPHA = 8  # str.isalpha
 LETTER = 16  # [^\W\d_]: a letter (\w but not a decimal digit or '_')
 LATIN = 32  # [a-z\xdf-\xf6\xf8-\u024f]: a lower-case Latin letter
@@ -59,8 +59,6 @@ def char_classes() -> np.ndarray:
     alpha = np.fromiter(map(str.isalpha, chars), dtype=bool, count=len(chars))
     table[alpha] |= ALPHA
     table[0xD800:0xE000] &= ~np.uint8(ALPHA)
-    # str.isspace and re's \s differ on the four separator controls \x1c-\x1f: str.split() follows isspace.
-    table[0x1C:0x20] |= SPACE
     return table
 
 

@@ -159,7 +159,8 @@ def test_add_is_one_document_batch():
 
 _WORDS = sorted(audit_module._VOCAB | audit_module._AGE_WORDS) + ["person", "folk", "the", "mill", "x1", "été"]
 _TOKEN = st.tuples(st.sampled_from(_WORDS), st.sampled_from(["", "", "", "2", "é", "_x", "'s", "ß"]),
-                   st.sampled_from([" ", " ", ". ", "! ", "\n", "\n\n", " \n \n", ", ", "-", "。"]),
+                   st.sampled_from([" ", " ", ". ", "! ", "\n", "\n\n", " \n \n", ", ", "-", "。",
+                                   "?\u00a0", ".\x1c", "\n\x1c\n", "\n\u2003\t\n", "\n.\n", "\x00"]),
                    st.booleans()).map(lambda t: (t[0].upper() if t[3] else t[0]) + t[1] + t[2])
 
 

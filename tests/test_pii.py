@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline import pii
 from pipeline.pii import pii_candidates, redact_pii
 
 
@@ -89,6 +90,16 @@ def test_long_text_redaction_matches_short_text_redaction(text: str):
     assert redact_pii(once) == (once, {})
     pieces = [redact_pii(part)[0] for part in text.split(f"\n{FILLER}\n")]
     assert once == f"\n{FILLER}\n".join(pieces)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(PII_BITS, NUMBERY, st.text(max_size=10)), max_size=12).map("".join))
+def test_number_rules_find_the_same_near_numbers_as_on_the_whole_text(text: str):
+    # The number patterns only run on windows around number-like spans: that must change nothing.
+    whole, windows = {}, {}
+    assert pii._apply_in(pii._NUMBER_RULES, text, [(0, len(text))], whole) == \
+        pii._apply_in(pii._NUMBER_RULES, text, pii._number_regions(text), windows)
+    assert whole == windows
 
 
 def test_candidates_hold_every_text_that_redaction_changes():
