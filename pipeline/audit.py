@@ -171,6 +171,11 @@ def _group_bits(n_docs: int, docs: np.ndarray, terms: np.ndarray, phrase_doc: np
     return groups
 
 
+_MARKS = np.zeros(128, dtype=np.uint8)  # per ASCII code point: 1 ends a sentence before whitespace, 2 newline
+_MARKS[[ord("."), ord("!"), ord("?")]] = 1
+_MARKS[ord("\n")] = 2
+
+
 def _sentence_boundaries(words: WordArrays) -> np.ndarray:
     """Sorted positions in `words.codes` such that two positions of one document lie in the same sentence
     (as _SENTENCE splits the lower-cased text) iff no boundary position lies in (first, second]: where a
@@ -192,11 +197,6 @@ def _sentence_boundaries(words: WordArrays) -> np.ndarray:
     bad = np.zeros(len(first), dtype=bool)
     bad[np.repeat(np.arange(len(first)), gap)[not_space]] = True
     return np.sort(np.concatenate([stops, first[~bad], words.doc_first_char[:-1]]))
-
-
-_MARKS = np.zeros(128, dtype=np.uint8)  # per ASCII code point: 1 ends a sentence before whitespace, 2 newline
-_MARKS[[ord("."), ord("!"), ord("?")]] = 1
-_MARKS[ord("\n")] = 2
 
 
 def _cooccurrences(words: WordArrays, vocab: _Vocabulary, job_docs: np.ndarray, docs: np.ndarray, terms: np.ndarray,
