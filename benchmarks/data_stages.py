@@ -19,6 +19,7 @@ table gives the drop counts per reason of one pass over the corpus as it is (no 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -170,6 +171,10 @@ def function_rates(name: str, folder: Path) -> dict[str, float]:
              "quality_reasons": lambda b, w: quality_reasons(b, w, fcfg.quality), "offensive": offensive,
              "exact_keys": lambda b, w: exact_keys(w), "MinHash": lambda b, w: hasher.signatures(w),
              "Audit.add_batch": lambda b, w: Audit().add_batch(w)}
+    if importlib.util.find_spec("profanity_check"):  # the opt-in classifier (filter.toxicity.classifier), if installed
+        from pipeline.toxicity_classifier import classifier_votes
+
+        calls["classifier (opt-in)"] = lambda b, w: classifier_votes(b, 0.99)
     mb = sum(len(t.encode()) for t in raw) / 2**20
     rates = {}
     for fname, fn in calls.items():

@@ -1,6 +1,7 @@
 """Precision and recall of the offensive-content scorer (pipeline.toxicity.offensive_score).
 
     .venv/bin/python -m benchmarks.offensive
+    .venv/bin/python -m benchmarks.offensive --classifier profanity-check [--classifier-threshold 0.95]
 
 Scores every line of the three labelled sets in pipeline/lexicons/ (label<TAB>text, 1 = offensive)
 at the filter's threshold of 0.5 and prints a Markdown table of precision, recall, F1 and the
@@ -14,6 +15,7 @@ TP/FP/FN counts for each, then the misclassified lines with their scores:
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from pipeline.toxicity import offensive_score
@@ -29,9 +31,16 @@ def load(name: str) -> list[tuple[int, str]]:
     return [(int(label), text) for label, text in (line.split("\t", 1) for line in lines[1:] if line)]
 
 
-def measure(rows: list[tuple[int, str]], threshold: float = THRESHOLD) -> dict:
-    """Counts, precision, recall, F1 and the misclassified (label, score, text) rows."""
-    scored = [(label, offensive_score(text), text) for label, text in rows]
+def measure(rows: list[tuple[int, str]], threshold: float = THRESHOLD, classifier: str = "none",
+            classifier_threshold: float = 0.99) -> dict:
+    """Counts, precision, recall, F1 and the misclassified (label, score, text) rows; with a classifier,
+    a line scores the higher of the lexicon's score and the classifier's vote (as in the filter)."""
+    votes = [0.0] * len(rows)
+    if classifier != "none":
+        from pipeline.toxicity_classifier import classifier_votes
+
+        votes = classifier_votes([text for _, text in rows], classifier_threshold, classifier).tolist()
+    scored = [(label, max(offensive_score(text), vote), text) for (label, text), vote in zip(rows, votes)]
     tp = sum(1 for label, s, _ in scored if label and s >= threshold)
     fp = sum(1 for label, s, _ in scored if not label and s >= threshold)
     fn = sum(1 for label, s, _ in scored if label and s < threshold)
@@ -43,8 +52,14 @@ def measure(rows: list[tuple[int, str]], threshold: float = THRESHOLD) -> dict:
 
 
 def main() -> None:
-    results = {name: measure(load(name)) for name in SETS}
-    print(f"Offensive-content scorer, threshold {THRESHOLD}\n")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--classifier", default="none", choices=["none", "profanity-check"],
+                    help="add the trained classifier's votes (filter.toxicity.classifier; needs quill[classifier])")
+    ap.add_argument("--classifier-threshold", type=float, default=0.99)
+    args = ap.parse_args()
+    results = {name: measure(load(name), THRESHOLD, args.classifier, args.classifier_threshold) for name in SETS}
+    extra = f" + classifier {args.classifier} (votes at >= {args.classifier_threshold})" if args.classifier != "none" else ""
+    print(f"Offensive-content scorer{extra}, threshold {THRESHOLD}\n")
     print("| set | lines | precision | recall | F1 | TP | FP | FN |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():

@@ -36,6 +36,7 @@ from pipeline.pii import pii_candidates, redact_pii
 from pipeline.quality import quality_reasons
 from pipeline.shards import run_shards
 from pipeline.toxicity import line_scores, offensive_score
+from pipeline.toxicity_classifier import classifier_votes
 from pipeline.toxicity_scan import offensive_candidates
 from pipeline.wordarrays import WordArrays
 
@@ -79,19 +80,45 @@ def _redact(texts: list[str], metas: list[str | None], counts: dict[str, int]) -
     return changed
 
 
-def _score_offensive(text: str, cfg: FilterConfig) -> tuple[str, float, list[tuple[int, str, float]]]:
-    """(text, score, removed lines): in line mode a long document loses only its offending lines."""
-    if cfg.toxicity.mode == "line" and text.count("\n") + 1 >= cfg.toxicity.line_mode_min_lines:
+def _line_mode(text: str, cfg: FilterConfig) -> bool:
+    """Whether `text` loses only its offending lines (line mode, a long text) rather than going whole."""
+    return cfg.toxicity.mode == "line" and text.count("\n") + 1 >= cfg.toxicity.line_mode_min_lines
+
+
+def _classifier_votes(texts: list[str], reasons: list[str | None], cfg: FilterConfig) -> dict[int, list[float]]:
+    """{document: the classifier's votes on its units} for the documents it votes on: units are the lines
+    of a long text in line mode, else the whole text (the units the lexicon scores)."""
+    if cfg.toxicity.classifier == "none":
+        return {}
+    units, owner = [], []
+    for i, text in enumerate(texts):
+        if reasons[i] is None:
+            parts = text.split("\n") if _line_mode(text, cfg) else [text]
+            units += parts
+            owner += [i] * len(parts)
+    tox = cfg.toxicity
+    found = classifier_votes(units, tox.classifier_threshold, tox.classifier, [texts[i] for i in owner])
+    votes: dict[int, list[float]] = {}
+    for i, vote in zip(owner, found.tolist()):
+        votes.setdefault(i, []).append(vote)
+    return {i: v for i, v in votes.items() if any(v)}
+
+
+def _score_offensive(text: str, cfg: FilterConfig, votes: list[float] | None = None) -> tuple[str, float, list[tuple[int, str, float]]]:
+    """(text, score, removed lines): in line mode a long document loses only its offending lines. A unit
+    (line or whole text) scores the higher of the lexicon's score and the classifier's vote on it."""
+    if _line_mode(text, cfg):
         scores = line_scores(text)
+        if votes:
+            scores = [max(s, v) for s, v in zip(scores, votes)]
         lines, limit = text.split("\n"), cfg.toxicity.threshold
         removed = [(n, line, s) for n, (line, s) in enumerate(zip(lines, scores), 1) if s >= limit]
         if removed:
             text = "\n".join(line for line, s in zip(lines, scores) if s < limit).strip("\n")
         elif not any(scores):
             return text, 0.0, []
-    else:
-        removed = []
-    return text, offensive_score(text), removed
+        return text, offensive_score(text), removed
+    return text, max(offensive_score(text), votes[0] if votes else 0.0), []
 
 
 def _shifted(seen: Observations, by: int) -> Observations:
@@ -119,10 +146,11 @@ def screen_shard(job: dict[str, Any]) -> Tally:
         scores = np.zeros(len(texts))
         details = [f"profile={cfg.quality.profile}" if r else "" for r in reasons]
         edited = []  # docs that lost offending lines: their words changed
-        for i in np.flatnonzero(offensive_candidates(words)).tolist():
+        votes = _classifier_votes(texts, reasons, cfg)
+        for i in sorted(set(np.flatnonzero(offensive_candidates(words)).tolist()) | votes.keys()):
             if reasons[i] is not None:
                 continue
-            text, scores[i], removed = _score_offensive(texts[i], cfg)
+            text, scores[i], removed = _score_offensive(texts[i], cfg, votes.get(i))
             if scores[i] >= cfg.toxicity.threshold or not text.strip():
                 reasons[i], details[i] = "offensive", f"score={scores[i]:.2f}"  # whole: the doc's row explains its lines
             elif removed:
@@ -259,6 +287,8 @@ def _warm_up(cfg: FilterConfig) -> None:
     offensive_score(texts[0])
     observe(words)
     MinHasher(cfg.dedup.num_perm, cfg.dedup.shingle_size).signatures(words)
+    if cfg.toxicity.classifier != "none":  # loads the model (or says which extra is missing) before any work
+        classifier_votes(texts, cfg.toxicity.classifier_threshold, cfg.toxicity.classifier)
 
 
 def _filter(in_manifest: Path, stage_dir: Path, cfg: FilterConfig, executor: Any) -> tuple[dict, dict]:

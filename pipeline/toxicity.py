@@ -182,7 +182,7 @@ def match_details(text: str) -> tuple[tuple[tuple[str, float, str], ...], int]:
     found: list[tuple[str, float, str]] = []
     hits = present & lex.words.keys()
     # Words whose harmless sense the context selects ("the ass brayed") count neither alone nor in phrases.
-    innocent = {w for w in hits if not lex.words[w].innocent.isdisjoint(present)}
+    innocent = _innocent_senses(hits, present, lex)
     for word in hits - innocent:
         entry = lex.words[word]
         n = len(entry.cased.findall(text)) if entry.cased else tokens.count(word)
@@ -194,6 +194,17 @@ def match_details(text: str) -> tuple[tuple[tuple[str, float, str], ...], int]:
         if rule.kind == "pattern" or not any(innocent & group for group in rule.triggers[0]):
             found += [(m, rule.weight, rule.category) for m in _rule_matches(rule, lowered, present)]
     return tuple(found), len(tokens)
+
+
+def _innocent_senses(hits: set[str], present: set[str], lex: Lexicon) -> set[str]:
+    return {w for w in hits if not lex.words[w].innocent.isdisjoint(present)}
+
+
+def has_innocent_sense(text: str) -> bool:
+    """Whether `text` uses a lexicon word in its harmless sense ("the ass brayed", "the cock crowed")."""
+    lex = _lexicon()
+    present = set(lower_words(text)[1])
+    return bool(_innocent_senses(present & lex.words.keys(), present, lex))
 
 
 def _combine(weights: list[float], n_words: int) -> float:
