@@ -35,7 +35,7 @@ from pipeline.manifest import Manifest, input_refs, read_manifest, run_stage
 from pipeline.pii import pii_candidates, redact_pii
 from pipeline.quality import quality_reasons
 from pipeline.shards import run_shards
-from pipeline.toxicity import line_scores, offensive_score
+from pipeline.toxicity import line_score_bound, line_scores, offensive_score
 from pipeline.toxicity_classifier import classifier_votes
 from pipeline.toxicity_scan import offensive_candidates
 from pipeline.wordarrays import WordArrays
@@ -107,16 +107,15 @@ def _classifier_votes(texts: list[str], reasons: list[str | None], cfg: FilterCo
 def _score_offensive(text: str, cfg: FilterConfig, votes: list[float] | None = None) -> tuple[str, float, list[tuple[int, str, float]]]:
     """(text, score, removed lines): in line mode a long document loses only its offending lines. A unit
     (line or whole text) scores the higher of the lexicon's score and the classifier's vote on it."""
-    if _line_mode(text, cfg):
+    limit = cfg.toxicity.threshold
+    if _line_mode(text, cfg) and (votes or line_score_bound(text) >= limit):  # else no line can go
         scores = line_scores(text)
         if votes:
             scores = [max(s, v) for s, v in zip(scores, votes)]
-        lines, limit = text.split("\n"), cfg.toxicity.threshold
+        lines = text.split("\n")
         removed = [(n, line, s) for n, (line, s) in enumerate(zip(lines, scores), 1) if s >= limit]
         if removed:
             text = "\n".join(line for line, s in zip(lines, scores) if s < limit).strip("\n")
-        elif not any(scores):
-            return text, 0.0, []
         return text, offensive_score(text), removed
     return text, max(offensive_score(text), votes[0] if votes else 0.0), []
 

@@ -2,6 +2,7 @@
 
     offensive_score(text) -> float in [0, 1]       one score for the whole text
     line_scores(text)     -> list[float]           one score per line of text.split("\\n")
+    line_score_bound(text) -> float                no line of text scores more (skips line_scores)
     match_details(text)   -> ((match, weight, category), ...), word count      for notes and debugging
 
 Evidence comes from data files in `pipeline/lexicons/`:
@@ -174,15 +175,18 @@ def _rule_matches(rule: Rule, lowered: str, present: set[str]) -> list[str]:
 
 
 @lru_cache(maxsize=8)  # line mode asks about the same document twice (line_scores, then offensive_score)
-def match_details(text: str) -> tuple[tuple[tuple[str, float, str], ...], int]:
-    """((matched text, weight, category), ... for every match in `text`; its word count)."""
+def match_details(text: str, harmless_senses: bool = True) -> tuple[tuple[tuple[str, float, str], ...], int]:
+    """((matched text, weight, category), ... for every match in `text`; its word count).
+
+    harmless_senses=False also counts the words (and phrases) whose harmless sense the context selects:
+    every match any line of `text` could have alone is then among these."""
     lex = _lexicon()
     lowered, tokens, _ = lower_words(text)
     present = set(tokens)
     found: list[tuple[str, float, str]] = []
     hits = present & lex.words.keys()
     # Words whose harmless sense the context selects ("the ass brayed") count neither alone nor in phrases.
-    innocent = _innocent_senses(hits, present, lex)
+    innocent = _innocent_senses(hits, present, lex) if harmless_senses else set()
     for word in hits - innocent:
         entry = lex.words[word]
         n = len(entry.cased.findall(text)) if entry.cased else tokens.count(word)
@@ -219,6 +223,13 @@ def offensive_score(text: str) -> float:
     """How offensive `text` is, in [0, 1]; >= 0.5 (the default threshold) means drop."""
     found, n_words = match_details(text)
     return _combine([w for _, w, _ in found], n_words)
+
+
+def line_score_bound(text: str) -> float:
+    """A score no line of `text` can exceed: the undiluted evidence of every match in the whole text,
+    harmless senses included (a line's matches are among them, and a line is never diluted more)."""
+    found, _ = match_details(text, harmless_senses=False)
+    return _combine([w for _, w, _ in found], 1)
 
 
 def line_scores(text: str) -> list[float]:

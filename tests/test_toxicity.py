@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.toxicity import _lexicon, _rows, line_scores, match_details, offensive_score
+from pipeline.toxicity import _lexicon, _rows, line_score_bound, line_scores, match_details, offensive_score
 from pipeline.toxicity_scan import offensive_candidates
 from pipeline.wordarrays import WordArrays
 from tests.conftest import sample_texts
@@ -213,3 +213,25 @@ def test_line_scores_of_a_long_text_equal_each_line_alone():
     lines = [text for _, text in rows[:30]] + ["", "The wolf ate the grandmother."] + [text for _, text in rows[-30:]]
     expected = [offensive_score(line) if line.strip() else 0.0 for line in lines]
     assert line_scores("\n".join(lines)) == expected and max(expected) >= THRESHOLD
+
+
+def _assert_bound(text: str) -> None:
+    assert max(line_scores(text)) <= line_score_bound(text), text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_vocabulary() + _ORDINARY).flatmap(_variant), st.sampled_from(_SEPARATORS)),
+                min_size=1, max_size=40).map(lambda ws: "".join(w + s for w, s in ws)))
+def test_no_line_scores_above_the_bound_on_random_texts(text: str):
+    # The filter skips line_scores when the bound is below the threshold: no line may score more.
+    _assert_bound(text)
+
+
+def test_no_line_scores_above_the_bound_on_labelled_lines_and_the_sample():
+    rows = _eval_set()
+    for k in range(0, len(rows), 9):  # documents of 9 lines, with harmless senses one line away from their word
+        _assert_bound("\n".join(text for _, text in rows[k : k + 9]))
+    _assert_bound("The ass\nwas a donkey that brayed.\nYou stupid ass.\n")
+    for text in sample_texts():
+        _assert_bound(text)
+    assert line_score_bound("The miller ground the corn.\nHis dog slept.") == 0.0
