@@ -235,3 +235,23 @@ def test_no_line_scores_above_the_bound_on_labelled_lines_and_the_sample():
     for text in sample_texts():
         _assert_bound(text)
     assert line_score_bound("The miller ground the corn.\nHis dog slept.") == 0.0
+
+
+def _labelled_texts() -> list[str]:
+    return [text for name in ("eval_offensive.tsv", "eval_offensive_heldout.tsv", "eval_offensive_blind2.tsv")
+            for line in (LEXICONS / name).read_text(encoding="utf-8").splitlines()[1:] if line
+            for text in [line.split("\t", 1)[1]]]
+
+
+@pytest.mark.parametrize("i", [i for i, rule in enumerate(_lexicon().rules) if rule.gate is not None])
+def test_a_gate_matches_inside_every_match_of_its_rule(i: int):
+    # The slow regex only runs where the gate matches: the gate must hold within every match.
+    rule = _lexicon().rules[i]
+    texts = [t.lower() for t in _labelled_texts() + sample_texts()]
+    matches = 0
+    for text in texts:
+        for m in rule.regex.finditer(text):
+            matches += 1
+            assert rule.gate.search(text, m.start(), m.end()), (rule.regex.pattern[:60], m.group())
+    if not rule.regex.pattern.endswith(rule.gate.pattern):  # written by hand, not a tail of the regex
+        assert matches >= 3, f"a hand-written gate needs labelled examples of its rule: {rule.regex.pattern[:60]}"
