@@ -18,6 +18,9 @@ with a few mild words ("damn", "idiot", "hell") stays well below it. Matching is
 dog) weigh little, and not at all when the context names the innocent sense; "Dick" with a capital
 is a name. Fairy-tale violence (kill, die, blood, burned) is not in the lexicon at all.
 `pipeline.toxicity_scan.offensive_candidates` finds, for a whole batch, the documents worth scoring.
+
+Speed: a rule's regex runs only when the words present satisfy its triggers, only within 200
+characters of its anchor words, and only where its gate (a fast regex every match contains) matches.
 """
 
 from __future__ import annotations
