@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.data_report import LENGTH_EDGES, SCORE_EDGES, add_to_histogram, empty_histogram
+from pipeline.data_report import LENGTH_EDGES, SCORE_EDGES, empty_histogram
 from pipeline.quality import count_words
 from pipeline.textclean import CJK_CHARS
 
@@ -137,10 +137,6 @@ def word_counts(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return counts
 
 
-def n_words(text: str) -> int:
-    return int(word_counts(pa.array([text], pa.string()))[0])
-
-
 def _add_all(histograms: dict[str, list[int]], series: str, values: np.ndarray, edges: list[float]) -> None:
     """Count many values at once, in the bins add_to_histogram would put them one at a time."""
     if len(values):
@@ -227,19 +223,30 @@ class Sieve:
         self.kept = ShardWriter(self.stage_dir, name(kept_prefix), DOC_SCHEMA, shard_rows, shard_bytes)
         self.excluded = ShardWriter(self.stage_dir / "excluded", name(excluded_prefix), EXCLUDED_SCHEMA, shard_rows, shard_bytes)
         self.tally = Tally()
+        self._unmeasured: dict[str, list[str]] = {"kept": [], "dropped": []}  # texts kept/dropped one by one
+
+    def _measure(self, series: str, text: str | None = None) -> None:
+        """Count the words of texts kept or dropped one at a time in batches (word_counts is vectorised):
+        `text` joins the pending ones, which are counted when there are BATCH_ROWS of them or none comes."""
+        pending = self._unmeasured[series]
+        if text is not None:
+            pending.append(text)
+        if pending and (text is None or len(pending) >= BATCH_ROWS):
+            self.tally.count_lengths(series, word_counts(pa.array(pending, pa.string())))
+            pending.clear()
 
     def keep(self, doc: dict[str, Any]) -> None:
         nbytes = len(doc["text"].encode("utf-8"))
         self.kept.add(doc, nbytes)
         self.tally.kept += 1
         self.tally.bytes_kept += nbytes
-        add_to_histogram(self.tally.lengths["kept"], LENGTH_EDGES, n_words(doc["text"]))
+        self._measure("kept", doc["text"])
 
     def drop(self, doc: dict[str, Any], reason: str, detail: str = "", score: float | None = None) -> None:
         self.excluded.add({**doc, "reason": reason, "detail": detail, "score": score})
         t = self.tally
         t.dropped[reason] = t.dropped.get(reason, 0) + 1
-        add_to_histogram(t.lengths["dropped"], LENGTH_EDGES, n_words(doc["text"]))
+        self._measure("dropped", doc["text"])
         shown = t.examples.setdefault(reason, [])
         if len(shown) < t.n_examples:
             shown.append(f"{doc['id']}: {doc['text'][:160]!r}")
@@ -274,7 +281,10 @@ class Sieve:
         t.count_lengths("dropped", word_counts(texts))
 
     def close(self) -> Tally:
-        """Flush the shards; the tally names them (paths relative to the stage folder)."""
+        """Flush the shards and the pending word counts; the tally names the shards (paths relative to the
+        stage folder)."""
+        for series in self._unmeasured:
+            self._measure(series)
         self.tally.outputs["docs"] = rel_paths(self.kept.close(), self.stage_dir)
         self.tally.outputs["excluded"] = rel_paths(self.excluded.close(), self.stage_dir)
         return self.tally

@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.data_report import LENGTH_EDGES, add_to_histogram, empty_histogram
-from pipeline.docs import DOC_SCHEMA, ShardWriter, Tally, iter_batches, iter_docs, word_counts
+from pipeline.docs import BATCH_ROWS, DOC_SCHEMA, ShardWriter, Sieve, Tally, iter_batches, iter_docs, word_counts
 from pipeline.quality import count_words
 
 
@@ -74,3 +74,22 @@ def test_histograms_of_many_values_match_one_at_a_time():
     for v in values:
         add_to_histogram(one, LENGTH_EDGES, v)
     assert tally.lengths["kept"] == one
+
+
+def test_documents_kept_one_by_one_tally_like_a_batch(tmp_path: Path):
+    # Sieve.keep/drop count word lengths in batches of BATCH_ROWS: the histograms must be those of a batch.
+    texts = [("word " * (i % 700)).strip() + ("" if i % 5 else " 你好") for i in range(2 * BATCH_ROWS + 37)]
+    docs = [{"id": f"d{i}", "text": t, "source": "s", "meta": "{}"} for i, t in enumerate(texts)]
+    one = Sieve(tmp_path / "one", "0")
+    for doc in docs[: BATCH_ROWS + 5]:
+        one.keep(doc)
+    for doc in docs[BATCH_ROWS + 5 :]:
+        one.drop(doc, "too_short")
+    batch = Sieve(tmp_path / "batch", "0")
+    table = pa.Table.from_pylist(docs, schema=DOC_SCHEMA)
+    batch.keep_batch(table.slice(0, BATCH_ROWS + 5))
+    cut = table.slice(BATCH_ROWS + 5)
+    batch.drop_batch(cut, ["too_short"] * cut.num_rows, [""] * cut.num_rows)
+    a, b = one.close(), batch.close()
+    assert a.lengths == b.lengths and sum(a.lengths["kept"]) == BATCH_ROWS + 5
+    assert sum(a.lengths["dropped"]) == len(docs) - BATCH_ROWS - 5
