@@ -63,10 +63,12 @@ def clean_shard(job: dict[str, Any]) -> Tally:
     for table in iter_batches([Path(job["path"])]):
         raw = table.column("text").to_pylist()
         texts = clean_texts(raw, cfg)
-        sieve.tally.counts["docs_changed"] += sum(map(operator.ne, texts, raw))
+        changed = sum(map(operator.ne, texts, raw))
+        sieve.tally.counts["docs_changed"] += changed
         reasons = clean_reasons(texts, cfg)
         keep = [not r[0] for r in reasons]
-        sieve.keep_batch(table.set_column(1, "text", pa.array(texts, pa.string())).filter(pa.array(keep)))
+        cleaned = table.set_column(1, "text", pa.array(texts, pa.string())) if changed else table
+        sieve.keep_batch(cleaned.filter(pa.array(keep)))
         gone = [i for i, k in enumerate(keep) if not k]
         if gone:  # quarantine the original text, not the cleaned one
             sieve.drop_batch(table.take(gone), *zip(*(reasons[i] for i in gone)))
