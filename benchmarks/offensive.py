@@ -19,6 +19,7 @@ import argparse
 from pathlib import Path
 
 from pipeline.toxicity import offensive_score
+from pipeline.toxicity_classifier import CLASSIFIERS, classifier_votes
 
 LEXICONS = Path(__file__).resolve().parent.parent / "pipeline" / "lexicons"
 SETS = ("eval_offensive.tsv", "eval_offensive_heldout.tsv", "eval_offensive_blind2.tsv")
@@ -37,8 +38,6 @@ def measure(rows: list[tuple[int, str]], threshold: float = THRESHOLD, classifie
     a line scores the higher of the lexicon's score and the classifier's vote (as in the filter)."""
     votes = [0.0] * len(rows)
     if classifier != "none":
-        from pipeline.toxicity_classifier import classifier_votes
-
         votes = classifier_votes([text for _, text in rows], classifier_threshold, classifier).tolist()
     scored = [(label, max(offensive_score(text), vote), text) for (label, text), vote in zip(rows, votes)]
     tp = sum(1 for label, s, _ in scored if label and s >= threshold)
@@ -53,7 +52,7 @@ def measure(rows: list[tuple[int, str]], threshold: float = THRESHOLD, classifie
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--classifier", default="none", choices=["none", "profanity-check"],
+    ap.add_argument("--classifier", default="none", choices=CLASSIFIERS,
                     help="add the trained classifier's votes (filter.toxicity.classifier; needs quill[classifier])")
     ap.add_argument("--classifier-threshold", type=float, default=0.99)
     args = ap.parse_args()

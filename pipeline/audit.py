@@ -151,24 +151,33 @@ def observe(words: WordArrays) -> Observations:
             phrase_doc.append(d)
             phrases.append(f"{m[1]} {m[2]}")
             phrase_where.append((first + m.start(), first + m.end() - 1))
-    phrase_doc = np.array(phrase_doc, dtype=np.int64)
+    phrase_doc, phrases = np.array(phrase_doc, dtype=np.int64), np.array(phrases, dtype=str)
     groups = _group_bits(words.n_docs, docs, terms, phrase_doc, phrases)
     # Sentence co-occurrence: only in documents with an occupation and a group term.
     job = vocab.job[terms] & (groups[docs] != 0)
-    pair_doc, pairs = _cooccurrences(words, vocab, np.unique(docs[job]), docs, terms, where, phrase_doc,
-                                     np.array(phrases, dtype=str), np.array(phrase_where, dtype=np.int64).reshape(-1, 2))
-    return Observations(docs, terms, phrase_doc, np.array(phrases, dtype=str), pair_doc, pairs)
+    pair_doc, pairs = _cooccurrences(words, vocab, np.unique(docs[job]), docs, terms, where, phrase_doc, phrases,
+                                     np.array(phrase_where, dtype=np.int64).reshape(-1, 2))
+    return Observations(docs, terms, phrase_doc, phrases, pair_doc, pairs)
 
 
-def _group_bits(n_docs: int, docs: np.ndarray, terms: np.ndarray, phrase_doc: np.ndarray, phrases) -> np.ndarray:
+def _group_bits(n_docs: int, docs: np.ndarray, terms: np.ndarray, phrase_doc: np.ndarray, phrases: np.ndarray) -> np.ndarray:
     """Per document, the bits (_GROUP_BITS) of the groups it mentions."""
-    groups = np.zeros(n_docs, dtype=np.uint8)
-    term_bits = _vocabulary().bits[terms]
+    return _or_bits(n_docs, np.concatenate([docs, phrase_doc]), _hit_bits(terms, phrases))
+
+
+def _hit_bits(terms: np.ndarray, phrases: np.ndarray) -> np.ndarray:
+    """uint8 group bits of each vocabulary hit, then of each age phrase ("young ..." or "old ...")."""
+    young = np.char.startswith(phrases, "young")
+    return np.concatenate([_vocabulary().bits[terms],
+                           np.where(young, _GROUP_BITS["young"], _GROUP_BITS["old"]).astype(np.uint8)])
+
+
+def _or_bits(n: int, at: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """uint8 per slot 0..n-1: the OR of the `bits` that land in it (`at`)."""
+    out = np.zeros(n, dtype=np.uint8)
     for bit in _GROUP_BITS.values():
-        groups[docs[(term_bits & bit) != 0]] |= bit
-    for d, phrase in zip(phrase_doc.tolist(), phrases):
-        groups[d] |= _GROUP_BITS["young" if phrase.startswith("young") else "old"]
-    return groups
+        out[at[(bits & bit) != 0]] |= bit
+    return out
 
 
 _MARKS = np.zeros(128, dtype=np.uint8)  # per ASCII code point: 1 ends a sentence before whitespace, 2 newline
@@ -209,17 +218,11 @@ def _cooccurrences(words: WordArrays, vocab: _Vocabulary, job_docs: np.ndarray, 
     bounds = _sentence_boundaries(words)
     mine = np.isin(docs, job_docs)
     sentence = np.searchsorted(bounds, where[mine], side="right")  # a number per (document, sentence)
-    term_bits = vocab.bits[terms[mine]]
     # An age phrase counts in a sentence that holds all of it ("old\n\nman" is two sentences).
     p_start, p_end = (np.searchsorted(bounds, phrase_where[:, k], side="right") for k in (0, 1))
     whole = np.isin(phrase_doc, job_docs) & (p_start == p_end)
-    young = np.char.startswith(phrases[whole], "young")
-    phrase_bits = np.where(young, _GROUP_BITS["young"], _GROUP_BITS["old"]).astype(np.uint8)
     keys, inverse = np.unique(np.concatenate([sentence, p_start[whole]]), return_inverse=True)
-    bits = np.zeros(len(keys), dtype=np.uint8)
-    all_bits = np.concatenate([term_bits, phrase_bits])
-    for bit in _GROUP_BITS.values():
-        bits[inverse[(all_bits & bit) != 0]] |= bit
+    bits = _or_bits(len(keys), inverse, _hit_bits(terms[mine], phrases[whole]))
     occupation = vocab.occupation[terms[mine]]
     is_job = occupation >= 0
     n_jobs = len(OCCUPATIONS)
@@ -268,7 +271,7 @@ class Audit:
                 self._bump("occupations", _OCCUPATION_FORMS[word], n=count)
         for phrase in seen.phrase.tolist():
             self._bump("mentions", "young" if phrase.startswith("young") else "old", phrase)
-        groups = _group_bits(n_docs, seen.term_doc, seen.term, seen.phrase_doc, seen.phrase.tolist())
+        groups = _group_bits(n_docs, seen.term_doc, seen.term, seen.phrase_doc, seen.phrase)
         for group, bit in _GROUP_BITS.items():
             if with_group := int(np.count_nonzero(groups & bit)):
                 self._bump("docs_with", group, n=with_group)

@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline.config import CleanConfig
 from pipeline.textclean import _CONT, _HINT_WORDS, _UI_LINE, _UI_MAX_CHARS, _is_boilerplate, _is_ui_line, clean_text
+from pipeline.wordarrays import code_points
 
 # Every character some step of clean_text acts on: _UNUSUAL, _INVISIBLE, _C1, _NEWLINE (with "\r") and
 # _ODD_SPACE, except the Latin-1 letters \xc2-\xf4 of _UNUSUAL: only mojibake repair acts on those, and only
@@ -67,7 +68,7 @@ def _hint_trigrams() -> tuple[np.ndarray, dict[int, list[tuple[str, int]]]]:
         assert word.isascii() and word == word.lower(), word
         padded = word if len(word) >= 3 else word + "\x00"  # (no 2-character hint today)
         at = max(range(len(padded) - 2), key=lambda i: sum(rare.get(c, 30) for c in padded[i : i + 3]))
-        key = _trigram_keys(np.frombuffer(padded[at : at + 3].encode("utf-32-le"), dtype=np.uint32))[0]
+        key = _trigram_keys(code_points(padded[at : at + 3]))[0]
         table[key] = True
         words.setdefault(int(key), []).append((word, at))
     return table, words
@@ -97,7 +98,7 @@ def _changeable(texts: list[str], cfg: CleanConfig) -> list[bool]:
     starts = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths + 1, out=starts[1:])  # starts[n] is one past the end
     flags = np.zeros(n, dtype=bool)
-    cp = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    cp = code_points(text)
     bits = _char_bits().take(cp, mode="clip")
     nl = cp == 10
     # Characters: "\r", controls, invisible characters, odd spaces, C1 and the soft hyphen; mojibake.

@@ -17,23 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.wordarrays import WordArrays
+from pipeline.wordarrays import WordArrays, mix64
 
 _U64 = np.uint64
 _LOW32 = _U64(0xFFFFFFFF)
 _EMPTY = _U64(1 << 32)  # above every 32-bit value: marks a bin without shingles
 _FEW_BINS = 40  # documents with at most this many full bins are densified by a min over them, not by probing
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser (a bijection of uint64 that spreads every input bit), in place."""
-    with np.errstate(over="ignore"):
-        x ^= x >> _U64(30)
-        x *= _U64(0xBF58476D1CE4E5B9)
-        x ^= x >> _U64(27)
-        x *= _U64(0x94D049BB133111EB)
-        x ^= x >> _U64(31)
-    return x
 
 
 def _doc_sums(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -74,8 +63,8 @@ def exact_keys(words: WordArrays) -> np.ndarray:
     lanes = np.empty((words.n_docs, 2), dtype="<u8")
     with np.errstate(over="ignore"):
         for lane, (g, c, s) in enumerate(_KEY_LANES):
-            sums = _doc_sums(_mix(words.hashes + position * g), words.offsets) if len(words.hashes) else 0
-            lanes[:, lane] = _mix(sums + count * c + s)
+            sums = _doc_sums(mix64(words.hashes + position * g), words.offsets) if len(words.hashes) else 0
+            lanes[:, lane] = mix64(sums + count * c + s)
     return lanes.view("S16").reshape(words.n_docs)
 
 
@@ -128,7 +117,7 @@ class MinHasher:
         if num_perm < 1 or shingle_size < 1:
             raise ValueError("num_perm and shingle_size must be >= 1")
         self.num_perm, self.shingle_size, self.seed = num_perm, shingle_size, seed
-        constant = lambda i: _mix(np.array([(seed * 0x9E3779B97F4A7C15 + i) % 2**64], dtype=np.uint64))  # noqa: E731
+        constant = lambda i: mix64(np.array([(seed * 0x9E3779B97F4A7C15 + i) % 2**64], dtype=np.uint64))  # noqa: E731
         odd = np.concatenate([constant(i) for i in range(shingle_size + 2)]) | _U64(1)
         self._position, (self._length_tag, self._mix_seed) = odd[:shingle_size], odd[shingle_size:]
         self._probe_seed = constant(shingle_size + 2)[0]
@@ -141,7 +130,7 @@ class MinHasher:
             K = self.num_perm
             j = np.arange(K, dtype=np.uint64)
             with np.errstate(over="ignore"):
-                keys = _mix((j[:, None] << _U64(32)) + j[None, :] + self._probe_seed) >> _U64(1)
+                keys = mix64((j[:, None] << _U64(32)) + j[None, :] + self._probe_seed) >> _U64(1)
             keys[np.arange(K), np.arange(K)] = 0  # each bin is first in its own sequence
             self._order = np.argsort(keys, axis=1, kind="stable").astype(np.int64)
             rank = np.empty((K, K), dtype=np.int16 if K * K <= 2**15 else np.int32)
@@ -186,7 +175,7 @@ class MinHasher:
         n_docs, K = words.n_docs, self.num_perm
         hashes, doc = self.shingles(words)
         with np.errstate(over="ignore"):
-            y = _mix(hashes ^ self._mix_seed)
+            y = mix64(hashes ^ self._mix_seed)
             cell = doc * K + (((y >> _U64(32)) * _U64(K)) >> _U64(32)).astype(np.int64)
         table = np.full(n_docs * K, _EMPTY, dtype=np.uint64)
         np.minimum.at(table, cell, y & _LOW32)

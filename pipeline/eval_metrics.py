@@ -17,6 +17,8 @@ from typing import Iterable
 
 import numpy as np
 
+from pipeline.wordarrays import mix64
+
 Sample = list[int]
 
 # --- diversity and repetition ----------------------------------------------------------------
@@ -97,13 +99,6 @@ def self_bleu(samples: list[Sample], max_n: int = 4, max_samples: int = 200) -> 
 _MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio); arithmetic wraps mod 2**64
 
 
-def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: spreads the polynomial hash's bits so nearby n-grams do not cluster."""
-    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return h ^ (h >> np.uint64(31))
-
-
 def ngram_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
     """uint64 hash of every n-gram of tokens: len(tokens) - n + 1 values (none if shorter than n).
 
@@ -119,7 +114,7 @@ def ngram_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
     with np.errstate(over="ignore"):
         for j in range(n):
             h = h * _MULT + t[j : j + m]
-        return _mix(h)
+        return mix64(h)
 
 
 def _lookup(wanted: np.ndarray, hashes: np.ndarray) -> np.ndarray:

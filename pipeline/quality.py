@@ -33,7 +33,7 @@ import numpy as np
 
 from pipeline.config import QualityConfig
 from pipeline.langid import FUNCTION_WORDS
-from pipeline.wordarrays import DIGIT, LETTER, SPACE, WordArrays, hash_words, span_indexes
+from pipeline.wordarrays import DIGIT, LETTER, SPACE, WordArrays, code_points, hash_words, span_indexes
 
 # Elision stubs ("l'", "qu'") are function words only before an apostrophe: a lone "l" is not one.
 _STOPWORDS = frozenset(w for words in FUNCTION_WORDS.values() for w in words if len(w) > 1 or w in "aiyoeà")
@@ -303,8 +303,8 @@ def _line_rules(texts: list[str], docs: np.ndarray, cfg: QualityConfig, max_dup:
     # The last three and the first character of each non-empty line, as code points.
     nonempty = list(filter(None, lines))
     tails = "".join(map(str.rjust, map(itemgetter(slice(-3, None)), nonempty), repeat(3)))
-    tail = np.frombuffer(tails.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).reshape(-1, 3)
-    head = np.frombuffer("".join(map(itemgetter(0), nonempty)).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    tail = code_points(tails).reshape(-1, 3)
+    head = code_points("".join(map(itemgetter(0), nonempty)))
     line_doc = doc[kept]
     with np.errstate(divide="ignore", invalid="ignore"):
         rules = (

@@ -62,8 +62,9 @@ def char_classes() -> np.ndarray:
     return table
 
 
-def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: spreads the polynomial hash over all 64 bits (in place)."""
+def mix64(h: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser, in place: a bijection of uint64 that spreads every input bit over all 64
+    (word hashes here, MinHash lanes in dedup, n-gram hashes in eval_metrics)."""
     with np.errstate(over="ignore"):
         h ^= h >> np.uint64(30)
         h *= np.uint64(0xBF58476D1CE4E5B9)
@@ -103,7 +104,7 @@ def _span_hashes(cp: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.nda
         np.cumsum(terms, out=prefix[1:])
         h = (prefix[ends] - prefix[starts]) * inverse[starts]
         h += (ends - starts).astype(np.uint64) * _LENGTH_MIX
-    return _mix(h)
+    return mix64(h)
 
 
 def code_points(text: str) -> np.ndarray:

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks.offensive import SETS, load
 from pipeline.toxicity import _lexicon, _rows, line_score_bound, line_scores, match_details, offensive_score
 from pipeline.toxicity_scan import offensive_candidates
 from pipeline.wordarrays import WordArrays
 from tests.conftest import sample_texts
 
-LEXICONS = Path(__file__).resolve().parent.parent / "pipeline" / "lexicons"
 THRESHOLD = 0.5
 
 
 def _eval_set() -> list[tuple[int, str]]:
-    lines = (LEXICONS / "eval_offensive.tsv").read_text(encoding="utf-8").splitlines()
-    assert lines[0] == "label\ttext"
-    return [(int(label), text) for label, text in (line.split("\t", 1) for line in lines[1:] if line)]
+    return load("eval_offensive.tsv")
 
 
 def test_precision_and_recall_on_the_evaluation_set():
@@ -238,9 +235,7 @@ def test_no_line_scores_above_the_bound_on_labelled_lines_and_the_sample():
 
 
 def _labelled_texts() -> list[str]:
-    return [text for name in ("eval_offensive.tsv", "eval_offensive_heldout.tsv", "eval_offensive_blind2.tsv")
-            for line in (LEXICONS / name).read_text(encoding="utf-8").splitlines()[1:] if line
-            for text in [line.split("\t", 1)[1]]]
+    return [text for name in SETS for _, text in load(name)]
 
 
 @pytest.mark.parametrize("i", [i for i, rule in enumerate(_lexicon().rules) if rule.gate is not None])
