@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -122,12 +124,12 @@ def word_counts(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     data = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]] if data is not None else np.zeros(0, np.uint8)
     offsets -= offsets[0]
     space = _SPACE_BYTES[data]
-    after_space = np.empty(len(data), dtype=bool)
-    after_space[1:] = space[:-1]
-    after_space[offsets[:-1][offsets[:-1] < len(data)]] = True  # every text starts afresh
-    starts = np.zeros(len(data) + 1, dtype=np.int64)
-    np.cumsum(~space & after_space, out=starts[1:])
-    counts = starts[offsets[1:]] - starts[offsets[:-1]]
+    # A word starts at a non-space byte after a space byte or at the start of a text.
+    start = np.empty(len(data), dtype=bool)
+    np.greater(space[:-1], space[1:], out=start[1:])
+    firsts = offsets[:-1][offsets[:-1] < len(data)]
+    start[firsts] = ~space[firsts]
+    counts = np.diff(np.searchsorted(np.flatnonzero(start), offsets))
     # CJK characters are 3-byte UTF-8 sequences led by 0xE3-0xED or 0xEF: only those texts are looked at.
     lead = np.flatnonzero((data >= 0xE3) & (data != 0xEE) & (data <= 0xEF))
     for i in np.unique(np.searchsorted(offsets, lead, side="right") - 1).tolist():
@@ -273,10 +275,10 @@ class Sieve:
         self.excluded.add_table(full, pc.binary_length(table.column("text")).to_numpy(zero_copy_only=False))
         t = self.tally
         ids, texts = table.column("id"), table.column("text")
-        for i, reason in enumerate(reasons):
-            t.dropped[reason] = t.dropped.get(reason, 0) + 1
+        for reason, n in Counter(reasons).items():  # in order of first appearance, as drop() one by one
+            t.dropped[reason] = t.dropped.get(reason, 0) + n
             shown = t.examples.setdefault(reason, [])
-            if len(shown) < t.n_examples:
+            for i in islice((i for i, r in enumerate(reasons) if r == reason), max(0, t.n_examples - len(shown))):
                 shown.append(f"{ids[i].as_py()}: {texts[i].as_py()[:160]!r}")
         t.count_lengths("dropped", word_counts(texts))
 

@@ -198,38 +198,42 @@ def screen_shard(job: dict[str, Any]) -> Tally:
 # --- dedup over all shards -------------------------------------------------------------------------
 
 
-def _duplicates(keys: list[bytes], signatures: list[np.ndarray], cfg: FilterConfig) -> dict[int, tuple[str, int]]:
-    """{survivor index: (reason, representative index)}; the first of each group is kept."""
-    out: dict[int, tuple[str, int]] = {}
-    if cfg.dedup.exact:
-        first: dict[bytes, int] = {}
-        for i, key in enumerate(keys):
-            if key in first:
-                out[i] = ("exact_duplicate", first[key])
-            else:
-                first[key] = i
-    if cfg.dedup.near and signatures:
-        remaining = [i for i in range(len(keys)) if i not in out]
-        groups = near_duplicate_groups([signatures[i] for i in remaining], cfg.dedup.bands, cfg.dedup.threshold)
-        for dropped, rep in groups.items():
-            out[remaining[dropped]] = ("near_duplicate", remaining[rep])
-    return out
+def _duplicates(keys: np.ndarray, signatures: np.ndarray | None, cfg: FilterConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(representative, near) per survivor: the index of the first document of its cluster (itself when
+    it is kept), and whether it joined that cluster as a near duplicate rather than an exact one."""
+    n = len(keys)
+    rep = np.arange(n)
+    if cfg.dedup.exact and n:
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        rep = first[inverse.reshape(-1)]  # np.unique's first index is the lowest
+    near = np.zeros(n, dtype=bool)
+    if cfg.dedup.near and signatures is not None:
+        remaining = np.flatnonzero(rep == np.arange(n))
+        groups = near_duplicate_groups(signatures[remaining], cfg.dedup.bands, cfg.dedup.threshold)
+        if groups:
+            dropped, to = (np.fromiter(d, dtype=np.int64, count=len(groups)) for d in (groups.keys(), groups.values()))
+            rep[remaining[dropped]] = remaining[to]
+            near[remaining[dropped]] = True
+    return rep, near
 
 
 def _duplicates_by_shard(stage_dir: Path, screened: list[Tally], cfg: FilterConfig) -> list[dict[int, tuple[str, str]]]:
     """Per shard, {row in its scratch docs: (reason, detail naming the representative)}."""
-    keys, signatures, owner = [], [], []
-    for shard, tally in enumerate(screened):
-        arrays = np.load(stage_dir / tally.outputs["dedup"][0])
-        keys += arrays["keys"].tolist()
-        signatures += list(arrays["signatures"]) if cfg.dedup.near else []
-        owner += [(shard, row) for row in range(len(arrays["keys"]))]
+    arrays = [np.load(stage_dir / tally.outputs["dedup"][0]) for tally in screened]
+    sizes = [len(a["keys"]) for a in arrays]
+    keys = np.concatenate([a["keys"] for a in arrays]) if arrays else np.zeros(0, "S16")
+    signatures = np.concatenate([a["signatures"] for a in arrays]) if cfg.dedup.near and arrays else None
+    rep, near = _duplicates(keys, signatures, cfg)
+    gone = np.flatnonzero(rep != np.arange(len(rep)))
     ids = [pq.read_table(stage_dir / p, columns=["id"]).column("id") for t in screened for p in t.outputs["scratch"]]
     ids = pa.chunked_array([c for col in ids for c in col.chunks], pa.string())
+    rep_ids = ids.take(pa.array(rep[gone])).to_pylist() if len(gone) else []
+    shard_of = np.searchsorted(np.cumsum(sizes), gone, side="right")
+    starts = np.r_[0, np.cumsum(sizes)]
     per_shard: list[dict[int, tuple[str, str]]] = [{} for _ in screened]
-    for i, (reason, rep) in _duplicates(keys, signatures, cfg).items():
-        shard, row = owner[i]
-        per_shard[shard][row] = (reason, f"duplicate of {ids[rep].as_py()}")
+    for i, shard, by_near, rep_id in zip(gone.tolist(), shard_of.tolist(), near[gone].tolist(), rep_ids):
+        reason = "near_duplicate" if by_near else "exact_duplicate"
+        per_shard[shard][i - int(starts[shard])] = (reason, f"duplicate of {rep_id}")
     return per_shard
 
 
@@ -245,10 +249,11 @@ def finish_shard(job: dict[str, Any]) -> Tally:
     augmented = ShardWriter(stage_dir, f"augmented_{tag}")
     arrays = np.load(stage_dir / job["dedup"])
     scores = arrays["scores"]
+    dup_rows = np.fromiter(duplicates, dtype=np.int64, count=len(duplicates))
     row = 0
     for table in iter_batches([stage_dir / p for p in job["scratch"]]):
         rows = range(row, row + table.num_rows)
-        dup = np.array([r in duplicates for r in rows], dtype=bool)
+        dup = np.isin(np.arange(rows.start, rows.stop), dup_rows)
         row += table.num_rows
         if dup.any():
             gone = np.flatnonzero(dup).tolist()
@@ -264,7 +269,7 @@ def finish_shard(job: dict[str, Any]) -> Tally:
     tally = sieve.close()
     tally.outputs["docs"] += rel_paths(augmented.close(), stage_dir)
     if cfg.audit.enabled:
-        kept = np.setdiff1d(np.arange(len(scores)), np.fromiter(duplicates, dtype=np.int64, count=len(duplicates)))
+        kept = np.setdiff1d(np.arange(len(scores)), dup_rows)
         seen = Observations(*(arrays[f"audit_{k}"] for k in Observations._fields)) if "audit_term" in arrays else None
         audit = Audit()
         if seen is not None:

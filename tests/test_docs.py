@@ -8,6 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.data_report import LENGTH_EDGES, add_to_histogram, empty_histogram
 from pipeline.docs import BATCH_ROWS, DOC_SCHEMA, ShardWriter, Sieve, Tally, iter_batches, iter_docs, word_counts
@@ -66,6 +68,14 @@ def test_word_counts_on_the_arrow_buffer():
     assert word_counts(pa.array(texts).slice(2, 3)).tolist() == expected[2:5]  # an offset array
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet="ab é\t\n\r\x0b\x0c\x1c\x1f", max_size=12), max_size=8), st.integers(0, 3))
+def test_word_counts_are_whitespace_tokens(texts, skip):
+    # empty texts, texts that start or end with spaces, and arrays that start inside their buffer
+    column = pa.array(["x y", *texts]).slice(min(skip, len(texts)))
+    assert word_counts(column).tolist() == [len(t.split()) for t in column.to_pylist()]
+
+
 def test_histograms_of_many_values_match_one_at_a_time():
     values = np.array([0, 1, 3, 10, 10**8, 55])
     tally = Tally()
@@ -80,16 +90,20 @@ def test_documents_kept_one_by_one_tally_like_a_batch(tmp_path: Path):
     # Sieve.keep/drop count word lengths in batches of BATCH_ROWS: the histograms must be those of a batch.
     texts = [("word " * (i % 700)).strip() + ("" if i % 5 else " 你好") for i in range(2 * BATCH_ROWS + 37)]
     docs = [{"id": f"d{i}", "text": t, "source": "s", "meta": "{}"} for i, t in enumerate(texts)]
+    # the second batch finds the first two reasons with one example each, and a new reason
+    reasons = ["too_short" if i % 7 else ("language" if i < BATCH_ROWS + 20 else "offensive") for i in range(len(docs))]
     one = Sieve(tmp_path / "one", "0")
     for doc in docs[: BATCH_ROWS + 5]:
         one.keep(doc)
-    for doc in docs[BATCH_ROWS + 5 :]:
-        one.drop(doc, "too_short")
+    for doc, reason in zip(docs[BATCH_ROWS + 5 :], reasons[BATCH_ROWS + 5 :]):
+        one.drop(doc, reason)
     batch = Sieve(tmp_path / "batch", "0")
     table = pa.Table.from_pylist(docs, schema=DOC_SCHEMA)
     batch.keep_batch(table.slice(0, BATCH_ROWS + 5))
-    cut = table.slice(BATCH_ROWS + 5)
-    batch.drop_batch(cut, ["too_short"] * cut.num_rows, [""] * cut.num_rows)
+    for start, end in ((BATCH_ROWS + 5, BATCH_ROWS + 7), (BATCH_ROWS + 7, len(docs))):
+        batch.drop_batch(table.slice(start, end - start), reasons[start:end], [""] * (end - start))
     a, b = one.close(), batch.close()
     assert a.lengths == b.lengths and sum(a.lengths["kept"]) == BATCH_ROWS + 5
     assert sum(a.lengths["dropped"]) == len(docs) - BATCH_ROWS - 5
+    assert a.dropped == b.dropped and list(a.dropped) == list(b.dropped) == ["language", "too_short", "offensive"]
+    assert a.examples == b.examples and all(len(shown) == 2 for shown in a.examples.values())

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.clean import clean
 from pipeline.config import CleanConfig, FilterConfig, IngestConfig
+from pipeline.dedup import exact_key
+from pipeline.docs import iter_docs
 from pipeline.filter import filter_docs
 from pipeline.ingest import ingest
 from tests.conftest import SAMPLE
@@ -48,6 +51,21 @@ def test_sharded_filter_matches_the_single_shard_result(local_filter):
     assert len(local.output_list("docs")) == 10, "per input shard: kept docs and gender-swapped copies"
     s = local.stats
     assert s["docs_in"] == s["docs_kept"] + sum(s["dropped"].values())
+
+
+def test_each_duplicate_names_the_first_of_its_cluster(sharded_clean, local_filter):
+    order = [d["id"] for d in iter_docs(sharded_clean.output_list("docs"))]  # shard order: first comes first
+    kept = {d["id"]: d["text"] for d in iter_docs(local_filter.output_list("docs"))}
+    dups = [r for p in local_filter.output_list("excluded") for r in pq.read_table(p).to_pylist()
+            if r["reason"].endswith("_duplicate")]
+    assert len(dups) == 10
+    for row in dups:
+        rep = row["detail"].removeprefix("duplicate of ")
+        assert rep in kept and order.index(rep) < order.index(row["id"]), row
+        if row["reason"] == "exact_duplicate":
+            assert exact_key(kept[rep]) == exact_key(row["text"]), row
+        else:
+            assert exact_key(kept[rep]) != exact_key(row["text"]), row
 
 
 def test_process_pool_gives_identical_bytes(sharded_clean, local_filter, tmp_path: Path):
