@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from pipeline.wordarrays import CJK, SPACE, WORD, WordArrays, WordIndex, span_indexes
+from pipeline.wordarrays import CJK, SPACE, WORD, WordArrays, WordIndex, span_indexes, unique
 
 FEMALE = """she her hers herself woman women girl girls lady ladies mother mothers mom moms mum mums mama daughter
     daughters sister sisters wife wives aunt aunts niece nieces grandmother grandmothers grandma granny queen queens
@@ -103,7 +103,7 @@ def _letter_runs(words: WordArrays, vocab: _Vocabulary) -> tuple[np.ndarray, np.
     odd = odd[before | after]
     if len(odd) == 0:
         return none, none, none
-    mixed = np.unique(np.searchsorted(words.first_char, odd, side="right") - 1)
+    mixed = unique(np.searchsorted(words.first_char, odd, side="right") - 1)
     docs, terms, where = [], [], []
     at = {w: i for i, w in enumerate(vocab.index.vocab)}
     for d, start, length in zip(words.doc[mixed].tolist(), words.starts[mixed].tolist(), words.lengths[mixed].tolist()):
@@ -145,7 +145,7 @@ def observe(words: WordArrays) -> Observations:
     terms = np.concatenate([at[hit].astype(np.int64), extra_terms])
     where = np.concatenate([words.first_char[hit], extra_where])  # position in words.codes
     phrase_doc, phrases, phrase_where = [], [], []
-    for d in np.unique(docs[vocab.age[terms]]).tolist():  # "old man": only where an age adjective occurs
+    for d in unique(docs[vocab.age[terms]]).tolist():  # "old man": only where an age adjective occurs
         first = int(words.doc_first_char[d])
         for m in _AGE_PHRASE.finditer(words.lower[d]):
             phrase_doc.append(d)
@@ -155,7 +155,7 @@ def observe(words: WordArrays) -> Observations:
     groups = _group_bits(words.n_docs, docs, terms, phrase_doc, phrases)
     # Sentence co-occurrence: only in documents with an occupation and a group term.
     job = vocab.job[terms] & (groups[docs] != 0)
-    pair_doc, pairs = _cooccurrences(words, vocab, np.unique(docs[job]), docs, terms, where, phrase_doc, phrases,
+    pair_doc, pairs = _cooccurrences(words, vocab, unique(docs[job]), docs, terms, where, phrase_doc, phrases,
                                      np.array(phrase_where, dtype=np.int64).reshape(-1, 2))
     return Observations(docs, terms, phrase_doc, phrases, pair_doc, pairs)
 
@@ -226,7 +226,7 @@ def _cooccurrences(words: WordArrays, vocab: _Vocabulary, job_docs: np.ndarray, 
     occupation = vocab.occupation[terms[mine]]
     is_job = occupation >= 0
     n_jobs = len(OCCUPATIONS)
-    found = np.unique(inverse[: len(sentence)][is_job] * n_jobs + occupation[is_job])  # (sentence, job) once
+    found = unique(inverse[: len(sentence)][is_job] * n_jobs + occupation[is_job])  # (sentence, job) once
     job_sentence, job_id = found // n_jobs, found % n_jobs
     sentence_doc = np.searchsorted(words.doc_first_char, bounds[keys - 1], side="right") - 1
     out_doc, out_pair = [], []

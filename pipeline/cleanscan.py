@@ -21,7 +21,7 @@ import numpy as np
 
 from pipeline.config import CleanConfig
 from pipeline.textclean import _CONT, _HINT_WORDS, _UI_LINE, _UI_MAX_CHARS, _is_boilerplate, _is_ui_line, clean_text
-from pipeline.wordarrays import code_points
+from pipeline.wordarrays import code_points, unique
 
 # Every character some step of clean_text acts on: _UNUSUAL, _INVISIBLE, _C1, _NEWLINE (with "\r") and
 # _ODD_SPACE, except the Latin-1 letters \xc2-\xf4 of _UNUSUAL: only mojibake repair acts on those, and only
@@ -162,7 +162,7 @@ def _flag_boilerplate_lines(text: str, cp: np.ndarray, bits: np.ndarray, nl: np.
                     at = at[fold[at + j] == (ord(ch) | 0x20) & 0x7F]
                 found.append(at)
     # Only the line matters: _is_boilerplate on it is the exact test (a false hint only costs a test).
-    hint_at = np.unique(np.concatenate(found))
+    hint_at = unique(np.concatenate(found))
     docs = np.searchsorted(starts, hint_at, side="right") - 1
     keep = ~flags[docs]
     for at, doc in zip(hint_at[keep].tolist(), docs[keep].tolist()):

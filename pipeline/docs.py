@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from pipeline.data_report import LENGTH_EDGES, SCORE_EDGES, empty_histogram
 from pipeline.quality import count_words
 from pipeline.textclean import CJK_CHARS
+from pipeline.wordarrays import unique
 
 DOC_SCHEMA = pa.schema(
     [("id", pa.string()), ("text", pa.string()), ("source", pa.string()), ("meta", pa.string())]
@@ -132,7 +133,7 @@ def word_counts(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     counts = np.diff(np.searchsorted(np.flatnonzero(start), offsets))
     # CJK characters are 3-byte UTF-8 sequences led by 0xE3-0xED or 0xEF: only those texts are looked at.
     lead = np.flatnonzero((data >= 0xE3) & (data != 0xEE) & (data <= 0xEF))
-    for i in np.unique(np.searchsorted(offsets, lead, side="right") - 1).tolist():
+    for i in unique(np.searchsorted(offsets, lead, side="right") - 1).tolist():
         text = arr[i].as_py()
         if _CJK.search(text):
             counts[i] = count_words(text)

@@ -17,7 +17,7 @@ from typing import Iterable
 
 import numpy as np
 
-from pipeline.wordarrays import mix64
+from pipeline.wordarrays import mix64, unique
 
 Sample = list[int]
 
@@ -152,5 +152,5 @@ def memorised_share(samples: list[Sample], train_stream: Iterable[np.ndarray], n
     every = np.concatenate(per_sample) if per_sample else np.zeros(0, dtype=np.uint64)
     if every.size == 0:
         return 0.0
-    seen = memorised_hashes(np.unique(every), train_stream, n, chunk)
+    seen = memorised_hashes(unique(every), train_stream, n, chunk)
     return float(np.isin(every, seen).mean())

@@ -269,7 +269,9 @@ def finish_shard(job: dict[str, Any]) -> Tally:
     tally = sieve.close()
     tally.outputs["docs"] += rel_paths(augmented.close(), stage_dir)
     if cfg.audit.enabled:
-        kept = np.setdiff1d(np.arange(len(scores)), dup_rows)
+        kept = np.ones(len(scores), dtype=bool)
+        kept[dup_rows] = False
+        kept = np.flatnonzero(kept)
         seen = Observations(*(arrays[f"audit_{k}"] for k in Observations._fields)) if "audit_term" in arrays else None
         audit = Audit()
         if seen is not None:

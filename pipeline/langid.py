@@ -19,7 +19,7 @@ from functools import lru_cache
 import numpy as np
 
 from pipeline.textclean import _LEXICONS
-from pipeline.wordarrays import LETTER, WordArrays, WordIndex, span_indexes
+from pipeline.wordarrays import LETTER, WordArrays, WordIndex, span_indexes, unique
 
 _SAMPLE_CHARS = 2000
 _LATIN = re.compile("[A-Za-z\xc0-\xd6\xd8-\xf6\xf8-\u024f]+")
@@ -80,7 +80,7 @@ def _vote_table() -> tuple:
     hashes = words.hashes[words.offsets[keep]]
     order = np.argsort(hashes)
     kept = [vocab[keep[i]] for i in order.tolist()]
-    assert len(np.unique(hashes)) == len(hashes), "function-word hashes collide"
+    assert len(unique(hashes)) == len(hashes), "function-word hashes collide"
     first = np.zeros(len(kept) + 1, dtype=np.int64)
     np.cumsum([len(_VOTES[w]) for w in kept], out=first[1:])
     lang = np.array([i for w in kept for i, _ in _VOTES[w]], dtype=np.int64)

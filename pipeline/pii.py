@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-from pipeline.wordarrays import DECIMAL, char_classes, code_points
+from pipeline.wordarrays import DECIMAL, char_classes, code_points, unique
 
 _EMAIL = re.compile(
     r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}\b"
@@ -183,7 +183,7 @@ def pii_candidates(texts: list[str]) -> list[int]:
         at.append(digits[: len(digits) - _NUMBER_CHAIN + 1][wide[_NUMBER_CHAIN - 1 :] == wide[: 1 - _NUMBER_CHAIN]])
     docs = np.searchsorted(first, np.concatenate(at), side="right") - 1
     colons = np.bincount(np.searchsorted(first, np.flatnonzero(colon), side="right") - 1, minlength=len(texts))
-    return np.union1d(docs, np.flatnonzero(colons >= 7)).tolist()
+    return unique(np.concatenate([docs, np.flatnonzero(colons >= 7)])).tolist()
 
 
 def redact_pii(text: str) -> tuple[str, dict[str, int]]:

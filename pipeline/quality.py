@@ -33,7 +33,7 @@ import numpy as np
 
 from pipeline.config import QualityConfig
 from pipeline.langid import FUNCTION_WORDS
-from pipeline.wordarrays import DIGIT, LETTER, SPACE, WordArrays, code_points, hash_words, span_indexes
+from pipeline.wordarrays import DIGIT, LETTER, SPACE, WordArrays, code_points, hash_words, span_indexes, unique
 
 # Elision stubs ("l'", "qu'") are function words only before an apostrophe: a lone "l" is not one.
 _STOPWORDS = frozenset(w for words in FUNCTION_WORDS.values() for w in words if len(w) > 1 or w in "aiyoeà")
@@ -156,7 +156,7 @@ def _perfect_table(hashes: np.ndarray) -> tuple[np.ndarray, np.uint64, np.uint64
         mask = np.uint64((1 << bits) - 1)
         for shift in map(np.uint64, range(65 - bits)):
             slots = (hashes >> shift) & mask
-            if len(np.unique(slots)) == len(hashes):
+            if len(unique(slots)) == len(hashes):
                 table = np.full(1 << bits, hashes[0], dtype=np.uint64)
                 table[slots] = hashes
                 return table, shift, mask

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pipeline.toxicity import _LEET, Lexicon, _lexicon, _rule_matches
-from pipeline.wordarrays import WordArrays, WordIndex, span_indexes
+from pipeline.wordarrays import WordArrays, WordIndex, span_indexes, unique
 
 # Characters of the obfuscation scan, as flags of ASCII code points (the others have none).
 _LETTER, _SPECIAL, _HINT_SPECIAL, _BANG, _MAPPABLE = 1, 2, 4, 8, 16
@@ -173,17 +173,17 @@ def offensive_candidates(words: WordArrays) -> np.ndarray:
         return np.zeros(n, dtype=bool)
     at, hit = pre.index.lookup(words.hashes)
     n_vocab, n_units = len(pre.vocab), len(pre.need)
-    pairs = np.unique(words.doc[hit] * n_vocab + at[hit])  # (document, vocabulary word) present, by document
+    pairs = unique(words.doc[hit] * n_vocab + at[hit])  # (document, vocabulary word) present, by document
     doc, word = pairs // n_vocab, pairs % n_vocab
     n_groups = len(pre.units[0]) - 1
-    with_group = np.unique(_key(*_follow(doc, word, pre.groups), n_groups))  # (document, group) present
+    with_group = unique(_key(*_follow(doc, word, pre.groups), n_groups))  # (document, group) present
     unit_doc, unit = _follow(with_group // n_groups, with_group % n_groups, pre.units)
     fires = (np.bincount(unit_doc * n_units + unit, minlength=n * n_units).reshape(n, n_units) >= pre.need)
     # A word taken in its innocent sense (one of its context words present too) rules out its units.
     is_innocent = pre.innocent_of[word] >= 0
     n_innocent = len(pre.blocks[0]) - 1
-    innocent = np.intersect1d(_key(doc[is_innocent], pre.innocent_of[word[is_innocent]], n_innocent),
-                              _key(*_follow(doc, word, pre.contexts), n_innocent))
+    innocent = np.intersect1d(unique(_key(doc[is_innocent], pre.innocent_of[word[is_innocent]], n_innocent)),
+                              unique(_key(*_follow(doc, word, pre.contexts), n_innocent)), assume_unique=True)
     fires[_follow(innocent // n_innocent, innocent % n_innocent, pre.blocks)] = False
     out = fires[:, pre.rule_of < 0].any(axis=1) | _obfuscation_candidates(words, pre)
     # Where only rules remain, run them as match_details would (their regexes near their anchor words):

@@ -123,7 +123,19 @@ def word_hashes(words: list[str]) -> np.ndarray:
 
 def hash_words(words: list[str]) -> np.ndarray:
     """Sorted unique hashes of the given words, for `WordArrays.isin` (empty strings are left out)."""
-    return np.unique(word_hashes([w for w in words if w]))
+    return unique(word_hashes([w for w in words if w]))
+
+
+def unique(values: np.ndarray) -> np.ndarray:
+    """np.unique(values) for integer keys, by sorting: numpy 2.4's np.unique without return_* options uses a
+    hash table, ~10x slower on the int64/uint64 keys used here (document * n + item, word hashes)."""
+    out = np.sort(values, axis=None)
+    if len(out) > 1:
+        distinct = np.empty(len(out), dtype=bool)
+        distinct[0] = True
+        np.not_equal(out[1:], out[:-1], out=distinct[1:])
+        out = out[distinct]
+    return out
 
 
 def span_indexes(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -238,7 +250,7 @@ class WordIndex:
         n = len(hashes)
         for bits, shift in ((b, s) for b in range(max(4, 2 * n.bit_length()), 31) for s in range(64 - b)):
             slots = ((hashes >> np.uint64(shift)) & np.uint64((1 << bits) - 1)).astype(np.int64)
-            if len(np.unique(slots)) == n:
+            if len(unique(slots)) == n:
                 break
         self._shift, self._mask = np.uint64(shift), np.uint64((1 << bits) - 1)
         self._slots = np.full(1 << bits, n, dtype=np.int32)  # n: no word (compares with the sentinel)

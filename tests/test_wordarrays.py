@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.textclean import lower_words
-from pipeline.wordarrays import WordArrays, hash_words, span_indexes, word_hashes
+from pipeline.wordarrays import WordArrays, hash_words, span_indexes, unique, word_hashes
 
 TRICKY = ["Hello, World! 你好世界 don’t stop", "", "İstanbul ½ x_y ABC123", "日本語のテキスト・カタカナ", "aaaaa",
           "  \n\t", "ﬁne café naïve ΣΟΦΟΣ", "nul\x00inside", "tab\tsep\x1cfile", "emoji 🙂 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢"]
@@ -64,3 +64,12 @@ def test_word_hashes_keep_order_and_span_indexes_concatenate_ranges():
     assert word_hashes(words).tolist() == WordArrays.from_texts(["dog the dog"]).hashes.tolist()
     assert span_indexes(np.array([5, 0, 9]), np.array([2, 0, 3])).tolist() == [5, 6, 9, 10, 11]
     assert span_indexes(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)).tolist() == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 2**64 - 1), max_size=40), st.integers(1, 2**64 - 1))
+def test_unique_is_numpy_unique(values, modulus):
+    for dtype, keys in ((np.uint64, [v % modulus for v in values]), (np.int64, [v % min(modulus, 2**63) - 2**40 for v in values])):
+        array = np.array(keys, dtype=dtype)
+        got = unique(array)
+        assert got.dtype == array.dtype and got.tolist() == np.unique(array).tolist()
