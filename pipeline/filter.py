@@ -66,6 +66,21 @@ def _with_score(meta: str | None, score: float) -> str:
     return f'{meta[:-1]}, "offensive_score": {value}}}'
 
 
+def _with_scores(metas: pa.Array | pa.ChunkedArray, scores: np.ndarray) -> pa.Array:
+    """[_with_score(meta, score) for each row], with Arrow string kernels for the usual meta (an object
+    without the key): only the others (null, "{}", the key already there, not an object) go one by one."""
+    metas = metas.combine_chunks() if isinstance(metas, pa.ChunkedArray) else metas
+    values = pa.array(["0.0" if s == 0 else json.dumps(round(s, 4)) for s in scores.tolist()], pa.string())
+    plain = pc.and_(pc.ends_with(metas, "}"), pc.invert(pc.match_substring(metas, '"offensive_score"')))
+    plain = pc.and_(plain, pc.not_equal(metas, "{}")).fill_null(False)
+    out = pc.binary_join_element_wise(pc.utf8_slice_codeunits(metas, 0, -1), ', "offensive_score": ', values, "}", "")
+    other = np.flatnonzero(~plain.to_numpy(zero_copy_only=False))
+    if len(other):
+        fixed = [_with_score(metas[i].as_py(), s) for i, s in zip(other.tolist(), scores[other].tolist())]
+        out = pc.replace_with_mask(out, pc.invert(plain), pa.array(fixed, pa.string()))
+    return out
+
+
 def _redact(texts: list[str], metas: list[str | None], counts: dict[str, int]) -> bool:
     """Replace PII in place in the texts that may hold some, noting what was found in their meta;
     True when any text changed."""
@@ -179,8 +194,8 @@ def screen_shard(job: dict[str, Any]) -> Tally:
             seen.append(_shifted(observe(words).take(rows), n_kept))
         n_kept += len(rows)
         kept_scores.append(scores[kept])
-        meta_kept = [_with_score(metas[i], scores[i]) for i in rows.tolist()]
-        survivors = table.filter(pa.array(kept)).set_column(3, "meta", pa.array(meta_kept, pa.string()))
+        survivors = table.filter(pa.array(kept))
+        survivors = survivors.set_column(3, "meta", _with_scores(survivors.column("meta"), scores[kept]))
         scratch.add_table(survivors, pc.binary_length(survivors.column("text")).to_numpy(zero_copy_only=False))
     tally = sieve.close()
     tally.counts.update(pii_redacted=pii_counts, offensive_lines_dropped=lines_out.count)

@@ -10,15 +10,20 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pipeline.clean as clean_module
 from pipeline.clean import clean
 from pipeline.config import CleanConfig, FilterConfig, IngestConfig
 from pipeline.docs import iter_docs
-from pipeline.filter import filter_docs
+from pipeline.filter import _with_score, _with_scores, filter_docs
 from pipeline.ingest import ingest
+from pipeline.toxicity import offensive_score
 from tests.conftest import REPO, SAMPLE, STORIES
 
 
@@ -83,6 +88,32 @@ def test_data_reports(sample_run):
     assert "| offensive | 6 |" in report and fi.output("scores_plot").exists()
     assert "## Representation audit" in report and fi.stats["audit"]["docs"] == fi.stats["docs_kept"]
     assert set(fi.stats["audit"]["mentions"]) == {"female", "male", "young", "old"}
+
+
+def test_kept_documents_carry_their_offensive_score(sample_run):
+    ing, _, fi = sample_run
+    source_meta = {d["id"]: json.loads(d["meta"]) for d in iter_docs(ing.output_list("docs"))}
+    kept = list(iter_docs(fi.output_list("docs")))
+    scored = 0
+    for doc in kept:
+        meta = json.loads(doc["meta"])
+        assert meta["offensive_score"] == round(offensive_score(doc["text"]), 4) < 0.5, doc["id"]
+        assert meta.keys() - {"offensive_score", "pii_redacted"} == source_meta[doc["id"]].keys(), doc["id"]
+        scored += meta["offensive_score"] > 0
+    assert scored >= 1 and sum("pii_redacted" in json.loads(d["meta"]) for d in kept) >= 3
+
+
+_METAS = st.one_of(st.none(), st.sampled_from(["", "{}", '{"offensive_score": 0.25}', '{"a": "}"}']),
+                   st.dictionaries(st.text(max_size=4), st.one_of(st.integers(), st.text(max_size=4)), max_size=3)
+                   .map(lambda d: json.dumps(d, ensure_ascii=False)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_METAS, st.one_of(st.just(0.0), st.floats(0, 1))), max_size=12))
+def test_scores_are_written_into_meta_as_one_by_one(rows):
+    metas, scores = [m for m, _ in rows], np.array([s for _, s in rows], dtype=np.float64)
+    column = pa.chunked_array([pa.array(metas[:3], pa.string()), pa.array(metas[3:], pa.string())])
+    assert _with_scores(column, scores).to_pylist() == [_with_score(m, s) for m, s in zip(metas, scores.tolist())]
 
 
 def test_filter_line_mode_vs_document_mode(sample_run, tmp_path: Path):
