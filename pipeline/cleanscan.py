@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from bisect import bisect_right
 from functools import lru_cache
 
 import numpy as np
@@ -172,14 +171,20 @@ def _flag_boilerplate_lines(text: str, cp: np.ndarray, bits: np.ndarray, nl: np.
     line_stops = np.r_[line_ends, len(text)]
     short = np.flatnonzero(line_stops - line_starts <= _UI_MAX_CHARS)
     if len(short):
-        begins, stops = line_starts[short].tolist(), line_stops[short].tolist()
-        joined = "\n" + "\n".join([text[a:b] for a, b in zip(begins, stops)]).lower()
-        offsets = [0]
-        for a, b in zip(begins, stops):
-            offsets.append(offsets[-1] + b - a + 1)
-        for m in _UI_CANDIDATE.finditer(joined):
-            line = bisect_right(offsets, m.start()) - 1
-            removes(begins[line], int(np.searchsorted(starts, begins[line], side="right")) - 1, _is_ui_line)
+        begins, stops = line_starts[short], line_stops[short]
+        lines = [text[a:b] for a, b in zip(begins.tolist(), stops.tolist())]
+        joined = "\n" + "\n".join(lines).lower()
+        sizes = stops - begins
+        if len(joined) != int(sizes.sum()) + len(lines):  # 'İ' grows when lower-cased: lines one by one
+            lines = [line.lower() for line in lines]
+            joined = "\n" + "\n".join(lines)
+            sizes = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+        offsets = np.zeros(len(lines) + 1, dtype=np.int64)  # where each line's "\n" is in `joined`
+        np.cumsum(sizes + 1, out=offsets[1:])
+        found = np.array([m.start() for m in _UI_CANDIDATE.finditer(joined)], dtype=np.int64)
+        at = begins[np.searchsorted(offsets, found, side="right") - 1]
+        for begin, doc in zip(at.tolist(), (np.searchsorted(starts, at, side="right") - 1).tolist()):
+            removes(begin, doc, _is_ui_line)
 
 
 def clean_texts(texts: list[str], cfg: CleanConfig) -> list[str]:

@@ -327,7 +327,9 @@ def test_clean_texts_equals_clean_text(texts: list[str], cfg: CleanConfig):
     "texts",
     [[], [""], ["", ""], ["a ", "b"], ["a", " b"], ["a\n", "b"], ["a", "\nb"], ["a", "", "", "b"], ["x", "  y"],
      ["x ", "\n", " "], ["Read more »", "ok"], ["ok", "Search"], ["ok\n", "Search"], ["Ã", "©"], ["**", "*"],
-     ["e", "\u0301"], ["cook", "ie"], ["|", "|", "|"], ["Home | About", " | Contact"]],
+     ["e", "\u0301"], ["cook", "ie"], ["|", "|", "|"], ["Home | About", " | Contact"],
+     # 'İ' grows when lower-cased: the UI lines after it must still be found where they are
+     ["\n".join(["İİİİİİİİ"] * 12) + "\nThe end.", "A story.\nAccept all cookies\nMore story."]],
 )
 def test_clean_texts_batch_boundaries(texts: list[str]):
     for cfg in CONFIGS:
