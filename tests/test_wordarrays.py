@@ -34,9 +34,19 @@ def test_words_equal_lower_words_on_tricky_texts():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.text(alphabet=st.sampled_from(list("ab Z9_,.\n\t'’-İΣß你好カ・\x00½🙂é")), max_size=30), max_size=6))
+@given(st.lists(st.text(alphabet=st.sampled_from(list("ab Z9_,.\n\t'’-İΣß你好カ・\x00½🙂éẞ\u212a")), max_size=30), max_size=6))
 def test_words_equal_lower_words_on_any_batch(texts: list[str]):
     _check(texts)
+
+
+def test_every_code_point_lower_cases_as_str_lower():
+    # Every character (lone surrogates too) in batches of texts, through the table; İ and Σ through str.lower.
+    chars = "".join(chr(c) for c in range(0x110000) if c not in (0x130, 0x3A3))
+    for texts in ([chars[i : i + 4099] for i in range(0, len(chars), 4099)], ["ΟΔΟΣ ΣΟΦΟΣ Σ", "İi KELVIN\u212a ẞ"]):
+        words = WordArrays.from_texts(texts)
+        expected = "\x00".join(t.lower() for t in texts)
+        assert words.codes.tobytes() == expected.encode("utf-32-le", "surrogatepass")
+        assert [words.lower[i] for i in (-1, 0, 1)] == [texts[i].lower() for i in (-1, 0, 1)]
 
 
 def test_equal_words_hash_equally_and_different_words_do_not():
