@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -127,64 +128,74 @@ def run_one(name: str, folder: Path, mode: str, repeat: int) -> dict:
     return {"corpus": name, "mode": mode, "workers": workers, "stages": best, "rss_mb": rss, "worker_rss_mb": worker_rss}
 
 
-def function_rates(name: str, folder: Path) -> dict[str, float]:
-    """MB/s of each text function the stages call, over the corpus's documents in batches as the stages
-    cut them (1 core). Each function sees the texts its stage gives it: raw for clean, cleaned for filter."""
-    from pipeline.audit import Audit
-    from pipeline.config import CleanConfig, FilterConfig, IngestConfig
-    from pipeline.dedup import MinHasher, exact_keys
-    from pipeline.docs import BATCH_ROWS, iter_docs
-    from pipeline.ingest import ingest
-    from pipeline.pii import pii_candidates, redact_pii
-    from pipeline.quality import quality_reasons
-    from pipeline.langid import detect_languages
-    from pipeline.cleanscan import clean_texts
-    from pipeline.toxicity import offensive_score
-    from pipeline.toxicity_scan import offensive_candidates
-    from pipeline.wordarrays import WordArrays, char_classes
-
+def text_functions(package: str = "pipeline") -> tuple[type, dict[str, tuple[bool, Callable]]]:
+    """(the package's WordArrays, {name: (reads raw texts, fn(texts, words))}) for each text function the
+    stages call, imported from `package` (`benchmarks.compare` passes another revision's copy). Functions
+    that read raw texts are the clean stage's; the others get cleaned texts and their WordArrays."""
     import numpy as np
 
-    over, root = CORPORA[name][1], Path(tempfile.mkdtemp(prefix="quill-bench-"))
+    def load(module: str):
+        return importlib.import_module(f"{package}.{module}")
+
+    config, dedup, pii, scan, toxicity = (load(m) for m in ("config", "dedup", "pii", "toxicity_scan", "toxicity"))
+    ccfg, fcfg, hasher = config.CleanConfig(), config.FilterConfig(), dedup.MinHasher()
+
+    def redact(texts: list[str], _) -> None:
+        for i in pii.pii_candidates(texts):
+            pii.redact_pii(texts[i])
+
+    def offensive(texts: list[str], words) -> None:
+        for i in np.flatnonzero(scan.offensive_candidates(words)).tolist():
+            toxicity.offensive_score(texts[i])
+
+    word_arrays = load("wordarrays").WordArrays
+    calls = {"clean_texts": (True, lambda b, w: load("cleanscan").clean_texts(b, ccfg)),
+             "detect_languages": (True, lambda b, w: load("langid").detect_languages(b)),
+             "WordArrays": (False, lambda b, w: word_arrays.from_texts(b)), "pii": (False, redact),
+             "quality_reasons": (False, lambda b, w: load("quality").quality_reasons(b, w, fcfg.quality)),
+             "offensive": (False, offensive), "exact_keys": (False, lambda b, w: dedup.exact_keys(w)),
+             "MinHash": (False, lambda b, w: hasher.signatures(w)),
+             "Audit.add_batch": (False, lambda b, w: load("audit").Audit().add_batch(w))}
+    if importlib.util.find_spec("profanity_check"):  # the opt-in classifier (filter.toxicity.classifier), if installed
+        votes = load("toxicity_classifier").classifier_votes
+        calls["classifier (opt-in)"] = (False, lambda b, w: votes(b, 0.99))
+    return word_arrays, calls
+
+
+def corpus_batches(name: str, folder: Path) -> tuple[list[list[str]], list[list[str]]]:
+    """The corpus's documents in batches as the stages cut them: (raw, cleaned) texts."""
+    from pipeline.cleanscan import clean_texts
+    from pipeline.config import CleanConfig, IngestConfig
+    from pipeline.docs import BATCH_ROWS, iter_docs
+    from pipeline.ingest import ingest
+
+    root = Path(tempfile.mkdtemp(prefix="quill-bench-"))
     try:
-        m = ingest([str(folder)], root / "ingest", IngestConfig(**over.get("ingest", {})))
+        m = ingest([str(folder)], root / "ingest", IngestConfig(**CORPORA[name][1].get("ingest", {})))
         raw = [d["text"] for d in iter_docs(m.output_list("docs"))]
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    ccfg, fcfg, hasher = CleanConfig(), FilterConfig.model_validate(over.get("filter", {})), MinHasher()
-    char_classes()  # built once per process, not per batch
-    batch = lambda texts: [texts[i : i + BATCH_ROWS] for i in range(0, len(texts), BATCH_ROWS)]  # noqa: E731
-    raw_batches = batch(raw)
-    batches = [clean_texts(b, ccfg) for b in raw_batches]
-    words = [WordArrays.from_texts(b) for b in batches]
+    raw_batches = [raw[i : i + BATCH_ROWS] for i in range(0, len(raw), BATCH_ROWS)]
+    return raw_batches, [clean_texts(b, CleanConfig()) for b in raw_batches]
 
-    def pii(texts: list[str]) -> None:
-        for i in pii_candidates(texts):
-            redact_pii(texts[i])
 
-    def offensive(texts: list[str], w: WordArrays) -> None:
-        for i in np.flatnonzero(offensive_candidates(w)).tolist():
-            offensive_score(texts[i])
-
-    calls = {"clean_texts": lambda b, w: clean_texts(b, ccfg), "detect_languages": lambda b, w: detect_languages(b),
-             "WordArrays": lambda b, w: WordArrays.from_texts(b), "pii": lambda b, w: pii(b),
-             "quality_reasons": lambda b, w: quality_reasons(b, w, fcfg.quality), "offensive": offensive,
-             "exact_keys": lambda b, w: exact_keys(w), "MinHash": lambda b, w: hasher.signatures(w),
-             "Audit.add_batch": lambda b, w: Audit().add_batch(w)}
-    if importlib.util.find_spec("profanity_check"):  # the opt-in classifier (filter.toxicity.classifier), if installed
-        from pipeline.toxicity_classifier import classifier_votes
-
-        calls["classifier (opt-in)"] = lambda b, w: classifier_votes(b, 0.99)
-    mb = sum(len(t.encode()) for t in raw) / 2**20
-    rates = {}
-    for fname, fn in calls.items():
-        inputs = raw_batches if fname in ("clean_texts", "detect_languages") else batches
-        fn(inputs[0][:8], WordArrays.from_texts(inputs[0][:8]))  # tables each function builds once per process
-        start = time.perf_counter()
-        for b, w in zip(inputs, words):
-            fn(b, w)
-        rates[fname] = mb / (time.perf_counter() - start)
-    return rates
+def function_rates(name: str, folder: Path, rounds: int = 3) -> dict[str, float]:
+    """MB/s of each text function the stages call (best of `rounds`), over the corpus's documents in
+    batches as the stages cut them (1 core): raw texts for clean's functions, cleaned ones for the filter's."""
+    raw, cleaned = corpus_batches(name, folder)
+    word_arrays, calls = text_functions()
+    words = [word_arrays.from_texts(b) for b in cleaned]
+    mb = sum(len(t.encode()) for b in raw for t in b) / 2**20
+    best = {fname: float("inf") for fname in calls}
+    for fname, (reads_raw, fn) in calls.items():
+        batches = raw if reads_raw else cleaned
+        fn(batches[0], words[0])  # tables each function builds once per process
+        for _ in range(rounds):
+            start = time.process_time()
+            for b, w in zip(batches, words):
+                fn(b, w)
+            best[fname] = min(best[fname], time.process_time() - start)
+    return {fname: mb / t for fname, t in best.items()}
 
 
 def _row(label: str, mode: str, workers: int, stage: str, b: dict, rss: str) -> str:
@@ -239,7 +250,7 @@ def main() -> None:
             import pyarrow as pa
 
             pa.set_cpu_count(1)  # Parquet encoding threads too
-        result = function_rates(name, Path(folder)) if mode == "functions" else run_one(name, Path(folder), mode, int(repeat))
+        result = function_rates(name, Path(folder), int(repeat)) if mode == "functions" else run_one(name, Path(folder), mode, int(repeat))
         print(json.dumps(result))
         return
     if not SHARED.is_dir():
@@ -254,7 +265,7 @@ def main() -> None:
             once, _ = replicate(name, Path(tmp) / "once", 0)
             folder, copies = replicate(name, Path(tmp) / "copies", args.min_mb)
             drops = child([name, str(once), "1 core", "1"])["stages"]
-            rates[name] = child([name, str(once), "functions", "1"])
+            rates[name] = child([name, str(once), "functions", str(max(3, args.repeat))])
             for mode in args.modes:
                 r = child([name, str(folder), mode, str(args.repeat)])
                 r["label"] = f"{name} ×{copies}" if copies > 1 else name
@@ -262,8 +273,8 @@ def main() -> None:
                 results.append(r)
                 print(f"{r['label']} {mode}: " + ", ".join(f"{s} {b['wall']:.2f} s" for s, b in r["stages"].items()), flush=True)
     print_tables(results)
-    print("\nText functions alone, MB/s on one core (batches of 1024 documents; WordArrays is the filter's one tokenization,\n"
-          "shared by quality, offensive, dedup and audit, whose figures exclude it):\n")
+    print(f"\nText functions alone, MB/s on one core, best of {max(3, args.repeat)} (batches of 1024 documents; WordArrays is the filter's one\n"
+          "tokenization, shared by quality, offensive, dedup and audit, whose figures exclude it):\n")
     names = list(next(iter(rates.values()), {}))
     print("| corpus | " + " | ".join(names) + " |\n|---|" + "---:|" * len(names))
     for corpus, r in rates.items():

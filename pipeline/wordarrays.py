@@ -144,16 +144,20 @@ def span_indexes(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.repeat(starts - ends + lengths, lengths) + np.arange(int(ends[-1]) if len(ends) else 0)
 
 
+_CASED_BELOW = 0x20000  # no character from U+20000 on (ideographs, tags, private use) has a lower case
+
+
 @lru_cache(maxsize=1)
 def _lower_table() -> np.ndarray:
     """uint32 per code point: its lower-case form, as str.lower gives it, for every character that lower-cases
     to one character by itself. 'İ' (two characters) and 'Σ' (final sigma depends on its neighbours) map
     to themselves: texts holding them are lower-cased as strings (_lowered_codes)."""
-    chars = "".join(map(chr, range(0xD800))) + "\ufffd" * 0x800 + "".join(map(chr, range(0xE000, _MAX_UNICODE)))
-    table = code_points(chars[:0x130].lower() + "\u0130" + chars[0x131:].lower()).copy()
-    assert len(table) == _MAX_UNICODE, "only U+0130 lower-cases to more than one character"
+    table = np.arange(_MAX_UNICODE, dtype=np.uint32)
+    chars = "".join(map(chr, range(0xD800))) + "".join(map(chr, range(0xE000, _CASED_BELOW)))  # no surrogates
+    low = code_points(chars[:0x130].lower() + "\u0130" + chars[0x131:].lower())
+    assert len(low) == len(chars), "only U+0130 lower-cases to more than one character"
+    table[:0xD800], table[0xE000:_CASED_BELOW] = low[:0xD800], low[0xD800:]
     table[0x3A3] = 0x3A3
-    table[0xD800:0xE000] = np.arange(0xD800, 0xE000, dtype=np.uint32)
     return table
 
 
