@@ -150,7 +150,7 @@ def _flag_boilerplate_lines(text: str, cp: np.ndarray, bits: np.ndarray, nl: np.
     if len(cp) >= 3:
         fold = (cp | 0x20) & 0x7F
         keys = (fold[:-2] << 14) | (fold[1:-1] << 7) | fold[2:]
-        hits = np.flatnonzero(table[keys])
+        hits = np.flatnonzero(np.take(table, keys))
         hit_keys = keys[hits]
         for key, spelled in words.items():
             at_key = hits[hit_keys == key]

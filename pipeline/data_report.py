@@ -50,7 +50,7 @@ def _plot(path: Path, series: dict[str, list[int]], edges: list[float], xlabel: 
     ax.set_xlabel(xlabel)
     ax.set_ylabel("documents")
     fig.subplots_adjust(left=0.12, right=0.97, bottom=0.17, top=0.95)  # fixed margins: tight_layout costs ~1 s
-    fig.savefig(path)
+    fig.savefig(path, pil_kwargs={"compress_level": 1})  # zlib's fastest level: ~5x less work than the default 6
     plt.close(fig)
 
 

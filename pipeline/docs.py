@@ -124,7 +124,7 @@ def word_counts(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     data = arr.buffers()[2]
     data = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]] if data is not None else np.zeros(0, np.uint8)
     offsets -= offsets[0]
-    space = _SPACE_BYTES[data]
+    space = np.take(_SPACE_BYTES, data)
     # A word starts at a non-space byte after a space byte or at the start of a text.
     start = np.empty(len(data), dtype=bool)
     np.greater(space[:-1], space[1:], out=start[1:])

@@ -133,7 +133,7 @@ def _latin_languages(samples: list[str]) -> list[tuple[str, float]]:
     codes, starts = words.codes, words.doc_first_char
     if len(codes) and codes.max() >= 0xA1:  # accent letters: 0.5 each, in text order
         table, afirst, alang = _accent_table()
-        ids = table[np.minimum(codes, 0x250)]
+        ids = np.take(table, codes, mode="clip")  # code points above 0x250 read its 0
         pos = np.flatnonzero(ids)
         if len(pos):
             ids = ids[pos]

@@ -173,7 +173,7 @@ def pii_candidates(texts: list[str]) -> list[int]:
     first = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) + 1, out=first[1:])
     colon = cp == ord(":")
-    digit = (char_classes()[cp] & DECIMAL) != 0
+    digit = (np.take(char_classes(), cp) & DECIMAL) != 0
     at = [np.flatnonzero(cp == ord("@")), np.flatnonzero(colon[:-1] & colon[1:]),
           np.flatnonzero(digit[:-2] & (cp[1:-1] == ord(".")) & digit[2:])]
     digits = np.flatnonzero(digit)

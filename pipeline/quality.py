@@ -170,7 +170,7 @@ def _is_stopword(hashes: np.ndarray) -> np.ndarray:
     if _STOP_TABLE is None:
         return np.isin(hashes, _STOP_HASHES)
     table, shift, mask = _STOP_TABLE
-    return table[(hashes >> shift) & mask] == hashes
+    return np.take(table, (hashes >> shift) & mask) == hashes
 
 
 def _dup_line_ratio(lines: list[str]) -> float:

@@ -102,7 +102,7 @@ def _span_hashes(cp: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.nda
         terms = np.add(cp, 1, dtype=np.uint64)
         terms *= powers[:n]
         np.cumsum(terms, out=prefix[1:])
-        h = (prefix[ends] - prefix[starts]) * inverse[starts]
+        h = (np.take(prefix, ends) - np.take(prefix, starts)) * np.take(inverse, starts)
         h += (ends - starts).astype(np.uint64) * _LENGTH_MIX
     return mix64(h)
 
@@ -218,7 +218,7 @@ class WordArrays:
         self.codes, self.doc_first_char = _lowered_codes(texts)
         cp = self.codes
         self.lower = _Lowered(cp, self.doc_first_char)
-        classes = self.classes = char_classes()[cp]
+        classes = self.classes = np.take(char_classes(), cp)  # np.take: ~2x faster than indexing with uint32
         cjk_char = (classes & CJK) != 0
         run = ((classes & WORD) != 0) & ~cjk_char  # characters that join into multi-character words
         edge = np.diff(run.view(np.int8), prepend=0, append=0)  # +1 where a run opens, -1 after it closes
@@ -294,5 +294,5 @@ class WordIndex:
     def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(int32 vocabulary index per hash, bool: it is a vocabulary word); the index is only
         meaningful where the flag is set."""
-        at = self._slots[(hashes >> self._shift) & self._mask]
-        return at, (self._hashes[at] == hashes) & (at < len(self.vocab))
+        at = np.take(self._slots, (hashes >> self._shift) & self._mask)
+        return at, (np.take(self._hashes, at) == hashes) & (at < len(self.vocab))
