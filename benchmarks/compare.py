@@ -16,25 +16,20 @@ the text functions on the corpus as it is, in the batches the stages cut. Corpor
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from io import BytesIO
+from pathlib import Path
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one core is one core
-    os.environ.setdefault(_var, "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
-
-import argparse  # noqa: E402
-import importlib  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tarfile  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from io import BytesIO  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from benchmarks.data_stages import CORPORA, REPO, SHARED, corpus_batches, replicate, text_functions  # noqa: E402
+from benchmarks.data_stages import CORPORA, REPO, SHARED, corpus_batches, replicate, text_functions
 
 BASE = "pipeline_base"
 _IMPORT = re.compile(r"\b(from|import)\s+pipeline\b|([\"'])pipeline\.")
@@ -133,6 +128,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds per measurement; the least time counts")
     ap.add_argument("--no-stages", action="store_true", help="compare the text functions only")
     args = ap.parse_args()
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # before numpy loads: one core is one core
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("MPLBACKEND", "Agg")
     if not SHARED.is_dir():
         print(f"skipped: no corpora at {SHARED} (see ../shared/corpora/README.md)")
         return
