@@ -221,8 +221,10 @@ class WordArrays:
         classes = self.classes = np.take(char_classes(), cp)  # np.take: ~2x faster than indexing with uint32
         cjk_char = (classes & CJK) != 0
         run = ((classes & WORD) != 0) & ~cjk_char  # characters that join into multi-character words
-        edge = np.diff(run.view(np.int8), prepend=0, append=0)  # +1 where a run opens, -1 after it closes
-        run_starts, run_ends = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)
+        padded = np.zeros(len(run) + 2, dtype=bool)
+        padded[1:-1] = run
+        change = np.flatnonzero(padded[1:] != padded[:-1])  # runs open and close in turn: open, close, open, ...
+        run_starts, run_ends = change[0::2].copy(), change[1::2].copy()
         if cjk_char.any():
             cjk_at = np.flatnonzero(cjk_char)
             starts = np.concatenate([run_starts, cjk_at])
