@@ -44,20 +44,28 @@ _SEP = "\x00"  # joins the documents of a batch: no class, so no word crosses a 
 _POWERS_CACHED = 1 << 21  # powers of P kept between batches (2 x 16 MB); longer batches compute their own
 
 
+_CLASSED_BELOW = 0x40000  # planes 0-3: no character above has a class (char_classes checks it)
+
+
 @lru_cache(maxsize=1)
 def char_classes() -> np.ndarray:
-    """uint8 class flags for every code point, built once per process (~0.2 s) from the same regexes
+    """uint8 class flags for every code point, built once per process (~0.3 s) from the same regexes
     the per-text functions use, so the two can never disagree."""
     table = np.zeros(_MAX_UNICODE, dtype=np.uint8)
+    patterns = ((WORD, r"[^\W_]+"), (CJK, f"[{CJK_CHARS}]+"), (SPACE, r"\s+"), (LETTER, r"[^\W\d_]+"),
+                (LATIN, "[a-z\xdf-\xf6\xf8-\u024f]+"), (DIGIT, "[0-9]+"), (DECIMAL, r"\d+"))
+    # Unassigned planes 4-13, tags and private use have no class: one search over them proves it (every
+    # class, ALPHA too, lies inside \w, \s or CJK_CHARS), so only the planes below are classified one by one.
+    rest = "".join(map(chr, range(_CLASSED_BELOW, _MAX_UNICODE)))
+    assert not re.search(f"[\\w\\s{CJK_CHARS}]", rest), "a character above U+3FFFF has a class"
     # Surrogates cannot be joined into one str with the rest safely; they carry no class anyway.
-    chars = "".join(map(chr, range(0xD800))) + "\ufffd" * 0x800 + "".join(map(chr, range(0xE000, _MAX_UNICODE)))
-    for flag, pattern in ((WORD, r"[^\W_]+"), (CJK, f"[{CJK_CHARS}]+"), (SPACE, r"\s+"), (LETTER, r"[^\W\d_]+"),
-                          (LATIN, "[a-z\xdf-\xf6\xf8-\u024f]+"), (DIGIT, "[0-9]+"), (DECIMAL, r"\d+")):
+    chars = "".join(map(chr, range(0xD800))) + "\ufffd" * 0x800 + "".join(map(chr, range(0xE000, _CLASSED_BELOW)))
+    for flag, pattern in patterns:
         for m in re.finditer(pattern, chars):
             table[m.start() : m.end()] |= flag
     table[0xD800:0xE000] &= 0  # the placeholders above were U+FFFD, not surrogates
     alpha = np.fromiter(map(str.isalpha, chars), dtype=bool, count=len(chars))
-    table[alpha] |= ALPHA
+    table[: len(chars)][alpha] |= ALPHA
     table[0xD800:0xE000] &= ~np.uint8(ALPHA)
     return table
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.textclean import lower_words
-from pipeline.wordarrays import WordArrays, hash_words, span_indexes, unique, word_hashes
+from pipeline.textclean import CJK_CHARS, lower_words
+from pipeline.wordarrays import (ALPHA, CJK, DECIMAL, DIGIT, LATIN, LETTER, SPACE, WORD, WordArrays, char_classes,
+                                 hash_words, span_indexes, unique, word_hashes)
 
 TRICKY = ["Hello, World! 你好世界 don’t stop", "", "İstanbul ½ x_y ABC123", "日本語のテキスト・カタカナ", "aaaaa",
           "  \n\t", "ﬁne café naïve ΣΟΦΟΣ", "nul\x00inside", "tab\tsep\x1cfile", "emoji 🙂 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢"]
@@ -47,6 +50,20 @@ def test_every_code_point_lower_cases_as_str_lower():
         expected = "\x00".join(t.lower() for t in texts)
         assert words.codes.tobytes() == expected.encode("utf-32-le", "surrogatepass")
         assert [words.lower[i] for i in (-1, 0, 1)] == [texts[i].lower() for i in (-1, 0, 1)]
+
+
+def test_character_classes_are_the_regexes_on_every_plane():
+    # One code point in 61 across all of Unicode (the planes above U+3FFFF are checked as a whole when the
+    # table is built), plus a few that matter: each class flag is its regex or str method on that character.
+    rules = [(WORD, r"[^\W_]"), (CJK, f"[{CJK_CHARS}]"), (SPACE, r"\s"), (LETTER, r"[^\W\d_]"),
+             (LATIN, "[a-z\xdf-\xf6\xf8-\u024f]"), (DIGIT, "[0-9]"), (DECIMAL, r"\d")]
+    table = char_classes()
+    for cp in [*range(0, 0x110000, 61), 0x20, 0x3000, 0x4E00, 0x20000, 0x2A6D6, 0x3134A, 0xE0041, 0x10FFFD]:
+        if 0xD800 <= cp < 0xE000:
+            continue
+        ch = chr(cp)
+        want = sum(flag for flag, rx in rules if re.fullmatch(rx, ch)) | (ALPHA if ch.isalpha() else 0)
+        assert table[cp] == want, hex(cp)
 
 
 def test_equal_words_hash_equally_and_different_words_do_not():
