@@ -196,11 +196,12 @@ class _Lowered:
         return len(self._first) - 1
 
     def __getitem__(self, i: int) -> str:
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i = int(i) % len(self)
         if i not in self._texts:
-            if not -len(self) <= i < len(self):
-                raise IndexError(i)
-            i %= len(self)
-            self._texts[i] = self._codes[self._first[i] : self._first[i + 1] - 1].tobytes().decode("utf-32-le", "surrogatepass")
+            start, end = int(self._first[i]), int(self._first[i + 1]) - 1  # the separator is not the text's
+            self._texts[i] = self._codes[start:end].tobytes().decode("utf-32-le", "surrogatepass")
         return self._texts[i]
 
 
