@@ -98,7 +98,7 @@ def compare_stages(name: str, folder: Path, rounds: int) -> tuple[float, dict[st
 def compare_functions(name: str, folder: Path, rounds: int) -> tuple[float, dict[str, dict[str, float]]]:
     """(MB of raw text, {function: least CPU seconds per side}) over the corpus's batches."""
     raw, cleaned = corpus_batches(name, folder)
-    sides = {package: text_functions(package) for package in (BASE, "pipeline")}
+    sides = {package: text_functions(name, package) for package in (BASE, "pipeline")}
     words = {package: [wa.from_texts(b) for b in cleaned] for package, (wa, _) in sides.items()}
     out = {}
     for fname in sides["pipeline"][1]:

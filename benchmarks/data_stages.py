@@ -128,17 +128,19 @@ def run_one(name: str, folder: Path, mode: str, repeat: int) -> dict:
     return {"corpus": name, "mode": mode, "workers": workers, "stages": best, "rss_mb": rss, "worker_rss_mb": worker_rss}
 
 
-def text_functions(package: str = "pipeline") -> tuple[type, dict[str, tuple[bool, Callable]]]:
+def text_functions(corpus: str, package: str = "pipeline") -> tuple[type, dict[str, tuple[bool, Callable]]]:
     """(the package's WordArrays, {name: (reads raw texts, fn(texts, words))}) for each text function the
-    stages call, imported from `package` (`benchmarks.compare` passes another revision's copy). Functions
-    that read raw texts are the clean stage's; the others get cleaned texts and their WordArrays."""
+    stages call on `corpus` (its filter config: the quality profile), imported from `package`
+    (`benchmarks.compare` passes another revision's copy). Functions that read raw texts are the clean
+    stage's; the others get cleaned texts and their WordArrays."""
     import numpy as np
 
     def load(module: str):
         return importlib.import_module(f"{package}.{module}")
 
     config, dedup, pii, scan, toxicity = (load(m) for m in ("config", "dedup", "pii", "toxicity_scan", "toxicity"))
-    ccfg, fcfg, hasher = config.CleanConfig(), config.FilterConfig(), dedup.MinHasher()
+    ccfg, hasher = config.CleanConfig(), dedup.MinHasher()
+    fcfg = config.FilterConfig.model_validate(CORPORA[corpus][1].get("filter", {}))
 
     def redact(texts: list[str], _) -> None:
         for i in pii.pii_candidates(texts):
@@ -183,7 +185,7 @@ def function_rates(name: str, folder: Path, rounds: int = 3) -> dict[str, float]
     """MB/s of each text function the stages call (best of `rounds`), over the corpus's documents in
     batches as the stages cut them (1 core): raw texts for clean's functions, cleaned ones for the filter's."""
     raw, cleaned = corpus_batches(name, folder)
-    word_arrays, calls = text_functions()
+    word_arrays, calls = text_functions(name)
     words = [word_arrays.from_texts(b) for b in cleaned]
     mb = sum(len(t.encode()) for b in raw for t in b) / 2**20
     best = {fname: float("inf") for fname in calls}

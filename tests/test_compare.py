@@ -37,7 +37,7 @@ def test_the_base_revision_imports_only_its_own_modules(base_on_path):
     # both sides run every text function the benchmark times, on the same batch
     texts = sample_texts()[:40]
     for package in (BASE, "pipeline"):
-        words_of, functions = text_functions(package)
+        words_of, functions = text_functions("gutenberg_creative", package)
         assert words_of.__module__ == f"{package}.wordarrays"
         words = words_of.from_texts(texts)
         for _, fn in functions.values():
