@@ -72,7 +72,6 @@ _GROUP_BITS = {"female": 1, "male": 2, "young": 4, "old": 8}
 class _Vocabulary(NamedTuple):
     index: WordIndex  # every term, occupation form and age adjective
     bits: np.ndarray  # uint8 per word: its groups (_GROUP_BITS)
-    job: np.ndarray  # bool per word: an occupation form
     age: np.ndarray  # bool per word: an age adjective ("old" in "old man")
     occupation: np.ndarray  # int64 per word: index of its occupation in OCCUPATIONS ("nurses" -> "nurse"), or -1
     pair_names: np.ndarray  # str [group bit number, occupation]: "group\toccupation"
@@ -82,10 +81,9 @@ class _Vocabulary(NamedTuple):
 def _vocabulary() -> _Vocabulary:
     words = sorted(_VOCAB | _AGE_WORDS)
     bits = np.array([sum(_GROUP_BITS[g] for g in _TERM_GROUPS.get(w, ())) for w in words], dtype=np.uint8)
-    job = np.array([w in _OCCUPATION_FORMS for w in words])
     occupation = np.array([OCCUPATIONS.index(_OCCUPATION_FORMS[w]) if w in _OCCUPATION_FORMS else -1 for w in words])
     pair_names = np.array([[f"{g}\t{job}" for job in OCCUPATIONS] for g in _GROUP_BITS])
-    return _Vocabulary(WordIndex(words), bits, job, np.array([w in _AGE_WORDS for w in words]), occupation, pair_names)
+    return _Vocabulary(WordIndex(words), bits, np.array([w in _AGE_WORDS for w in words]), occupation, pair_names)
 
 
 def _letter_runs(words: WordArrays, vocab: _Vocabulary) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -154,7 +152,7 @@ def observe(words: WordArrays) -> Observations:
     phrase_doc, phrases = np.array(phrase_doc, dtype=np.int64), np.array(phrases, dtype=str)
     groups = _group_bits(words.n_docs, docs, terms, phrase_doc, phrases)
     # Sentence co-occurrence: only in documents with an occupation and a group term.
-    job = vocab.job[terms] & (groups[docs] != 0)
+    job = (vocab.occupation[terms] >= 0) & (groups[docs] != 0)
     pair_doc, pairs = _cooccurrences(words, vocab, unique(docs[job]), docs, terms, where, phrase_doc, phrases,
                                      np.array(phrase_where, dtype=np.int64).reshape(-1, 2))
     return Observations(docs, terms, phrase_doc, phrases, pair_doc, pairs)

@@ -56,9 +56,13 @@ def filter_docs(in_manifest: Path, out_dir: Path, cfg: FilterConfig, force: bool
 # --- pass 1: screening ---------------------------------------------------------------------------
 
 
+def _score_json(score: float) -> str:
+    return "0.0" if score == 0 else json.dumps(round(score, 4))
+
+
 def _with_score(meta: str | None, score: float) -> str:
     """`meta` (a JSON object) with "offensive_score" set; plain string work for the common case."""
-    value = "0.0" if score == 0 else json.dumps(round(score, 4))
+    value = _score_json(score)
     if not meta or meta == "{}":
         return f'{{"offensive_score": {value}}}'
     if '"offensive_score"' in meta or not meta.endswith("}"):
@@ -70,7 +74,7 @@ def _with_scores(metas: pa.Array | pa.ChunkedArray, scores: np.ndarray) -> pa.Ar
     """[_with_score(meta, score) for each row], with Arrow string kernels for the usual meta (an object
     without the key): only the others (null, "{}", the key already there, not an object) go one by one."""
     metas = metas.combine_chunks() if isinstance(metas, pa.ChunkedArray) else metas
-    values = pa.array(["0.0" if s == 0 else json.dumps(round(s, 4)) for s in scores.tolist()], pa.string())
+    values = pa.array([_score_json(s) for s in scores.tolist()], pa.string())
     plain = pc.and_(pc.ends_with(metas, "}"), pc.invert(pc.match_substring(metas, '"offensive_score"')))
     plain = pc.and_(plain, pc.not_equal(metas, "{}")).fill_null(False)
     out = pc.binary_join_element_wise(pc.utf8_slice_codeunits(metas, 0, -1), ', "offensive_score": ', values, "}", "")
@@ -243,8 +247,9 @@ def _duplicates_by_shard(stage_dir: Path, screened: list[Tally], cfg: FilterConf
     ids = [pq.read_table(stage_dir / p, columns=["id"]).column("id") for t in screened for p in t.outputs["scratch"]]
     ids = pa.chunked_array([c for col in ids for c in col.chunks], pa.string())
     rep_ids = ids.take(pa.array(rep[gone])).to_pylist() if len(gone) else []
-    shard_of = np.searchsorted(np.cumsum(sizes), gone, side="right")
-    starts = np.r_[0, np.cumsum(sizes)]
+    ends = np.cumsum(sizes)
+    shard_of = np.searchsorted(ends, gone, side="right")
+    starts = np.r_[0, ends]
     per_shard: list[dict[int, tuple[str, str]]] = [{} for _ in screened]
     for i, shard, by_near, rep_id in zip(gone.tolist(), shard_of.tolist(), near[gone].tolist(), rep_ids):
         reason = "near_duplicate" if by_near else "exact_duplicate"
