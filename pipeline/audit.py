@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from pipeline.wordarrays import CJK, SPACE, WORD, WordArrays, WordIndex, span_indexes, unique
+from pipeline.wordarrays import CJK, SPACE, WORD, WordArrays, WordIndex, positions, span_indexes, unique
 
 FEMALE = """she her hers herself woman women girl girls lady ladies mother mothers mom moms mum mums mama daughter
     daughters sister sisters wife wives aunt aunts niece nieces grandmother grandmothers grandma granny queen queens
@@ -143,9 +143,11 @@ def observe(words: WordArrays) -> Observations:
     terms = np.concatenate([at[hit].astype(np.int64), extra_terms])
     where = np.concatenate([words.first_char[hit], extra_where])  # position in words.codes
     phrase_doc, phrases, phrase_where = [], [], []
-    for d in unique(docs[vocab.age[terms]]).tolist():  # "old man": only where an age adjective occurs
+    # "old man": a phrase starts at an age adjective, a whole word, so the regex is tried there only.
+    age = vocab.age[terms]
+    for d, at in sorted(zip(docs[age].tolist(), where[age].tolist()), key=lambda hit: hit[1]):
         first = int(words.doc_first_char[d])
-        for m in _AGE_PHRASE.finditer(words.lower[d]):
+        if m := _AGE_PHRASE.match(words.lower[d], at - first):
             phrase_doc.append(d)
             phrases.append(f"{m[1]} {m[2]}")
             phrase_where.append((first + m.start(), first + m.end() - 1))
@@ -189,15 +191,15 @@ def _sentence_boundaries(words: WordArrays) -> np.ndarray:
     whitespace run after '.', '!' or '?' starts, at the first of two newlines with only whitespace between
     them, and where each document starts. A run may give several positions; no word lies between them."""
     codes = words.codes
-    marks = np.take(_MARKS, codes, mode="clip")  # code points >= 128 read _MARKS[127]: none
-    at = np.flatnonzero(marks)
+    at = positions(codes, _MARKS, 3)  # code points >= 128 read _MARKS[127]: none
+    mark = _MARKS[codes[at]]
     after = np.minimum(at + 1, len(codes) - 1)
     space = ((words.classes[after] & SPACE) != 0) & (at + 1 < len(codes))
-    stops = at[(marks[at] == 1) & space] + 1
-    lines = at[marks[at] == 2]
+    stops = at[(mark == 1) & space] + 1
+    lines = at[mark == 2]
     # Two newlines in one whitespace run: neighbours in `lines` with only whitespace between them.
     first, gap = lines[:-1], np.diff(lines) - 1
-    maybe = (gap == 0) | (space[marks[at] == 2][:-1] & ((words.classes[lines[1:] - 1] & SPACE) != 0))
+    maybe = (gap == 0) | (space[mark == 2][:-1] & ((words.classes[lines[1:] - 1] & SPACE) != 0))
     first, gap = first[maybe], gap[maybe]
     between = span_indexes(first + 1, gap)
     not_space = (words.classes[between] & SPACE) == 0

@@ -16,26 +16,14 @@ mod 2**64): Python's salted `hash()` is never used.
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
-from pipeline.wordarrays import WordArrays, mix64
+from pipeline.wordarrays import WordArrays, mix, mix64
 
 _U64 = np.uint64
 _LOW32 = _U64(0xFFFFFFFF)
 _EMPTY = _U64(1 << 32)  # above every 32-bit value: marks a bin without shingles
 _FEW_BINS = 40  # documents with at most this many full bins are densified by a min over them, not by probing
-
-
-def _doc_sums(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Per-document sums (mod 2**64) of a per-word uint64 array; 0 for a document without words."""
-    cumulative = np.zeros(len(values) + 1, dtype=np.uint64)
-    np.cumsum(values, out=cumulative[1:])
-    with np.errstate(over="ignore"):
-        return cumulative[offsets[1:]] - cumulative[offsets[:-1]]  # wrapping difference is exact
-
-
-def _positions(words: WordArrays) -> np.ndarray:
-    """int64 per word: its index within its document."""
-    return np.arange(len(words.hashes), dtype=np.int64) - words.offsets[words.doc]
 
 
 # --- exact keys ------------------------------------------------------------------------------------
@@ -57,15 +45,24 @@ def exact_keys(words: WordArrays) -> np.ndarray:
     collision rate from below (not adversarially safe). Case, punctuation and whitespace are not
     words, so copies differing only in those share a key; all documents without words share one.
     """
-    if len(words.hashes):
-        position = (_positions(words) + 1).astype(np.uint64)
-    count = np.diff(words.offsets).astype(np.uint64)
-    lanes = np.empty((words.n_docs, 2), dtype="<u8")
-    with np.errstate(over="ignore"):
-        for lane, (g, c, s) in enumerate(_KEY_LANES):
-            sums = _doc_sums(mix64(words.hashes + position * g), words.offsets) if len(words.hashes) else 0
-            lanes[:, lane] = mix64(sums + count * c + s)
-    return lanes.view("S16").reshape(words.n_docs)
+    lanes = _key_lanes(words.hashes, words.offsets, np.array(_KEY_LANES, dtype=np.uint64))
+    return lanes.astype("<u8", copy=False).view("S16").reshape(words.n_docs)
+
+
+@njit(cache=True, nogil=True)
+def _key_lanes(hashes, offsets, constants):
+    """(n_docs, 2) uint64: per document and lane (g, c, s), mix(sum of mix(hash + (position + 1) * g) + count * c + s)."""
+    n_docs = len(offsets) - 1
+    lanes = np.empty((n_docs, len(constants)), np.uint64)
+    for d in range(n_docs):
+        first, count = offsets[d], offsets[d + 1] - offsets[d]
+        for lane in range(len(constants)):
+            g, c, s = constants[lane, 0], constants[lane, 1], constants[lane, 2]
+            total = np.uint64(0)
+            for j in range(count):
+                total += mix(hashes[first + j] + np.uint64(j + 1) * g)
+            lanes[d, lane] = mix(total + np.uint64(count) * c + s)
+    return lanes
 
 
 def exact_key(text: str) -> str:
@@ -133,93 +130,67 @@ class MinHasher:
                 keys = mix64((j[:, None] << _U64(32)) + j[None, :] + self._probe_seed) >> _U64(1)
             keys[np.arange(K), np.arange(K)] = 0  # each bin is first in its own sequence
             self._order = np.argsort(keys, axis=1, kind="stable").astype(np.int64)
-            rank = np.empty((K, K), dtype=np.int16 if K * K <= 2**15 else np.int32)
+            rank = np.empty((K, K), dtype=np.int64)
             rank[np.arange(K)[:, None], self._order] = np.arange(K)[None, :] * K + self._order
             self._rank = rank
         return self._order, self._rank
-
-    # -- shingles --
-
-    def shingles(self, words: WordArrays) -> tuple[np.ndarray, np.ndarray]:
-        """(uint64 hash, int64 document) of every shingle of the batch; repeated shingles repeat."""
-        h, doc, offsets, k = words.hashes, words.doc, words.offsets, self.shingle_size
-        parts, docs = [], []
-        with np.errstate(over="ignore"):
-            if len(h) >= k:
-                n = len(h) - k + 1
-                combined = h[:n] * self._position[0]
-                for i in range(1, k):
-                    combined += h[i : i + n] * self._position[i]
-                inside = doc[:n] == doc[k - 1 :]  # drops runs that cross into the next document
-                parts.append(combined[inside] + _U64(k) * self._length_tag)
-                docs.append(doc[:n][inside])
-            count = np.diff(offsets)
-            short = np.flatnonzero(count < k)  # includes documents without words
-            if len(short):  # their words are few: gather them, then one weighted sum per document
-                at = np.flatnonzero((count < k)[doc])
-                weighted = h[at] * self._position[at - offsets[doc[at]]]
-                sub_offsets = np.zeros(len(short) + 1, dtype=np.int64)
-                np.cumsum(count[short], out=sub_offsets[1:])
-                sums = _doc_sums(weighted, sub_offsets)
-                parts.append(sums + count[short].astype(np.uint64) * self._length_tag)
-                docs.append(short)
-        if not parts:
-            return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
-        return np.concatenate(parts), np.concatenate(docs)
 
     # -- signatures --
 
     def signatures(self, words: WordArrays) -> np.ndarray:
         """(n_docs, num_perm) uint32; the share of equal positions of two rows estimates the Jaccard
         similarity of the documents' shingle sets. Rows do not depend on the rest of the batch."""
-        n_docs, K = words.n_docs, self.num_perm
-        hashes, doc = self.shingles(words)
-        with np.errstate(over="ignore"):
-            y = mix64(hashes ^ self._mix_seed)
-            cell = doc * K + (((y >> _U64(32)) * _U64(K)) >> _U64(32)).astype(np.int64)
-        table = np.full(n_docs * K, _EMPTY, dtype=np.uint64)
-        np.minimum.at(table, cell, y & _LOW32)
-        filled = (table != _EMPTY).reshape(n_docs, K)
-        sig = table.astype(np.uint32).reshape(n_docs, K)  # empty bins (wrapped to 0) are overwritten below
-        self._densify(sig, filled)
-        return sig
+        order, rank = self._probe_orders()
+        return _signatures(words.hashes, words.offsets, self._position, self._length_tag, self._mix_seed, order, rank)
 
     def signature(self, text: str) -> np.ndarray:
         """uint32 array of length num_perm for one text (`signatures` of a batch of one)."""
         return self.signatures(WordArrays.from_texts([text]))[0]
 
-    def _densify(self, sig: np.ndarray, filled: np.ndarray) -> None:
-        """Fill the empty bins in place (optimal densification; see the class docstring)."""
-        n_docs, K = sig.shape
-        order, rank = self._probe_orders()
-        n_filled = filled.sum(axis=1)  # >= 1: every document has at least one shingle
-        # Few full bins: for every bin j at once, the full bin of lowest rank in j's order (full bins
-        # rank themselves first). Documents by decreasing count, so step i updates a prefix of them.
-        few = np.flatnonzero((n_filled <= _FEW_BINS) & (n_filled < K))
-        if len(few):
-            few = few[np.argsort(-n_filled[few], kind="stable")]
-            count = n_filled[few]
-            _, full_bin = np.nonzero(filled[few])  # grouped by document, in `few` order
-            first = np.zeros(len(few), dtype=np.int64)
-            np.cumsum(count[:-1], out=first[1:])
-            by_bin = rank.T  # by_bin[b, j]: rank of b in j's order (* K + b)
-            best = by_bin[full_bin[first]]
-            for i in range(1, int(count[0])):
-                n = int(np.searchsorted(-count, -i, side="left"))  # documents with more than i full bins
-                np.minimum(best[:n], by_bin[full_bin[first[:n] + i]], out=best[:n])
-            best %= K
-            sig[few] = sig[few[:, None], best]
-        # Many full bins: probe the empty bins' orders one step at a time (a few steps on average).
-        cells = np.flatnonzero(~filled.reshape(-1) & np.repeat(n_filled > _FEW_BINS, K))
-        flat_filled, flat_sig, flat_order = filled.reshape(-1), sig.reshape(-1), order.reshape(-1)
-        bins = cells % K
-        base, probe = cells - bins, bins * K + 1  # the cell's row in sig; its next probe in order (step 1)
-        while len(cells):
-            source = base + flat_order[probe]
-            hit = flat_filled[source]
-            flat_sig[cells[hit]] = flat_sig[source[hit]]  # sources are full bins, never overwritten
-            miss = ~hit
-            cells, base, probe = cells[miss], base[miss], probe[miss] + 1
+
+@njit(cache=True, nogil=True)
+def _signatures(hashes, offsets, position, length_tag, mix_seed, order, rank):
+    """The signatures of MinHasher (see its docstring), one document at a time in a compiled loop."""
+    k, K = len(position), len(order)
+    n_docs = len(offsets) - 1
+    sig = np.empty((n_docs, K), np.uint32)
+    table = np.empty(K, np.uint64)
+    full = np.empty(K, np.int64)
+    for d in range(n_docs):
+        table[:] = _EMPTY
+        first, count = offsets[d], offsets[d + 1] - offsets[d]
+        size = min(k, count)  # a document with fewer words than k is one shingle of all of them
+        for start in range(first, first + max(count - k, 0) + 1):
+            h = np.uint64(size) * length_tag
+            for i in range(size):
+                h += hashes[start + i] * position[i]
+            y = mix(h ^ mix_seed)
+            cell = ((y >> np.uint64(32)) * np.uint64(K)) >> np.uint64(32)
+            table[cell] = min(table[cell], y & _LOW32)
+        n_full = 0
+        for j in range(K):
+            if table[j] != _EMPTY:
+                full[n_full] = j
+                n_full += 1
+            sig[d, j] = np.uint32(table[j] & _LOW32)
+        if n_full == K:
+            continue
+        # Densify: an empty bin j takes the value of the first full bin in j's probe order, found as the
+        # full bin of lowest rank in j's order when few are full, else by walking the order.
+        for j in range(K):
+            if table[j] != _EMPTY:
+                continue
+            if n_full <= _FEW_BINS:
+                best = rank[j, full[0]]
+                for f in range(1, n_full):
+                    best = min(best, rank[j, full[f]])
+                sig[d, j] = sig[d, best % K]
+            else:
+                step = 1
+                while table[order[j, step]] == _EMPTY:
+                    step += 1
+                sig[d, j] = sig[d, order[j, step]]
+    return sig
 
 
 # --- LSH grouping ----------------------------------------------------------------------------------

@@ -27,11 +27,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from numba import njit
 
 from pipeline.data_report import LENGTH_EDGES, SCORE_EDGES, empty_histogram
 from pipeline.quality import count_words
 from pipeline.textclean import CJK_CHARS
-from pipeline.wordarrays import unique
 
 DOC_SCHEMA = pa.schema(
     [("id", pa.string()), ("text", pa.string()), ("source", pa.string()), ("meta", pa.string())]
@@ -120,24 +120,32 @@ def word_counts(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if len(arr) == 0:
         return np.zeros(0, dtype=np.int64)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1].astype(np.int64)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1]
     data = arr.buffers()[2]
-    data = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]] if data is not None else np.zeros(0, np.uint8)
-    offsets -= offsets[0]
-    space = np.take(_SPACE_BYTES, data)
-    # A word starts at a non-space byte after a space byte or at the start of a text.
-    start = np.empty(len(data), dtype=bool)
-    np.greater(space[:-1], space[1:], out=start[1:])
-    firsts = offsets[:-1][offsets[:-1] < len(data)]
-    start[firsts] = ~space[firsts]
-    counts = np.diff(np.searchsorted(np.flatnonzero(start), offsets))
-    # CJK characters are 3-byte UTF-8 sequences led by 0xE3-0xED or 0xEF: only those texts are looked at.
-    lead = np.flatnonzero((data >= 0xE3) & (data != 0xEE) & (data <= 0xEF))
-    for i in unique(np.searchsorted(offsets, lead, side="right") - 1).tolist():
+    data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    counts, maybe_cjk = _whitespace_words(data, offsets, _SPACE_BYTES)
+    for i in np.flatnonzero(maybe_cjk).tolist():
         text = arr[i].as_py()
         if _CJK.search(text):
             counts[i] = count_words(text)
     return counts
+
+
+@njit(cache=True, nogil=True)
+def _whitespace_words(data, offsets, space):
+    """(whitespace tokens per text, whether it may hold CJK) of UTF-8 texts data[offsets[i]:offsets[i + 1]].
+    CJK characters are 3-byte sequences led by 0xE3-0xED or 0xEF: only those texts need count_words."""
+    n = len(offsets) - 1
+    counts, maybe_cjk = np.zeros(n, np.int64), np.zeros(n, np.bool_)
+    for i in range(n):
+        words, after_space, lead = 0, True, False
+        for j in range(offsets[i], offsets[i + 1]):
+            b = data[j]
+            words += after_space and not space[b]  # a word starts at a non-space byte after a space or the start
+            after_space = space[b]
+            lead |= b >= 0xE3 and b <= 0xEF and b != 0xEE
+        counts[i], maybe_cjk[i] = words, lead
+    return counts, maybe_cjk
 
 
 def _add_all(histograms: dict[str, list[int]], series: str, values: np.ndarray, edges: list[float]) -> None:

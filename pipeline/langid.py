@@ -17,9 +17,10 @@ import re
 from functools import lru_cache
 
 import numpy as np
+from numba import njit
 
 from pipeline.textclean import _LEXICONS
-from pipeline.wordarrays import LETTER, WordArrays, WordIndex, span_indexes, unique
+from pipeline.wordarrays import LETTER, WordArrays, WordIndex, unique
 
 _SAMPLE_CHARS = 2000
 _LATIN = re.compile("[A-Za-z\xc0-\xd6\xd8-\xf6\xf8-\u024f]+")
@@ -70,29 +71,27 @@ _NL = _LANGS.index("nl")
 
 @lru_cache(maxsize=1)
 def _vote_table() -> tuple:
-    """The function-word votes as arrays: sorted word hashes (as `wordarrays` hashes words), and per
-    hash its votes [first[k], first[k + 1]) in `lang` / `weight` (the `_VOTES` entries, in their order)."""
+    """The function-word votes as arrays: a `WordIndex` of the words, and per word k of it its votes
+    [first[k], first[k + 1]) in `lang` / `weight` (the `_VOTES` entries, in their order)."""
     vocab = sorted(_VOTES)
     words = WordArrays.from_texts(vocab)
     n_words = np.diff(words.offsets)
     # A listed "word" the tokenizer would cut up or change (none today) is never a word of a text.
     keep = [i for i, w in enumerate(vocab) if n_words[i] == 1 and w == w.lower() and words.lengths[words.offsets[i]] == len(w)]
-    hashes = words.hashes[words.offsets[keep]]
-    order = np.argsort(hashes)
-    kept = [vocab[keep[i]] for i in order.tolist()]
-    assert len(unique(hashes)) == len(hashes), "function-word hashes collide"
+    kept = [vocab[i] for i in keep]
+    assert len(unique(words.hashes[words.offsets[keep]])) == len(kept), "function-word hashes collide"
     first = np.zeros(len(kept) + 1, dtype=np.int64)
     np.cumsum([len(_VOTES[w]) for w in kept], out=first[1:])
     lang = np.array([i for w in kept for i, _ in _VOTES[w]], dtype=np.int64)
     weight = np.array([x for w in kept for _, x in _VOTES[w]], dtype=np.float64)
-    return hashes[order], first, lang, weight, WordIndex(kept)
+    return first, lang, weight, WordIndex(kept)
 
 
 @lru_cache(maxsize=1)
 def _accent_table() -> tuple:
     """Accent letter id per code point below 0x250 (0: none), and per id its votes [first[a], first[a+1]) in lang."""
     chars = list(_ACCENT_VOTES)
-    table = np.zeros(0x251, dtype=np.int64)  # code points are clipped to 0x250, which has no vote
+    table = np.zeros(0x250, dtype=np.int64)  # no code point from 0x250 on has a vote
     for a, ch in enumerate(chars, 1):
         table[ord(ch)] = a
     first = np.zeros(len(chars) + 2, dtype=np.int64)
@@ -101,55 +100,55 @@ def _accent_table() -> tuple:
     return table, first, lang
 
 
-def _expand(first: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Indexes first[id], ..., first[id + 1] - 1 for each id, concatenated in order."""
-    return span_indexes(first[ids], first[ids + 1] - first[ids])
+@njit(cache=True, nogil=True)
+def _vote(word_at, word_found, offsets, codes, classes, doc_first_char, first, lang, weight, accent, accent_first,
+          accent_lang, n_langs, nl):
+    """(scores (n_docs, n_langs), has a letter) of each document, one at a time in a compiled loop.
+
+    A language's score is a float sum made in the order of the one-document definition: function words
+    in order of first appearance (weight * count), then 0.5 per accent letter in text order, then
+    0.5 * count of "ij" for Dutch; so every document gets the same bits, ties included."""
+    n_docs = len(offsets) - 1
+    scores = np.zeros((n_docs, n_langs))
+    has_letter = np.zeros(n_docs, np.bool_)
+    count = np.zeros(len(first) - 1, np.int64)
+    seen = np.empty(len(first) - 1, np.int64)
+    for d in range(n_docs):
+        n_seen = 0
+        for w in range(offsets[d], offsets[d + 1]):
+            if word_found[w]:
+                at = word_at[w]
+                if count[at] == 0:
+                    seen[n_seen] = at
+                    n_seen += 1
+                count[at] += 1
+        for s in range(n_seen):
+            at = seen[s]
+            for v in range(first[at], first[at + 1]):
+                scores[d, lang[v]] += weight[v] * count[at]
+            count[at] = 0
+        ij = 0
+        for i in range(doc_first_char[d], min(doc_first_char[d + 1], len(codes))):  # the last has no separator
+            c = codes[i]
+            has_letter[d] |= (classes[i] & LETTER) != 0
+            if c < len(accent) and accent[c]:
+                for v in range(accent_first[accent[c]], accent_first[accent[c] + 1]):
+                    scores[d, accent_lang[v]] += _ACCENT_WEIGHT
+            ij += c == 106 and i > 0 and codes[i - 1] == 105  # "ij" cannot overlap itself
+        if ij:
+            scores[d, nl] += _ACCENT_WEIGHT * ij
+    return scores, has_letter
 
 
 def _latin_languages(samples: list[str]) -> list[tuple[str, float]]:
-    """Function-word (and accent) votes for each sample, over the whole batch as arrays.
-
-    The score of a language is a float sum, and the sums are made exactly as the one-document loop made
-    them (function words in order of first appearance with weight * count, then 0.5 per accent letter in
-    text order, then 0.5 * count of "ij" for Dutch): np.bincount adds its weights one by one in array
-    order, so every document gets bit-identical scores, ties included."""
-    n, n_langs = len(samples), len(_LANGS)
+    """Function-word (and accent) votes for each sample: `_vote` over the batch's `WordArrays`."""
+    n = len(samples)
     words = WordArrays.from_texts(samples)
-    bins, values = [], []
-    # Function words: (document, word) pairs in order of first appearance, with their counts.
-    hashes, first, lang, weight, index = _vote_table()
+    first, lang, weight, index = _vote_table()
     at, found = index.lookup(words.hashes)
-    hit = np.flatnonzero(found)
-    if len(hit):
-        key = words.doc[hit] * len(hashes) + at[hit]
-        pairs, first_seen, counts = np.unique(key, return_index=True, return_counts=True)
-        order = np.argsort(first_seen, kind="stable")
-        pairs, counts = pairs[order], counts[order]
-        doc, word = pairs // len(hashes), pairs % len(hashes)
-        votes = _expand(first, word)
-        repeat = first[word + 1] - first[word]
-        bins.append(np.repeat(doc, repeat) * n_langs + lang[votes])
-        values.append(weight[votes] * np.repeat(counts, repeat))
-    codes, starts = words.codes, words.doc_first_char
-    if len(codes) and codes.max() >= 0xA1:  # accent letters: 0.5 each, in text order
-        table, afirst, alang = _accent_table()
-        ids = np.take(table, codes, mode="clip")  # code points above 0x250 read its 0
-        pos = np.flatnonzero(ids)
-        if len(pos):
-            ids = ids[pos]
-            repeat = afirst[ids + 1] - afirst[ids]
-            doc = np.searchsorted(starts, pos, side="right") - 1
-            bins.append(np.repeat(doc, repeat) * n_langs + alang[_expand(afirst, ids)])
-            values.append(np.full(int(repeat.sum()), _ACCENT_WEIGHT))
-    ij = np.flatnonzero((codes[:-1] == ord("i")) & (codes[1:] == ord("j")))  # "ij" cannot overlap itself
-    if len(ij):
-        doc, count = np.unique(np.searchsorted(starts, ij, side="right") - 1, return_counts=True)
-        bins.append(doc * n_langs + _NL)
-        values.append(_ACCENT_WEIGHT * count)
-    scores = np.zeros((n, n_langs))
-    if bins:
-        scores = np.bincount(np.concatenate(bins), weights=np.concatenate(values), minlength=n * n_langs)
-        scores = scores.reshape(n, n_langs)
+    table, afirst, alang = _accent_table()
+    scores, has_letter = _vote(at, found, words.offsets, words.codes, words.classes, words.doc_first_char, first,
+                               lang, weight, table, afirst, alang, len(_LANGS), _NL)
     best = scores.argmax(axis=1)  # the first of equal scores, as max() over range() picks
     rows = np.arange(n)
     top = scores[rows, best]
@@ -158,9 +157,6 @@ def _latin_languages(samples: list[str]) -> list[tuple[str, float]]:
     second = others.max(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         conf = (top - second) / top * top / (top + 1)  # the same float operations in the same order
-    # Each document's span ends with a separator (the last one appended here): segments are never empty.
-    letter = np.append((words.classes & LETTER) != 0, False)
-    has_letter = np.add.reduceat(letter, starts[:-1], dtype=np.int64) > 0
     out = []
     for has, b, t, c in zip(has_letter.tolist(), best.tolist(), top.tolist(), conf.tolist()):
         if not has:

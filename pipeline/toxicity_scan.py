@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pipeline.toxicity import _LEET, Lexicon, _lexicon, _rule_matches
-from pipeline.wordarrays import WordArrays, WordIndex, span_indexes, unique
+from pipeline.wordarrays import WordArrays, WordIndex, positions, span_indexes, unique
 
 # Characters of the obfuscation scan, as flags of ASCII code points (the others have none).
 _LETTER, _SPECIAL, _HINT_SPECIAL, _BANG, _MAPPABLE = 1, 2, 4, 8, 16
@@ -129,15 +129,16 @@ def _obfuscation_candidates(words: WordArrays, pre: _Prescreen) -> np.ndarray:
     that may hold a token mapping to the lexicon: one with a mappable special character next to a
     letter (a token that maps holds a letter and only such specials, so two of them are neighbours)."""
     out = np.zeros(words.n_docs, dtype=bool)
-    f = np.take(pre.flags, words.codes, mode="clip")  # code points >= 128 read flags[127]: none
-    at = np.flatnonzero(f & _SPECIAL)
+    codes = words.codes
+    at = positions(codes, pre.flags, _SPECIAL)  # code points >= 128 read flags[127]: none
     if len(at) == 0:
         return out
-    me = f[at]
-    left = f[at - 1] & _LETTER
+    flag = lambda where: np.take(pre.flags, codes[where], mode="clip")  # noqa: E731
+    me = flag(at)
+    left = flag(at - 1) & _LETTER
     left[at == 0] = 0
-    right = f[np.minimum(at + 1, len(f) - 1)] & _LETTER
-    right[at == len(f) - 1] = 0
+    right = flag(np.minimum(at + 1, len(codes) - 1)) & _LETTER
+    right[at == len(codes) - 1] = 0
     near_letter = (left | right) != 0
     hint = ((me & _HINT_SPECIAL) != 0) & near_letter | ((me & _BANG) != 0) & (left != 0) & (right != 0)
     hint_docs = np.zeros(words.n_docs, dtype=bool)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.textclean import CJK_CHARS, lower_words
 from pipeline.wordarrays import (ALPHA, CJK, DECIMAL, DIGIT, LATIN, LETTER, SPACE, WORD, WordArrays, char_classes,
-                                 hash_words, span_indexes, unique, word_hashes)
+                                 hash_words, positions, span_indexes, unique, word_hashes)
 
 TRICKY = ["Hello, World! 你好世界 don’t stop", "", "İstanbul ½ x_y ABC123", "日本語のテキスト・カタカナ", "aaaaa",
           "  \n\t", "ﬁne café naïve ΣΟΦΟΣ", "nul\x00inside", "tab\tsep\x1cfile", "emoji 🙂 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢"]
@@ -76,19 +77,30 @@ def test_equal_words_hash_equally_and_different_words_do_not():
     assert words.per_doc(words.isin(table)).tolist() == [3, 0]
 
 
-def test_long_batches_hash_the_same_as_short_ones():
-    # Past the cached powers of P (2**21 characters) the prefix sums use freshly computed ones.
-    story = "Once upon a time a fox found a lantern. " * 60_000
-    long = WordArrays.from_texts([story, "lantern fox"])
-    short = WordArrays.from_texts(["lantern fox"])
-    assert len(long.codes) > 1 << 21
-    assert np.array_equal(long.hashes[long.words_of(1)], short.hashes)
+def _reference_hash(word: str) -> int:
+    """The documented hash, in Python integers: sum((cp + 1) * P**j) + length * 0x9E3779B97F4A7C15, splitmix64."""
+    mask = (1 << 64) - 1
+    h = (sum((ord(c) + 1) * 0x100000001B3**j for j, c in enumerate(word)) + len(word) * 0x9E3779B97F4A7C15) & mask
+    h ^= h >> 30
+    h = h * 0xBF58476D1CE4E5B9 & mask
+    h ^= h >> 27
+    h = h * 0x94D049BB133111EB & mask
+    return h ^ (h >> 31)
+
+
+def test_hashes_follow_their_definition_in_short_and_long_batches():
+    story = "Once upon a time a fox found a lantern. " * 60_000  # 2.4 M characters in one batch
+    long = WordArrays.from_texts([story, "lantern fox 狐"])
+    assert long.hashes[long.words_of(1)].tolist() == [_reference_hash(w) for w in ("lantern", "fox", "狐")]
     assert long.hashes[long.words_of(0)][:9].tolist() == long.hashes[long.words_of(0)][9:18].tolist()
+    assert word_hashes(["Déjà", "x"]).tolist() == [_reference_hash("Déjà"), _reference_hash("x")]
 
 
 def test_word_hashes_keep_order_and_span_indexes_concatenate_ranges():
     words = ["dog", "the", "dog"]
     assert word_hashes(words).tolist() == WordArrays.from_texts(["dog the dog"]).hashes.tolist()
+    with pytest.raises(ValueError, match="non-empty words without NUL"):
+        word_hashes(["dog", ""])
     assert span_indexes(np.array([5, 0, 9]), np.array([2, 0, 3])).tolist() == [5, 6, 9, 10, 11]
     assert span_indexes(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)).tolist() == []
 
@@ -100,3 +112,12 @@ def test_unique_is_numpy_unique(values, modulus):
         array = np.array(keys, dtype=dtype)
         got = unique(array)
         assert got.dtype == array.dtype and got.tolist() == np.unique(array).tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 0x10FFFF), max_size=60), st.integers(1, 300), st.integers(1, 255))
+def test_positions_are_the_flagged_code_points(codes, size, mask):
+    table = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
+    cp = np.array(codes, dtype=np.uint32)
+    expected = np.flatnonzero(np.take(table, cp, mode="clip") & mask)  # past the end: the last entry
+    assert positions(cp, table, mask).tolist() == expected.tolist()
