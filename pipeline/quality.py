@@ -30,10 +30,11 @@ from itertools import chain, repeat
 from operator import itemgetter
 
 import numpy as np
+from numba import njit
 
 from pipeline.config import QualityConfig
 from pipeline.langid import FUNCTION_WORDS
-from pipeline.wordarrays import DIGIT, LETTER, SPACE, WordArrays, code_points, hash_words, span_indexes, unique
+from pipeline.wordarrays import CJK, DIGIT, LETTER, SPACE, WORD, WordArrays, code_points, hash_words, unique
 
 # Elision stubs ("l'", "qu'") are function words only before an apostrophe: a lone "l" is not one.
 _STOPWORDS = frozenset(w for words in FUNCTION_WORDS.values() for w in words if len(w) > 1 or w in "aiyoeà")
@@ -63,82 +64,44 @@ def _seg_sum(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return total[offsets[1:]] - total[offsets[:-1]]
 
 
-def _count_in(positions: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """How many of the sorted `positions` fall into each [bounds[i], bounds[i + 1])."""
-    return np.diff(np.searchsorted(positions, bounds))
-
-
-def _any_inside(classes: np.ndarray, first: np.ndarray, length: np.ndarray, flag: int) -> np.ndarray:
-    """bool per span classes[first:first+length] (lengths >= 1): some character has `flag`."""
-    where = np.zeros(len(length), dtype=np.int64)
-    np.cumsum(length[:-1], out=where[1:])
-    return np.add.reduceat((classes[span_indexes(first, length)] & flag) != 0, where) > 0
-
-
-def _token_stats(words: WordArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per document: (words, letter-bearing words, CJK characters, digits outside purely alphabetic tokens).
+@njit(cache=True, nogil=True)
+def _char_stats(classes, codes, doc_first_char):
+    """Per document, in one compiled pass over its characters: (words, letter-bearing words, CJK characters,
+    ASCII digits, symbols).
 
     A word is a whitespace token holding a letter or digit, and each CJK character is one word (CJK
-    characters separate tokens, as if they were spaces). Every letter or digit outside CJK lies in one
-    of the `WordArrays` letter/digit runs, so a token holding one is a group of consecutive runs with no
-    whitespace between them: counting the runs that start a token counts the tokens, and counting the
-    tokens whose runs hold a letter counts the letter-bearing ones. Only the characters between two
-    runs (and inside the rare runs that do not start with a letter) are looked at. An ASCII digit never
-    sits in a purely alphabetic token, so the digits are simply all ASCII digits.
-    """
-    cls, cjk, offsets = words.classes, words.cjk, words.offsets
-    n_cjk = _seg_sum(cjk, offsets)
-    digits = _count_in(np.flatnonzero((cls & DIGIT) != 0), words.doc_first_char)
-    n = len(words.hashes)
-    if n == 0:
-        zero = np.zeros(words.n_docs, dtype=np.int64)
-        return zero, zero, n_cjk, digits
-    start = words.first_char
-    end = start + words.lengths
-    # A run starts a token after a CJK character, after a gap holding whitespace, or first in its document.
-    new = np.empty(n, dtype=bool)
-    new[1:] = cjk[:-1]
-    prev_end, begin = end[:-1], start[1:]
-    new[1:] |= ((cls[prev_end] | cls[begin - 1]) & SPACE) != 0  # the gap's first or last character
-    gap = begin - prev_end
-    middle = np.flatnonzero((gap > 2) & ~new[1:])  # "end.\" (Next": whitespace may hide inside
-    if len(middle):
-        new[middle + 1] = _any_inside(cls, prev_end[middle] + 1, gap[middle] - 2, SPACE)
-    firsts = offsets[:-1]
-    new[firsts[firsts < n]] = True
-    runs = ~cjk
-    token_starts = new & runs
-    # A run holds a letter unless it is all decimal digits: look inside only runs not starting with a letter.
-    letter = (cls[start] & LETTER) != 0
-    unsure = np.flatnonzero(~letter & runs & (words.lengths > 1))
-    if len(unsure):
-        letter[unsure] = _any_inside(cls, start[unsure] + 1, words.lengths[unsure] - 1, LETTER)
-    lettered = np.flatnonzero(letter & runs)
-    token = np.cumsum(token_starts)[lettered]  # token number of each letter-bearing run
-    first_in_token = np.ones(len(lettered), dtype=bool)
-    first_in_token[1:] = token[1:] != token[:-1]
-    n_words = _seg_sum(token_starts, offsets) + n_cjk
-    n_alpha = _count_in(lettered[first_in_token], offsets) + n_cjk
-    return n_words, n_alpha, n_cjk, digits
-
-
-def _symbols(words: WordArrays) -> np.ndarray:
-    """Per document: text.count("#") + text.count("...") + text.count("…") ("...." is one ellipsis)."""
-    codes, bounds = words.codes, words.doc_first_char
-    count = _count_in(np.flatnonzero((codes == 35) | (codes == 0x2026)), bounds)
-    dots = np.flatnonzero(codes == 46)
-    if len(dots):  # each run of k dots holds k // 3 non-overlapping "..."
-        run = np.flatnonzero(np.diff(dots, prepend=-2) != 1)
-        per_run = np.diff(run, append=len(dots)) // 3
-        total = np.zeros(len(run) + 1, dtype=np.int64)
-        np.cumsum(per_run, out=total[1:])
-        count += np.diff(total[np.searchsorted(dots[run], bounds)])
-    return count
+    characters separate tokens, as if they were spaces); a letter-bearing word holds a letter. Symbols are
+    text.count("#") + text.count("...") + text.count("…"): a run of k dots holds k // 3 ellipses."""
+    n_docs = len(doc_first_char) - 1
+    out = np.zeros((5, n_docs), np.int64)
+    for d in range(n_docs):
+        words = alpha = cjk = digits = symbols = dots = 0
+        has_word = has_letter = 0
+        for i in range(doc_first_char[d], min(doc_first_char[d + 1], len(codes))):  # the last has no separator
+            c = classes[i]
+            is_cjk = np.int64((c & CJK) != 0)
+            apart = is_cjk | np.int64((c & SPACE) != 0)  # the token ends
+            words += has_word & apart
+            alpha += has_letter & apart
+            has_word = (has_word | np.int64((c & WORD) != 0)) & (1 - apart)
+            has_letter = (has_letter | np.int64((c & LETTER) != 0)) & (1 - apart)
+            cjk += is_cjk
+            digits += (c & DIGIT) != 0
+            code = codes[i]
+            if code == 46:
+                dots += 1
+            else:
+                symbols += dots // 3 + (code == 35 or code == 0x2026)
+                dots = 0
+        out[0, d] = words + has_word + cjk
+        out[1, d] = alpha + has_letter + cjk
+        out[2, d], out[3, d], out[4, d] = cjk, digits, symbols + dots // 3
+    return out
 
 
 def count_words_batch(words: WordArrays) -> np.ndarray:
     """Per document: whitespace tokens holding a letter or digit, plus one per CJK ideograph/kana/hangul syllable."""
-    return _token_stats(words)[0]
+    return _char_stats(words.classes, words.codes, words.doc_first_char)[0]
 
 
 def count_words(text: str) -> int:
@@ -329,7 +292,7 @@ def quality_reasons(texts: list[str], words: WordArrays, cfg: QualityConfig) -> 
         raise ValueError(f"{len(texts)} texts but words of {words.n_docs} documents")
     if not texts:
         return []
-    n_words, n_alpha, n_cjk, digits = _token_stats(words)
+    n_words, n_alpha, n_cjk, digits, symbols = _char_stats(words.classes, words.codes, words.doc_first_char)
     start = words.first_char
     reason = np.zeros(len(texts), dtype=np.int8)
 
@@ -349,7 +312,7 @@ def quality_reasons(texts: list[str], words: WordArrays, cfg: QualityConfig) -> 
         measured = (n_alpha > n_cjk) & ~cjk_dominant  # a CJK "word" is one character: mean length means nothing
         fail(measured & (mean_len < cfg.min_mean_word_len), "short_words")
         fail(measured & (mean_len > cfg.max_mean_word_len), "long_words")
-        fail(_symbols(words) / n_words > cfg.max_symbol_ratio, "symbols")
+        fail(symbols / n_words > cfg.max_symbol_ratio, "symbols")
         fail(n_alpha / n_words < cfg.min_alpha_word_ratio, "non_alpha")
 
     # Latin-script text with fewer function words than a real sentence in any of our languages has.
