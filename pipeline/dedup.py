@@ -223,7 +223,7 @@ def near_duplicate_groups(signatures: list[np.ndarray] | np.ndarray, bands: int,
     """
     if len(signatures) < 2:
         return {}
-    sigs = np.vstack(signatures)
+    sigs = signatures if isinstance(signatures, np.ndarray) else np.vstack(signatures)  # no copy of an array
     n_docs, n_perm = sigs.shape
     bands = max(1, min(bands, n_perm))
     rows = n_perm // bands

@@ -236,25 +236,24 @@ def _duplicates(keys: np.ndarray, signatures: np.ndarray | None, cfg: FilterConf
     return rep, near
 
 
-def _duplicates_by_shard(stage_dir: Path, screened: list[Tally], cfg: FilterConfig) -> list[dict[int, tuple[str, str]]]:
-    """Per shard, {row in its scratch docs: (reason, detail naming the representative)}."""
+def _duplicates_by_shard(stage_dir: Path, screened: list[Tally], cfg: FilterConfig) -> list[dict[str, Any]]:
+    """Per shard, its duplicates: {"rows": their sorted rows in its scratch docs, "reasons": [...], "details":
+    [... naming the representative]}."""
     arrays = [np.load(stage_dir / tally.outputs["dedup"][0]) for tally in screened]
-    sizes = [len(a["keys"]) for a in arrays]
-    keys = np.concatenate([a["keys"] for a in arrays]) if arrays else np.zeros(0, "S16")
+    shard_keys = [a["keys"] for a in arrays]  # each access of an npz member reads it again
+    sizes = [len(k) for k in shard_keys]
+    keys = np.concatenate(shard_keys) if arrays else np.zeros(0, "S16")
     signatures = np.concatenate([a["signatures"] for a in arrays]) if cfg.dedup.near and arrays else None
     rep, near = _duplicates(keys, signatures, cfg)
     gone = np.flatnonzero(rep != np.arange(len(rep)))
     ids = [pq.read_table(stage_dir / p, columns=["id"]).column("id") for t in screened for p in t.outputs["scratch"]]
     ids = pa.chunked_array([c for col in ids for c in col.chunks], pa.string())
-    rep_ids = ids.take(pa.array(rep[gone])).to_pylist() if len(gone) else []
-    ends = np.cumsum(sizes)
-    shard_of = np.searchsorted(ends, gone, side="right")
-    starts = np.r_[0, ends]
-    per_shard: list[dict[int, tuple[str, str]]] = [{} for _ in screened]
-    for i, shard, by_near, rep_id in zip(gone.tolist(), shard_of.tolist(), near[gone].tolist(), rep_ids):
-        reason = "near_duplicate" if by_near else "exact_duplicate"
-        per_shard[shard][i - int(starts[shard])] = (reason, f"duplicate of {rep_id}")
-    return per_shard
+    details = ["duplicate of " + rep_id for rep_id in ids.take(pa.array(rep[gone])).to_pylist()] if len(gone) else []
+    reasons = np.where(near[gone], "near_duplicate", "exact_duplicate").tolist()
+    starts = np.r_[0, np.cumsum(sizes)]
+    cut = np.searchsorted(gone, starts).tolist()  # each shard's duplicates are gone[cut[k]:cut[k + 1]]
+    return [{"rows": gone[a:b] - starts[k], "reasons": reasons[a:b], "details": details[a:b]}
+            for k, (a, b) in enumerate(zip(cut[:-1], cut[1:]))]
 
 
 # --- pass 2: dedup, audit, augmentation ------------------------------------------------------------
@@ -269,18 +268,18 @@ def finish_shard(job: dict[str, Any]) -> Tally:
     augmented = ShardWriter(stage_dir, f"augmented_{tag}")
     arrays = np.load(stage_dir / job["dedup"])
     scores = arrays["scores"]
-    dup_rows = np.fromiter(duplicates, dtype=np.int64, count=len(duplicates))
+    dup_rows = duplicates["rows"]
     row = 0
     for table in iter_batches([stage_dir / p for p in job["scratch"]]):
-        rows = range(row, row + table.num_rows)
-        dup = np.isin(np.arange(rows.start, rows.stop), dup_rows)
-        row += table.num_rows
-        if dup.any():
-            gone = np.flatnonzero(dup).tolist()
-            sieve.drop_batch(table.take(gone), *zip(*(duplicates[rows[i]] for i in gone)))
-        keep = ~dup
+        first, row = row, row + table.num_rows
+        a, b = np.searchsorted(dup_rows, [first, row]).tolist()
+        keep = np.ones(table.num_rows, dtype=bool)
+        if b > a:
+            gone = dup_rows[a:b] - first
+            keep[gone] = False
+            sieve.drop_batch(table.take(gone), duplicates["reasons"][a:b], duplicates["details"][a:b])
         sieve.keep_batch(table.filter(pa.array(keep)))
-        sieve.tally.count_scores("kept", scores[rows.start : rows.stop][keep])
+        sieve.tally.count_scores("kept", scores[first:row][keep])
         if cfg.audit.counterfactual:
             for doc in table.filter(pa.array(keep)).to_pylist():
                 if (swapped := gender_swap(doc["text"])) != doc["text"]:
