@@ -205,20 +205,31 @@ def _lower_table() -> np.ndarray:
     return table
 
 
-def _lowered_codes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(code points of "\x00".join of the lower-cased texts, where each text starts in them; n_docs + 1 entries).
-    A table look-up per code point: ~3x faster than str.lower on text that is not all ASCII."""
+def _lowered_codes(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(code points of "\x00".join of the lower-cased texts, their class flags, where each text starts in them;
+    n_docs + 1 entries). Table look-ups per code point: ~3x faster than str.lower on text that is not all ASCII."""
     joined = _SEP.join(texts)
     if "\u0130" in joined or "\u03a3" in joined:
         lowered = [t.lower() for t in texts]
         codes = code_points(_SEP.join(lowered))
+        classes = np.take(char_classes(), codes)
         sizes = np.fromiter(map(len, lowered), dtype=np.int64, count=len(texts))
     else:
-        codes = np.take(_lower_table(), code_points(joined))
+        codes, classes = _lower_and_classify(code_points(joined), _lower_table(), char_classes())
         sizes = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
     first = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(sizes + 1, out=first[1:])
-    return codes, first
+    return codes, classes, first
+
+
+@njit(cache=True, nogil=True)
+def _lower_and_classify(cp, lower, classes):
+    """(lower[cp], classes[lower[cp]]) in one pass: ~2.5x faster than two np.take."""
+    codes, flags = np.empty(len(cp), np.uint32), np.empty(len(cp), np.uint8)
+    for i in range(len(cp)):
+        c = lower[cp[i]]
+        codes[i], flags[i] = c, classes[c]
+    return codes, flags
 
 
 class _Lowered:
@@ -260,11 +271,9 @@ class WordArrays:
 
     def __init__(self, texts: list[str]):
         self.n_docs = len(texts)
-        self.codes, self.doc_first_char = _lowered_codes(texts)
-        cp = self.codes
-        self.lower = _Lowered(cp, self.doc_first_char)
-        classes = self.classes = np.take(char_classes(), cp)  # np.take: ~2x faster than indexing with uint32
-        self.first_char, self._ends, self.cjk, self.hashes = _word_spans(classes, cp)
+        self.codes, self.classes, self.doc_first_char = _lowered_codes(texts)
+        self.lower = _Lowered(self.codes, self.doc_first_char)
+        self.first_char, self._ends, self.cjk, self.hashes = _word_spans(self.classes, self.codes)
         self.lengths = self._ends - self.first_char
         self.offsets = np.searchsorted(self.first_char, self.doc_first_char).astype(np.int64)
         self.doc = np.repeat(np.arange(self.n_docs, dtype=np.int64), np.diff(self.offsets))
