@@ -100,17 +100,31 @@ def _accent_table() -> tuple:
     return table, first, lang
 
 
+@lru_cache(maxsize=1)
+def _non_latin_table() -> np.ndarray:
+    """bool per lower-cased BMP code point (and False at 0x10000, where the others are clipped): a text with
+    one may hold a _NON_LATIN letter. Those letters, plus what some of them lower-case to outside the
+    ranges ('ẞ' -> 'ß'): a superset, which the regex then decides."""
+    table = np.zeros(0x10001, dtype=bool)
+    bmp = "".join(map(chr, range(0xD800))) + "\ufffd" * 0x800 + "".join(map(chr, range(0xE000, 0x10000)))
+    for m in _NON_LATIN.finditer(bmp):
+        table[m.start()] = True
+        table[[ord(c) for c in m[0].lower()]] = True
+    return table
+
+
 @njit(cache=True, nogil=True)
 def _vote(word_at, word_found, offsets, codes, classes, doc_first_char, first, lang, weight, accent, accent_first,
-          accent_lang, n_langs, nl):
-    """(scores (n_docs, n_langs), has a letter) of each document, one at a time in a compiled loop.
+          accent_lang, n_langs, nl, non_latin):
+    """(scores (n_docs, n_langs), has a letter, may hold a non-Latin letter) of each document, one at a time
+    in a compiled loop.
 
     A language's score is a float sum made in the order of the one-document definition: function words
     in order of first appearance (weight * count), then 0.5 per accent letter in text order, then
     0.5 * count of "ij" for Dutch; so every document gets the same bits, ties included."""
     n_docs = len(offsets) - 1
     scores = np.zeros((n_docs, n_langs))
-    has_letter = np.zeros(n_docs, np.bool_)
+    has_letter, maybe_non_latin = np.zeros(n_docs, np.bool_), np.zeros(n_docs, np.bool_)
     count = np.zeros(len(first) - 1, np.int64)
     seen = np.empty(len(first) - 1, np.int64)
     for d in range(n_docs):
@@ -131,24 +145,26 @@ def _vote(word_at, word_found, offsets, codes, classes, doc_first_char, first, l
         for i in range(doc_first_char[d], min(doc_first_char[d + 1], len(codes))):  # the last has no separator
             c = codes[i]
             has_letter[d] |= (classes[i] & LETTER) != 0
+            maybe_non_latin[d] |= non_latin[min(c, 0x10000)]
             if c < len(accent) and accent[c]:
                 for v in range(accent_first[accent[c]], accent_first[accent[c] + 1]):
                     scores[d, accent_lang[v]] += _ACCENT_WEIGHT
             ij += c == 106 and i > 0 and codes[i - 1] == 105  # "ij" cannot overlap itself
         if ij:
             scores[d, nl] += _ACCENT_WEIGHT * ij
-    return scores, has_letter
+    return scores, has_letter, maybe_non_latin
 
 
-def _latin_languages(samples: list[str]) -> list[tuple[str, float]]:
-    """Function-word (and accent) votes for each sample: `_vote` over the batch's `WordArrays`."""
+def _latin_languages(samples: list[str]) -> tuple[list[tuple[str, float]], np.ndarray]:
+    """Function-word (and accent) votes for each sample (`_vote` over the batch's `WordArrays`), and per
+    sample whether it may hold letters of another script."""
     n = len(samples)
     words = WordArrays.from_texts(samples)
     first, lang, weight, index = _vote_table()
     at, found = index.lookup(words.hashes)
     table, afirst, alang = _accent_table()
-    scores, has_letter = _vote(at, found, words.offsets, words.codes, words.classes, words.doc_first_char, first,
-                               lang, weight, table, afirst, alang, len(_LANGS), _NL)
+    scores, has_letter, non_latin = _vote(at, found, words.offsets, words.codes, words.classes, words.doc_first_char,
+                                          first, lang, weight, table, afirst, alang, len(_LANGS), _NL, _non_latin_table())
     best = scores.argmax(axis=1)  # the first of equal scores, as max() over range() picks
     rows = np.arange(n)
     top = scores[rows, best]
@@ -165,7 +181,7 @@ def _latin_languages(samples: list[str]) -> list[tuple[str, float]]:
             out.append(("en", 0.1))  # Latin letters but no evidence at all: a weak guess
         else:  # margin over the runner-up, damped when there is little evidence (1 hit -> at most 0.5)
             out.append((_LANGS[b], round(c, 4)))
-    return out
+    return out, non_latin
 
 
 def _script_language(sample: str, latin: tuple[str, float]) -> tuple[str, float]:
@@ -193,11 +209,10 @@ def detect_languages(texts: list[str]) -> list[tuple[str, float]]:
     if not texts:
         return []
     samples = [t[:_SAMPLE_CHARS] for t in texts]
-    out = _latin_languages(samples)
-    if not "".join(samples).isascii():
-        for i, sample in enumerate(samples):
-            if not sample.isascii() and _NON_LATIN.search(sample):
-                out[i] = _script_language(sample, out[i])
+    out, maybe_non_latin = _latin_languages(samples)
+    for i in np.flatnonzero(maybe_non_latin).tolist():
+        if _NON_LATIN.search(samples[i]):
+            out[i] = _script_language(samples[i], out[i])
     return out
 
 

@@ -383,7 +383,8 @@ def _check_languages(texts: list[str]) -> None:
 WORDY = st.sampled_from(
     ["the", "and", "of", "le", "la", "et", "der", "die", "und", "el", "los", "y", "il", "di", "che", "o", "não", "de",
      "het", "een", "ij", "IJs", "ñ", "¿", "ß", "ç", "è", "ë", "ô", "ù", "ò", "Où", "DASS", "daß", "l'amour", "don't",
-     "床前明月光", "むかし", "옛날", "Жили", "كان", "Ελλάδα", "שלום", "नमस्ते", "ไทย", "42", "—", "’", "_", "stop_it"]
+     "床前明月光", "むかし", "옛날", "Жили", "كان", "Ελλάδα", "שלום", "नमस्ते", "ไทย", "42", "—", "’", "_", "stop_it",
+     "STRAẞE", "ẞ", "Ω"]  # ẞ is a letter of the ranges that lower-cases out of them; the ohm sign into them
 )
 LANGUAGE_TEXT = st.lists(st.one_of(WORDY, st.sampled_from([" ", " ", "\n", ", ", ". "]), st.text(max_size=4)),
                          max_size=40).map("".join)
@@ -395,6 +396,11 @@ def test_detect_languages_equals_one_document_identifier(texts: list[str]):
     _check_languages(texts)
     for text in texts[:2]:
         assert detect_language(text) == detect_languages([text])[0]
+
+
+def test_detect_languages_on_letters_that_change_script_when_lower_cased():
+    # 'ẞ' (Latin Extended Additional, inside the non-Latin ranges) lower-cases to 'ß'; the ohm sign to omega.
+    _check_languages(["ẞ", "ẞ 42", "STRAẞE und die", "Ω", "Ω the cat", "ΩΩ ẞ"])
 
 
 def test_detect_languages_on_corpora():
