@@ -16,9 +16,10 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
+from numba import njit
 
 from pipeline.toxicity import _LEET, Lexicon, _lexicon, _rule_matches
-from pipeline.wordarrays import WordArrays, WordIndex, positions, span_indexes, unique
+from pipeline.wordarrays import WordArrays, WordIndex, positions
 
 # Characters of the obfuscation scan, as flags of ASCII code points (the others have none).
 _LETTER, _SPECIAL, _HINT_SPECIAL, _BANG, _MAPPABLE = 1, 2, 4, 8, 16
@@ -90,13 +91,6 @@ def _csr(n_rows: int, pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndar
     ptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows[:, 0], minlength=n_rows), out=ptr[1:])
     return ptr, rows[:, 1].copy()
-
-
-def _follow(rows: np.ndarray, keys: np.ndarray, csr: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """For each (row, key) pair, (row, item) for every item csr lists under key."""
-    ptr, idx = csr
-    counts = ptr[keys + 1] - ptr[keys]
-    return np.repeat(rows, counts), idx[span_indexes(ptr[keys], counts)]
 
 
 def _maps_to_lexicon(lowered: str, at: int, pre: _Prescreen, lex: Lexicon) -> tuple[bool, int]:
@@ -173,19 +167,8 @@ def offensive_candidates(words: WordArrays) -> np.ndarray:
     if n == 0 or len(words.hashes) == 0:
         return np.zeros(n, dtype=bool)
     at, hit = pre.index.lookup(words.hashes)
-    n_vocab, n_units = len(pre.vocab), len(pre.need)
-    pairs = unique(words.doc[hit] * n_vocab + at[hit])  # (document, vocabulary word) present, by document
-    doc, word = pairs // n_vocab, pairs % n_vocab
-    n_groups = len(pre.units[0]) - 1
-    with_group = unique(_key(*_follow(doc, word, pre.groups), n_groups))  # (document, group) present
-    unit_doc, unit = _follow(with_group // n_groups, with_group % n_groups, pre.units)
-    fires = (np.bincount(unit_doc * n_units + unit, minlength=n * n_units).reshape(n, n_units) >= pre.need)
-    # A word taken in its innocent sense (one of its context words present too) rules out its units.
-    is_innocent = pre.innocent_of[word] >= 0
-    n_innocent = len(pre.blocks[0]) - 1
-    innocent = np.intersect1d(unique(_key(doc[is_innocent], pre.innocent_of[word[is_innocent]], n_innocent)),
-                              unique(_key(*_follow(doc, word, pre.contexts), n_innocent)), assume_unique=True)
-    fires[_follow(innocent // n_innocent, innocent % n_innocent, pre.blocks)] = False
+    fires, doc, word = _fire(at, hit, words.offsets, *pre.groups, *pre.units, pre.need, pre.innocent_of, *pre.contexts,
+                             *pre.blocks)
     out = fires[:, pre.rule_of < 0].any(axis=1) | _obfuscation_candidates(words, pre)
     # Where only rules remain, run them as match_details would (their regexes near their anchor words):
     # common trigger words ("back", "have", "all") satisfy many triggers, the patterns far fewer texts.
@@ -202,5 +185,52 @@ def offensive_candidates(words: WordArrays) -> np.ndarray:
     return out
 
 
-def _key(rows: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
-    return rows * n_items + items
+@njit(cache=True, nogil=True)
+def _fire(word_at, word_found, offsets, group_ptr, group_idx, unit_ptr, unit_idx, need, innocent_of, context_ptr,
+          context_idx, block_ptr, block_idx):
+    """(fires: bool (n_docs, n_units), then the (document, vocabulary word) pairs present, sorted) for the
+    relations of `_Prescreen`, one document at a time in a compiled loop: a unit fires when a word of each
+    of its groups is present, unless a present word it is blocked by has one of its context words present."""
+    n_docs, n_units = len(offsets) - 1, len(need)
+    fires = np.zeros((n_docs, n_units), np.bool_)
+    n_found = 0
+    for w in range(len(word_found)):
+        n_found += word_found[w]
+    pair_doc, pair_word = np.empty(n_found, np.int64), np.empty(n_found, np.int64)
+    word_seen = np.full(len(group_ptr) - 1, -1, np.int64)  # the last document each was seen in
+    group_seen = np.full(len(unit_ptr) - 1, -1, np.int64)
+    context_seen = np.full(len(block_ptr) - 1, -1, np.int64)
+    groups_met, touched = np.zeros(n_units, np.int64), np.empty(n_units, np.int64)
+    n_pairs = 0
+    for d in range(n_docs):
+        first = n_pairs
+        for w in range(offsets[d], offsets[d + 1]):
+            v = np.int64(word_at[w])
+            if word_found[w] and word_seen[v] != d:
+                word_seen[v] = d
+                pair_doc[n_pairs], pair_word[n_pairs] = d, v
+                n_pairs += 1
+        pair_word[first:n_pairs].sort()
+        n_touched = 0
+        for k in range(first, n_pairs):
+            v = pair_word[k]
+            for g in group_idx[group_ptr[v] : group_ptr[v + 1]]:
+                if group_seen[g] != d:
+                    group_seen[g] = d
+                    for u in unit_idx[unit_ptr[g] : unit_ptr[g + 1]]:
+                        if groups_met[u] == 0:
+                            touched[n_touched] = u
+                            n_touched += 1
+                        groups_met[u] += 1
+            for i in context_idx[context_ptr[v] : context_ptr[v + 1]]:
+                context_seen[i] = d
+        for k in range(n_touched):
+            u = touched[k]
+            fires[d, u] = groups_met[u] >= need[u]
+            groups_met[u] = 0
+        for k in range(first, n_pairs):  # a word taken in its innocent sense rules out the units it blocks
+            i = innocent_of[pair_word[k]]
+            if i >= 0 and context_seen[i] == d:
+                for u in block_idx[block_ptr[i] : block_ptr[i + 1]]:
+                    fires[d, u] = False
+    return fires, pair_doc[:n_pairs], pair_word[:n_pairs]
