@@ -7,8 +7,8 @@
 
 `exact_key(text)` and `MinHasher.signature(text)` are the same functions on a batch of one text.
 Words are those of `textclean.lower_words` (lower-cased letter/digit runs, each CJK character alone),
-so case, punctuation and whitespace never matter. Everything is numpy arithmetic over the whole
-batch on the 64-bit word hashes of `WordArrays` (no Python call per document or per word), and
+so case, punctuation and whitespace never matter. Keys and signatures come from compiled loops (numba)
+over the 64-bit word hashes of `WordArrays` (no Python call per document or per word), and
 deterministic across processes and machines (fixed constants and seeds, uint64 arithmetic that wraps
 mod 2**64): Python's salted `hash()` is never used.
 """
@@ -81,12 +81,12 @@ class MinHasher:
     a document with fewer words is one shingle of all its words, and a document without words is one
     shingle of zero words, so its signature is a fixed one (all `num_perm` values equal, depending on
     the seed only; all empty documents are near duplicates of each other). A run of n words hashes to
-    sum_i word_hash_i * P_i + n * T (mod 2**64) with random odd P_i: numpy arithmetic on the whole batch.
+    sum_i word_hash_i * P_i + n * T (mod 2**64) with random odd P_i.
 
     Signature (One Permutation Hashing; Li, Owen & Zhang, "One Permutation Hashing", NIPS 2012): each
     shingle hash is mixed with a seed (splitmix64) into y; the top 32 bits of y pick one of K =
     `num_perm` bins ((y >> 32) * K >> 32) and the low 32 bits are its value; bin i of a document keeps
-    the minimum value of its shingles there (one `np.minimum.at` over the batch). Cost per shingle is
+    the minimum value of its shingles there. Cost per shingle is
     constant, not K multiplications. For two documents, a bin that is non-empty for either holds the
     same value in both exactly when the minimum of their union there is a shared shingle, which has
     probability J, the Jaccard similarity of their shingle sets.
@@ -101,8 +101,8 @@ class MinHasher:
     (then they disagree, as the union's minimum there is not shared), so the probability of agreement
     stays exactly J in every bin, with variance close to that of K independent MinHashes (empty bins
     of one document borrow from independently chosen bins). With a single non-empty bin (short
-    documents) all bins take its value. Documents with few full bins are densified as a minimum of
-    (rank in j's sequence) over their full bins, the others by probing a few steps at a time.
+    documents) all bins take its value. In a document with few full bins, an empty bin takes the full
+    bin of lowest rank in its sequence (a minimum over the full bins); otherwise it walks its sequence.
 
     Values are 32-bit: unrelated values agree with probability 2**-32. Bins of a short document copy a
     few values, so its positions are not independent (LSH banding's S-curve assumes they are).

@@ -6,9 +6,9 @@
 Each text is judged on its first ~2000 characters. Text mostly in a non-Latin script gets that
 script's language (Han without kana is Chinese, with kana Japanese). Latin-script text is scored
 by the function words of each language in `lexicons/function_words.txt` (a word shared by k
-languages gives each 1/k) plus a few accent letters, over the whole batch with numpy
-(`pipeline.wordarrays`); the confidence is the margin over the runner-up, damped when there is
-little evidence.
+languages gives each 1/k) plus a few accent letters, for the whole batch in one compiled loop over
+its `pipeline.wordarrays` words and characters; the confidence is the margin over the runner-up,
+damped when there is little evidence.
 """
 
 from __future__ import annotations

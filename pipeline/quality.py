@@ -17,8 +17,9 @@ Rules, in the order they are checked (thresholds and their provenance live in `Q
 Unlike word-tokenizer based implementations, a token such as "—" or "..." is never a word here,
 so punctuation-rich dialogue and verse are not mistaken for non-alphabetic junk.
 
-Every rule runs over the whole batch as numpy array arithmetic on the shared `WordArrays`: no
-Python code runs per word, and per document only C-level string methods (`str.count`, `str.split`)
+Every rule runs over the whole batch as numpy array arithmetic (and one compiled pass over the
+characters, `_char_stats`) on the shared `WordArrays`: no Python code runs per word, and per document
+only C-level string methods (`str.count`, `str.split`)
 plus a little Python for the few documents a cheap vectorized bound cannot clear (2-gram counts).
 A text without any word (possible only with `min_words=0`) fails 'symbols' if it holds '#' or an
 ellipsis and is not 'non_alpha'.

@@ -2,9 +2,10 @@
 
     offensive_candidates(words) -> bool per document of a WordArrays batch
 
-A strict superset of the documents where `toxicity.match_details` finds a match, decided with array
-operations: word hashes against the lexicon and the rules' trigger words (as sparse relations), the
-innocent senses, a scan of the code points for obfuscated spellings, and, only for documents that
+A strict superset of the documents where `toxicity.match_details` finds a match, decided without
+Python per word: word hashes against the lexicon and the rules' trigger words (sparse relations
+followed per document in a compiled loop, `_fire`), the innocent senses, a scan of the code points
+for obfuscated spellings, and, only for documents that
 rules alone make candidates, the rules' regexes near their anchors. The filter stage scores the
 candidates with `offensive_score` / `line_scores` and gives every other document 0.0, with results
 identical to scoring them all (tested on the labelled sets, the sample corpus and random texts).
