@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.dedup import MinHasher, exact_key, exact_keys, near_duplicate_groups
+from pipeline.dedup import _KEY_LANES, MinHasher, exact_key, exact_keys, near_duplicate_groups
 from pipeline.textclean import lower_words
-from pipeline.wordarrays import WordArrays
+from pipeline.wordarrays import WordArrays, word_hashes
 
 FOX = (
     "In the middle of the Birchwood there lived a small fox who was afraid of the dark. Every evening, when the "
@@ -200,3 +200,43 @@ def test_short_documents_detect_near_copies():
     found = sum(groups.get(i + 1) == i for i in range(0, len(texts), 2))
     assert found >= 38  # of 40 copies
     assert all(dropped % 2 == 1 and rep == dropped - 1 for dropped, rep in groups.items())  # nothing else
+
+
+_MASK = (1 << 64) - 1
+
+
+def _mix(h: int) -> int:
+    h ^= h >> 30
+    h = h * 0xBF58476D1CE4E5B9 & _MASK
+    h ^= h >> 27
+    h = h * 0x94D049BB133111EB & _MASK
+    return h ^ (h >> 31)
+
+
+def _reference_signature(hasher: MinHasher, text: str) -> list[int]:
+    """The documented signature in Python integers: shingle hashes, one bin each by the top 32 bits of the
+    mixed hash, the least low 32 bits per bin, then each empty bin from the first full one in its probe order."""
+    h = [int(x) for x in word_hashes(lower_words(text).words)] if lower_words(text).words else []
+    k, K = hasher.shingle_size, hasher.num_perm
+    position = [int(p) for p in hasher._position]
+    runs = [h[i : i + k] for i in range(len(h) - k + 1)] if len(h) >= k else [h]
+    bins: dict[int, int] = {}
+    for run in runs:
+        y = _mix((sum(w * p for w, p in zip(run, position)) + len(run) * int(hasher._length_tag)) & _MASK
+                 ^ int(hasher._mix_seed))
+        cell = (y >> 32) * K >> 32
+        bins[cell] = min(bins.get(cell, 1 << 32), y & 0xFFFFFFFF)
+    order = hasher._probe_orders()[0]
+    return [bins[next(b for b in order[j].tolist() if b in bins)] for j in range(K)]
+
+
+def test_signatures_and_exact_keys_follow_their_definitions():
+    texts = [FOX, BEAR, "the fox", "", "a b c d e", "狐狸 fox 狐"]
+    hasher = MinHasher(num_perm=64, shingle_size=3)
+    assert hasher.signatures(WordArrays.from_texts(texts)).tolist() == [_reference_signature(hasher, t) for t in texts]
+
+    for text, key in zip(texts, exact_keys(WordArrays.from_texts(texts))):
+        h = [int(x) for x in word_hashes(lower_words(text).words)] if lower_words(text).words else []
+        lanes = [_mix((sum(_mix((w + (i + 1) * int(g)) & _MASK) for i, w in enumerate(h)) + len(h) * int(c) + int(s)) & _MASK)
+                 for g, c, s in _KEY_LANES]
+        assert key == b"".join(lane.to_bytes(8, "little") for lane in lanes).rstrip(b"\0")

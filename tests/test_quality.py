@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.config import QualityConfig
-from pipeline.quality import count_words, count_words_batch, quality_reason, quality_reasons
+from pipeline.quality import _char_stats, count_words, count_words_batch, quality_reason, quality_reasons
+from pipeline.textclean import CJK_CHARS
 from pipeline.wordarrays import WordArrays
 
 PROSE, POETRY, WEB = QualityConfig(), QualityConfig(profile="poetry"), QualityConfig(profile="web")
@@ -174,3 +179,21 @@ def test_batch_word_counts_match_single_texts():
     assert counts.tolist() == [count_words(t) for t in BATCH]
     assert count_words("   \n ") == 0
     assert count_words("end.\" (Next) word—word x²") == 4
+
+
+def _reference_char_stats(text: str) -> list[int]:
+    """The documented counts, by regex on the lower-cased text: (words, letter-bearing words, CJK characters,
+    ASCII digits, symbols); CJK characters separate tokens and count one word each."""
+    low = text.lower()
+    tokens = re.split(f"[{CJK_CHARS}]|\\s", low)
+    cjk = len(re.findall(f"[{CJK_CHARS}]", low))
+    return [sum(bool(re.search(r"[^\W_]", t)) for t in tokens) + cjk, sum(bool(re.search(r"[^\W\d_]", t)) for t in tokens) + cjk,
+            cjk, len(re.findall("[0-9]", low)), low.count("#") + low.count("...") + low.count("…")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from(list("ab Z9_#.…\n\t\u3000-’½²İẞ你好カ한\x00")), max_size=40), max_size=6))
+def test_char_stats_are_the_documented_counts(texts: list[str]):
+    words = WordArrays.from_texts(texts)
+    stats = _char_stats(words.classes, words.codes, words.doc_first_char)
+    assert stats.T.tolist() == [_reference_char_stats(t) for t in texts]
