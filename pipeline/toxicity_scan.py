@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from pipeline.toxicity import _LEET, Lexicon, _lexicon, _rule_matches
+from pipeline.toxicity import _LEET, _lexicon, _rule_matches
 from pipeline.wordarrays import WordArrays, WordIndex, positions
 
 # Characters of the obfuscation scan, as flags of ASCII code points (the others have none).
@@ -94,29 +94,39 @@ def _csr(n_rows: int, pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndar
     return ptr, rows[:, 1].copy()
 
 
-def _maps_to_lexicon(lowered: str, at: int, pre: _Prescreen, lex: Lexicon) -> tuple[bool, int]:
-    """(whether the run of _RUN_CHARS around `at` starts a token that _obfuscated_words would keep, its end).
+@lru_cache(maxsize=1 << 14)  # runs such as "1st", "mp3" or "24h" recur across a corpus
+def _run_maps(run: str) -> bool:
+    """Whether a run of _RUN_CHARS starts a token that _obfuscated_words would keep.
 
     An _OBFUSCATED token starts where its run starts (the lookbehind excludes every run character) and
     ends at the run's end or before a '!'; this checks each such prefix, so it finds every token
     that _obfuscated_words keeps (and may accept one the regex would not have matched)."""
-    start = at
-    while start and lowered[start - 1] in _RUN_CHARS:
-        start -= 1
-    end = at + 1
-    while end < len(lowered) and lowered[end] in _RUN_CHARS:
-        end += 1
-    # A token that can map is at most pre.longest characters: it ends at a '!' or at the run's end.
-    ends = [i for i in range(start + 2, min(end, start + pre.longest + 1)) if lowered[i] == "!"]
-    ends += [end] if end - start <= pre.longest else []
+    lex, longest = _lexicon(), _prescreen().longest
+    # A token that can map is at most `longest` characters: it ends at a '!' or at the run's end.
+    ends = [i for i in range(2, min(len(run), longest + 1)) if run[i] == "!"]
+    ends += [len(run)] if len(run) <= longest else []
     for e in ends:
-        token = lowered[start:e]
+        token = run[:e]
         if token.isalpha():
             continue  # an _OBFUSCATED token holds a special character
         plain = token.translate(_LEET)
         if plain in lex.words or plain in lex.masks or token in lex.masks:
-            return True, end
-    return False, end
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _runs(codes, flags, seeds):
+    """(start, end) of the run of _RUN_CHARS (flags _LETTER or _SPECIAL) around each seed position."""
+    starts, ends = np.empty(len(seeds), np.int64), np.empty(len(seeds), np.int64)
+    for k in range(len(seeds)):
+        start, end = seeds[k], seeds[k] + 1
+        while start > 0 and codes[start - 1] < 128 and flags[codes[start - 1]] & (_LETTER | _SPECIAL):
+            start -= 1
+        while end < len(codes) and codes[end] < 128 and flags[codes[end]] & (_LETTER | _SPECIAL):
+            end += 1
+        starts[k], ends[k] = start, end
+    return starts, ends
 
 
 def _obfuscation_candidates(words: WordArrays, pre: _Prescreen) -> np.ndarray:
@@ -139,17 +149,13 @@ def _obfuscation_candidates(words: WordArrays, pre: _Prescreen) -> np.ndarray:
     hint_docs = np.zeros(words.n_docs, dtype=bool)
     hint_docs[np.searchsorted(words.doc_first_char, at[hint], side="right") - 1] = True
     seeds = at[((me & _MAPPABLE) != 0) & near_letter]
-    seed_docs = np.searchsorted(words.doc_first_char, seeds, side="right") - 1
-    keep = hint_docs[seed_docs]
-    lex = _lexicon()
-    done_to = -1
-    for pos, d in zip(seeds[keep].tolist(), seed_docs[keep].tolist()):
-        if out[d] or pos < done_to:
-            continue  # document decided, or the seed lies in the run just checked
-        first = int(words.doc_first_char[d])
-        found, end = _maps_to_lexicon(words.lower[d], pos - first, pre, lex)
-        out[d] = found
-        done_to = first + end
+    seeds = seeds[hint_docs[np.searchsorted(words.doc_first_char, seeds, side="right") - 1]]
+    starts, ends = _runs(codes, pre.flags, seeds)
+    distinct = np.flatnonzero(np.diff(starts, prepend=-1))  # seeds are sorted: one run holds consecutive ones
+    docs = np.searchsorted(words.doc_first_char, starts[distinct], side="right") - 1
+    for start, end, d in zip(starts[distinct].tolist(), ends[distinct].tolist(), docs.tolist()):
+        if not out[d] and _run_maps(codes[start:end].tobytes().decode("utf-32-le")):
+            out[d] = True
     return out
 
 

@@ -237,19 +237,20 @@ class _Lowered:
     filter rules read a few documents' texts, never all)."""
 
     def __init__(self, codes: np.ndarray, first: np.ndarray) -> None:
-        self._codes, self._first, self._texts = codes, first, {}
+        self._codes, self._first, self._texts, self._n = codes, first, {}, len(first) - 1
 
     def __len__(self) -> int:
-        return len(self._first) - 1
+        return self._n
 
     def __getitem__(self, i: int) -> str:
-        if not -len(self) <= i < len(self):
-            raise IndexError(i)
-        i = int(i) % len(self)
-        if i not in self._texts:
+        text = self._texts.get(i)  # the rules ask for the same few texts many times: that path is short
+        if text is None:
+            if not -self._n <= i < self._n:
+                raise IndexError(i)
+            i = int(i) % self._n
             start, end = int(self._first[i]), int(self._first[i + 1]) - 1  # the separator is not the text's
-            self._texts[i] = self._codes[start:end].tobytes().decode("utf-32-le", "surrogatepass")
-        return self._texts[i]
+            text = self._texts[i] = self._codes[start:end].tobytes().decode("utf-32-le", "surrogatepass")
+        return text
 
 
 class WordArrays:
