@@ -302,8 +302,8 @@ def finish_shard(job: dict[str, Any]) -> Tally:
 
 
 def _warm_up(cfg: FilterConfig) -> None:
-    """Build every per-process table once here, so forked shard workers inherit them instead of each
-    building its own."""
+    """Build every per-process table (and load or compile every numba kernel) once here, so forked shard
+    workers inherit them instead of each building its own."""
     texts = ["Warm up: a doctor and her son sh1t 555-014-2231 ann@example.org, all people should stay."]
     words = WordArrays.from_texts(texts)
     pii_candidates(texts)
@@ -311,6 +311,7 @@ def _warm_up(cfg: FilterConfig) -> None:
     offensive_candidates(words)
     offensive_score(texts[0])
     observe(words)
+    exact_keys(words)
     MinHasher(cfg.dedup.num_perm, cfg.dedup.shingle_size).signatures(words)
     if cfg.toxicity.classifier != "none":  # loads the model (or says which extra is missing) before any work
         classifier_votes(texts, cfg.toxicity.classifier_threshold, cfg.toxicity.classifier)
