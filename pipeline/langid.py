@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit
 
 from pipeline.textclean import _LEXICONS
-from pipeline.wordarrays import LETTER, WordArrays, WordIndex, unique
+from pipeline.wordarrays import LETTER, WordArrays, WordIndex, _lower_table, unique
 
 _SAMPLE_CHARS = 2000
 _LATIN = re.compile("[A-Za-z\xc0-\xd6\xd8-\xf6\xf8-\u024f]+")
@@ -104,12 +104,13 @@ def _accent_table() -> tuple:
 def _non_latin_table() -> np.ndarray:
     """bool per lower-cased BMP code point (and False at 0x10000, where the others are clipped): a text with
     one may hold a _NON_LATIN letter. Those letters, plus what some of them lower-case to outside the
-    ranges ('ẞ' -> 'ß'): a superset, which the regex then decides."""
+    ranges ('ẞ' -> 'ß', through the same lower-case table as `WordArrays`): a superset, which the regex
+    then decides."""
     table = np.zeros(0x10001, dtype=bool)
     bmp = "".join(map(chr, range(0xD800))) + "\ufffd" * 0x800 + "".join(map(chr, range(0xE000, 0x10000)))
-    for m in _NON_LATIN.finditer(bmp):
-        table[m.start()] = True
-        table[[ord(c) for c in m[0].lower()]] = True
+    for m in re.finditer(f"(?:{_NON_LATIN.pattern})+", bmp):
+        table[m.start() : m.end()] = True
+    table[np.take(_lower_table(), np.flatnonzero(table))] = True
     return table
 
 
