@@ -30,8 +30,8 @@ _FEW_BINS = 40  # documents with at most this many full bins are densified by a 
 
 # Two lanes of 64 bits; per lane an odd position multiplier and an additive constant (fixed forever:
 # changing them changes every key).
-_KEY_LANES = ((_U64(0x9E3779B97F4A7C15), _U64(0x243F6A8885A308D3), _U64(0xD6E8FEB86659FD93)),
-              (_U64(0xC2B2AE3D27D4EB4F), _U64(0x13198A2E03707344), _U64(0xA0761D6478BD642F)))
+_KEY_LANES = np.array([[0x9E3779B97F4A7C15, 0x243F6A8885A308D3, 0xD6E8FEB86659FD93],
+                       [0xC2B2AE3D27D4EB4F, 0x13198A2E03707344, 0xA0761D6478BD642F]], dtype=np.uint64)
 
 
 def exact_keys(words: WordArrays) -> np.ndarray:
@@ -45,7 +45,7 @@ def exact_keys(words: WordArrays) -> np.ndarray:
     collision rate from below (not adversarially safe). Case, punctuation and whitespace are not
     words, so copies differing only in those share a key; all documents without words share one.
     """
-    lanes = _key_lanes(words.hashes, words.offsets, np.array(_KEY_LANES, dtype=np.uint64))
+    lanes = _key_lanes(words.hashes, words.offsets, _KEY_LANES)
     return lanes.astype("<u8", copy=False).view("S16").reshape(words.n_docs)
 
 
