@@ -15,8 +15,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
+from numba import njit
 
 from pipeline.config import CleanConfig
 from pipeline.textclean import _CONT, _HINT_WORDS, _UI_LINE, _UI_MAX_CHARS, _is_boilerplate, _is_ui_line, clean_text
@@ -53,31 +55,86 @@ def _char_bits() -> np.ndarray:
     return bits
 
 
+class _HintTable(NamedTuple):
+    """The hints of 2+ characters (all ASCII), for `_hint_starts`: each is keyed by its least common trigram
+    (a 21-bit key of three case-folded code points, see `_fold`), and `slot[key]` (-1: none) numbers the
+    keys; key k stands for the hints [first[k], first[k + 1]), hint h spelled chars[start[h]:start[h] +
+    length[h]] (folded) with the key's trigram at `offset[h]` in it."""
+
+    slot: np.ndarray
+    first: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
+    offset: np.ndarray
+    chars: np.ndarray
+
+
+@njit(inline="always")
+def _fold(c):
+    """ASCII letters case-folded into 7 bits (other characters may fold onto them: a key only nominates)."""
+    return (c | 0x20) & 0x7F
+
+
 @lru_cache(maxsize=1)
-def _hint_trigrams() -> tuple[np.ndarray, dict[int, list[tuple[str, int]]]]:
-    """For the hints of 2+ characters (all ASCII): a bool table over 21-bit trigram keys, and per key the
-    (hint, offset of the trigram in it) it stands for. Each hint is keyed by its least common trigram."""
+def _hint_table() -> _HintTable:
     rare = {c: i for i, c in enumerate("etaoinshrdlcumwfgypbvkjxqz")}  # English letters, most common first
     rare[" "] = -20  # word boundaries ("ur ", " th") are the most common trigrams
-    table = np.zeros(1 << 21, dtype=bool)
-    words: dict[int, list[tuple[str, int]]] = {}
+    by_key: dict[int, list[tuple[str, int]]] = {}
     for word in _HINT_WORDS:
         if len(word) < 2:
             continue
         assert word.isascii() and word == word.lower(), word
         padded = word if len(word) >= 3 else word + "\x00"  # (no 2-character hint today)
         at = max(range(len(padded) - 2), key=lambda i: sum(rare.get(c, 30) for c in padded[i : i + 3]))
-        key = _trigram_keys(code_points(padded[at : at + 3]))[0]
-        table[key] = True
-        words.setdefault(int(key), []).append((word, at))
-    return table, words
+        a, b, c = (_fold(ord(ch)) for ch in padded[at : at + 3])
+        by_key.setdefault((a << 14) | (b << 7) | c, []).append((word, at))
+    assert len(by_key) < 128, "slot numbers are int8"
+    slot = np.full(1 << 21, -1, dtype=np.int8)
+    first, start, length, offset, chars = [0], [], [], [], []
+    for k, (key, spelled) in enumerate(by_key.items()):
+        slot[key] = k
+        for word, at in spelled:
+            start.append(len(chars))
+            chars += [_fold(ord(ch)) for ch in word]
+            length.append(len(word))
+            offset.append(at)
+        first.append(len(start))
+    return _HintTable(slot, *(np.array(v, dtype=np.int64) for v in (first, start, length, offset)),
+                      np.array(chars, dtype=np.uint32))
 
 
-def _trigram_keys(cp: np.ndarray) -> np.ndarray:
-    """A 21-bit key per position from the code points there and after, ASCII letters case-folded (other
-    characters may share keys: a key only nominates candidates)."""
-    c = (cp | 0x20) & 0x7F
-    return (c[:-2] << 14) | (c[1:-1] << 7) | c[2:]
+@njit(cache=True, nogil=True)
+def _hint_starts(cp, slot, first, start, length, offset, chars):
+    """Start positions in `cp` of the hints of `_HintTable` (ASCII case folded), in one pass over the trigrams:
+    a trigram with a slot nominates its hints, each compared whole where it would start. Unsorted, and a
+    position may come twice (hints sharing a start)."""
+    n = len(cp)
+    out = np.empty(64, np.int64)
+    m = 0
+    if n < 3:
+        return out[:0]
+    a, b = _fold(cp[0]), _fold(cp[1])
+    for p in range(n - 2):
+        c = _fold(cp[p + 2])
+        k = slot[(a << 14) | (b << 7) | c]
+        a, b = b, c
+        if k < 0:
+            continue
+        for h in range(first[k], first[k + 1]):
+            at = p - offset[h]
+            if at < 0 or at + length[h] > n:
+                continue
+            same = True
+            for j in range(length[h]):
+                if _fold(cp[at + j]) != chars[start[h] + j]:
+                    same = False
+                    break
+            if same:
+                if m == len(out):
+                    out = np.concatenate((out, np.empty(m, np.int64)))
+                out[m] = at
+                m += 1
+    return out[:m].copy()
 
 
 def _flag_positions(flags: np.ndarray, starts: np.ndarray, positions: np.ndarray) -> None:
@@ -129,8 +186,8 @@ def _changeable(texts: list[str], cfg: CleanConfig) -> list[bool]:
 def _flag_boilerplate_lines(text: str, cp: np.ndarray, bits: np.ndarray, nl: np.ndarray, starts: np.ndarray,
                             flags: np.ndarray) -> None:
     """Flag documents with a line that _strip_boilerplate removes, testing each candidate line exactly:
-    a line holding a hint (found as arrays: a trigram filter, then the whole hint compared with ASCII
-    case folded) that _is_boilerplate removes, or a short line that _is_ui_line removes."""
+    a line holding a hint (single characters by their class bit, the others by `_hint_starts`) that
+    _is_boilerplate removes, or a short line that _is_ui_line removes."""
     line_ends = np.flatnonzero(nl)
     checked: set[tuple[int, bool]] = set()  # (line start, as a UI line)
 
@@ -145,21 +202,7 @@ def _flag_boilerplate_lines(text: str, cp: np.ndarray, bits: np.ndarray, nl: np.
         if test(text[begin : len(text) if end == -1 else end]):
             flags[doc] = True
 
-    found = [np.flatnonzero(bits & _HINT_CHAR)]
-    table, words = _hint_trigrams()
-    if len(cp) >= 3:
-        fold = (cp | 0x20) & 0x7F
-        keys = (fold[:-2] << 14) | (fold[1:-1] << 7) | fold[2:]
-        hits = np.flatnonzero(np.take(table, keys))
-        hit_keys = keys[hits]
-        for key, spelled in words.items():
-            at_key = hits[hit_keys == key]
-            for word, offset in spelled:
-                at = at_key - offset
-                at = at[(at >= 0) & (at + len(word) <= len(cp))]
-                for j, ch in enumerate(word):
-                    at = at[fold[at + j] == (ord(ch) | 0x20) & 0x7F]
-                found.append(at)
+    found = [np.flatnonzero(bits & _HINT_CHAR), _hint_starts(cp, *_hint_table())]
     # Only the line matters: _is_boilerplate on it is the exact test (a false hint only costs a test).
     hint_at = unique(np.concatenate(found))
     docs = np.searchsorted(starts, hint_at, side="right") - 1

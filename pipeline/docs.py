@@ -40,12 +40,16 @@ EXCLUDED_SCHEMA = pa.schema(
     list(DOC_SCHEMA) + [("reason", pa.string()), ("detail", pa.string()), ("score", pa.float64())]
 )
 SHARD_BYTES = 64 << 20
+_REPEATING_COLUMNS = ("source", "reason")
 _CJK = re.compile(f"[{CJK_CHARS}]")
 
 
 def write_table_atomic(table: pa.Table, path: Path, compression: str = "zstd") -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pq.write_table(table, tmp, compression=compression)
+    # Dictionary pages only for the columns that repeat: on unique texts and ids, building the
+    # dictionary before falling back to plain encoding was a quarter of the write time.
+    dictionary = [c for c in _REPEATING_COLUMNS if c in table.column_names]
+    pq.write_table(table, tmp, compression=compression, use_dictionary=dictionary)
     os.replace(tmp, path)
 
 
@@ -109,10 +113,6 @@ class ShardWriter:
         return self.paths
 
 
-_SPACE_BYTES = np.zeros(256, dtype=bool)
-_SPACE_BYTES[list(b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f")] = True
-
-
 def word_counts(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Words per text of a string column, for the length histogram: whitespace tokens counted on the
     column's UTF-8 buffer in place (no Python string per document); CJK-aware `count_words` for the
@@ -123,7 +123,7 @@ def word_counts(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1]
     data = arr.buffers()[2]
     data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
-    counts, maybe_cjk = _whitespace_words(data, offsets, _SPACE_BYTES)
+    counts, maybe_cjk = _whitespace_words(data, offsets)
     for i in np.flatnonzero(maybe_cjk).tolist():
         text = arr[i].as_py()
         if _CJK.search(text):
@@ -132,19 +132,23 @@ def word_counts(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _whitespace_words(data, offsets, space):
+def _whitespace_words(data, offsets):
     """(whitespace tokens per text, whether it may hold CJK) of UTF-8 texts data[offsets[i]:offsets[i + 1]].
-    CJK characters are 3-byte sequences led by 0xE3-0xED or 0xEF: only those texts need count_words."""
+    Whitespace is the ASCII of str.split(): \t \n \x0b \x0c \r, \x1c-\x1f and the space. CJK characters are
+    3-byte sequences led by 0xE3-0xED or 0xEF: only those texts need count_words. Unsigned arithmetic
+    without a lookup table or branches: a quarter faster than a table (on book paragraphs)."""
     n = len(offsets) - 1
     counts, maybe_cjk = np.zeros(n, np.int64), np.zeros(n, np.bool_)
+    one = np.uint32(1)
     for i in range(n):
-        words, after_space, lead = 0, True, False
+        words, lead, after_space = np.uint32(0), np.uint32(0), one  # a word starts after a space or at the start
         for j in range(offsets[i], offsets[i + 1]):
-            b = data[j]
-            words += after_space and not space[b]  # a word starts at a non-space byte after a space or the start
-            after_space = space[b]
-            lead |= b >= 0xE3 and b <= 0xEF and b != 0xEE
-        counts[i], maybe_cjk[i] = words, lead
+            b = np.uint32(data[j])
+            space = np.uint32((b == 32) | (b - np.uint32(9) <= np.uint32(4)) | (b - np.uint32(28) <= np.uint32(3)))
+            words += after_space & (space ^ one)
+            after_space = space
+            lead |= np.uint32((b - np.uint32(0xE3) <= np.uint32(12)) & (b != np.uint32(0xEE)))
+        counts[i], maybe_cjk[i] = words, lead != 0
     return counts, maybe_cjk
 
 

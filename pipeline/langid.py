@@ -97,6 +97,7 @@ def _accent_table() -> tuple:
     first = np.zeros(len(chars) + 2, dtype=np.int64)
     np.cumsum([0] + [len(_ACCENT_VOTES[ch]) for ch in chars], out=first[1:])
     lang = np.array([i for ch in chars for i in _ACCENT_VOTES[ch]], dtype=np.int64)
+    assert not table[:128].any(), "_vote looks up accents beyond ASCII only"
     return table, first, lang
 
 
@@ -111,6 +112,7 @@ def _non_latin_table() -> np.ndarray:
     for m in re.finditer(f"(?:{_NON_LATIN.pattern})+", bmp):
         table[m.start() : m.end()] = True
     table[np.take(_lower_table(), np.flatnonzero(table))] = True
+    assert not table[:128].any(), "_vote looks up other scripts beyond ASCII only"
     return table
 
 
@@ -142,15 +144,23 @@ def _vote(word_at, word_found, offsets, codes, classes, doc_first_char, first, l
             for v in range(first[at], first[at + 1]):
                 scores[d, lang[v]] += weight[v] * count[at]
             count[at] = 0
-        ij = 0
-        for i in range(doc_first_char[d], min(doc_first_char[d + 1], len(codes))):  # the last has no separator
+        begin, end = doc_first_char[d], min(doc_first_char[d + 1], len(codes))  # the last has no separator
+        ij, any_class, wide, before = 0, np.uint8(0), False, 0  # before a document: the separator "\x00"
+        for i in range(begin, end):  # ASCII first: most documents need no second look
             c = codes[i]
-            has_letter[d] |= (classes[i] & LETTER) != 0
-            maybe_non_latin[d] |= non_latin[min(c, 0x10000)]
-            if c < len(accent) and accent[c]:
-                for v in range(accent_first[accent[c]], accent_first[accent[c] + 1]):
-                    scores[d, accent_lang[v]] += _ACCENT_WEIGHT
-            ij += c == 106 and i > 0 and codes[i - 1] == 105  # "ij" cannot overlap itself
+            any_class |= classes[i]
+            ij += (c == 106) & (before == 105)  # "ij" cannot overlap itself
+            before = c
+            wide |= c >= 128
+        has_letter[d] = (any_class & LETTER) != 0
+        if wide:  # accent letters (in text order) and other scripts are beyond ASCII
+            for i in range(begin, end):
+                c = codes[i]
+                if c >= 128:
+                    maybe_non_latin[d] |= non_latin[min(c, 0x10000)]
+                    if c < len(accent) and accent[c]:
+                        for v in range(accent_first[accent[c]], accent_first[accent[c] + 1]):
+                            scores[d, accent_lang[v]] += _ACCENT_WEIGHT
         if ij:
             scores[d, nl] += _ACCENT_WEIGHT * ij
     return scores, has_letter, maybe_non_latin

@@ -17,7 +17,7 @@ Rules, in the order they are checked (thresholds and their provenance live in `Q
 Unlike word-tokenizer based implementations, a token such as "—" or "..." is never a word here,
 so punctuation-rich dialogue and verse are not mistaken for non-alphabetic junk.
 
-Every rule runs over the whole batch as numpy array arithmetic (and one compiled pass over the
+Every rule runs over the whole batch as numpy array arithmetic (and compiled passes over the
 characters, `_char_stats`) on the shared `WordArrays`: no Python code runs per word, and per document
 only C-level string methods (`str.count`, `str.split`)
 plus a little Python for the few documents a cheap vectorized bound cannot clear (2-gram counts).
@@ -35,7 +35,7 @@ from numba import njit
 
 from pipeline.config import QualityConfig
 from pipeline.langid import FUNCTION_WORDS
-from pipeline.wordarrays import CJK, DIGIT, LETTER, SPACE, WORD, WordArrays, code_points, hash_words, unique
+from pipeline.wordarrays import CJK, DIGIT, LETTER, SPACE, WORD, WordArrays, code_points, hash_words, positions, unique
 
 # Elision stubs ("l'", "qu'") are function words only before an apostrophe: a lone "l" is not one.
 _STOPWORDS = frozenset(w for words in FUNCTION_WORDS.values() for w in words if len(w) > 1 or w in "aiyoeà")
@@ -66,19 +66,16 @@ def _seg_sum(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _char_stats(classes, codes, doc_first_char):
-    """Per document, in one compiled pass over its characters: (words, letter-bearing words, CJK characters,
-    ASCII digits, symbols).
-
-    A word is a whitespace token holding a letter or digit, and each CJK character is one word (CJK
-    characters separate tokens, as if they were spaces); a letter-bearing word holds a letter. Symbols are
-    text.count("#") + text.count("...") + text.count("…"): a run of k dots holds k // 3 ellipses."""
+def _token_stats(classes, doc_first_char):
+    """Per document, in one compiled pass over its character classes: (words, letter-bearing words, CJK
+    characters, ASCII digits). A word is a whitespace token holding a letter or digit, and each CJK character
+    is one word (CJK characters separate tokens, as if they were spaces); a letter-bearing word holds a letter."""
     n_docs = len(doc_first_char) - 1
-    out = np.zeros((5, n_docs), np.int64)
+    out = np.zeros((4, n_docs), np.int64)
     for d in range(n_docs):
-        words = alpha = cjk = digits = symbols = dots = 0
+        words = alpha = cjk = digits = 0
         has_word = has_letter = 0
-        for i in range(doc_first_char[d], min(doc_first_char[d + 1], len(codes))):  # the last has no separator
+        for i in range(doc_first_char[d], min(doc_first_char[d + 1], len(classes))):  # the last has no separator
             c = classes[i]
             is_cjk = np.int64((c & CJK) != 0)
             apart = is_cjk | np.int64((c & SPACE) != 0)  # the token ends
@@ -88,21 +85,47 @@ def _char_stats(classes, codes, doc_first_char):
             has_letter = (has_letter | np.int64((c & LETTER) != 0)) & (1 - apart)
             cjk += is_cjk
             digits += (c & DIGIT) != 0
-            code = codes[i]
-            if code == 46:
-                dots += 1
-            else:
-                symbols += dots // 3 + (code == 35 or code == 0x2026)
-                dots = 0
         out[0, d] = words + has_word + cjk
         out[1, d] = alpha + has_letter + cjk
-        out[2, d], out[3, d], out[4, d] = cjk, digits, symbols + dots // 3
+        out[2, d], out[3, d] = cjk, digits
     return out
+
+
+_SYMBOL_CHARS = np.zeros(0x2028, dtype=np.uint8)  # '.', '#', '…'; code points past the end read 0
+_SYMBOL_CHARS[[ord("."), ord("#"), ord("…")]] = 1
+
+
+@njit(cache=True, nogil=True)
+def _symbol_counts(codes, doc_first_char, at):
+    """Per document: text.count("#") + text.count("...") + text.count("…"), from the sorted positions `at` of
+    those characters in `codes` (a run of k dots holds k // 3 ellipses; documents are apart, so runs are too)."""
+    out = np.zeros(len(doc_first_char) - 1, np.int64)
+    d, k = 0, 0
+    while k < len(at):
+        p = at[k]
+        while doc_first_char[d + 1] <= p:
+            d += 1
+        run = 1
+        if codes[p] == 46:
+            while k + run < len(at) and at[k + run] == p + run and codes[p + run] == 46:
+                run += 1
+            out[d] += run // 3
+        else:
+            out[d] += 1
+        k += run
+    return out
+
+
+def _char_stats(classes: np.ndarray, codes: np.ndarray, doc_first_char: np.ndarray) -> np.ndarray:
+    """(5, n_docs): words, letter-bearing words, CJK characters, ASCII digits (`_token_stats`) and symbols
+    (`_symbol_counts`) per document. Two passes: the token pass runs branch-free, and the symbols are rare."""
+    at = positions(codes, _SYMBOL_CHARS, 1)
+    return np.vstack([_token_stats(classes, doc_first_char), _symbol_counts(codes, doc_first_char, at)[None]])
 
 
 def count_words_batch(words: WordArrays) -> np.ndarray:
     """Per document: whitespace tokens holding a letter or digit, plus one per CJK ideograph/kana/hangul syllable."""
-    return _char_stats(words.classes, words.codes, words.doc_first_char)[0]
+    return _token_stats(words.classes, words.doc_first_char)[0]
 
 
 def count_words(text: str) -> int:

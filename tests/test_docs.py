@@ -69,9 +69,10 @@ def test_word_counts_on_the_arrow_buffer():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.text(alphabet="ab é\t\n\r\x0b\x0c\x1c\x1f", max_size=12), max_size=8), st.integers(0, 3))
+@given(st.lists(st.text(alphabet="ab é!\x08\t\n\r\x0b\x0c\x0e\x1b\x1c\x1d\x1e\x1f", max_size=12), max_size=8), st.integers(0, 3))
 def test_word_counts_are_whitespace_tokens(texts, skip):
-    # empty texts, texts that start or end with spaces, and arrays that start inside their buffer
+    # empty texts, texts that start or end with spaces, arrays that start inside their buffer, and the
+    # bytes on either side of each whitespace range
     column = pa.array(["x y", *texts]).slice(min(skip, len(texts)))
     assert word_counts(column).tolist() == [len(t.split()) for t in column.to_pylist()]
 

@@ -26,8 +26,9 @@ from pipeline.langid import (
     detect_language,
     detect_languages,
 )
-from pipeline.cleanscan import _changeable, clean_texts
-from pipeline.textclean import clean_text, lower_words
+from pipeline.cleanscan import _changeable, _hint_starts, _hint_table, clean_texts
+from pipeline.textclean import _HINT_WORDS, clean_text, lower_words
+from pipeline.wordarrays import code_points
 
 CFG = CleanConfig()
 
@@ -312,7 +313,8 @@ RICH = st.sampled_from(
        "Log in", "COOKIE", "CooKie", "share", "Share on Facebook", "mail", "click here", "(c)", "© 2024",
        "Copyright 2019 X", "All Rights Reserved", "lorem ipsum", "Project Gutenberg", " > ", "404 not found",
        "*** START OF THIS PROJECT GUTENBERG EBOOK X ***", "*** END OF THE PROJECT GUTENBERG EBOOK X ***",
-       "the ", "und ", "het ", "de la ", "ij", "Once upon a time", "\n  indented", "x  y", "x\ty", "Ä°"]
+       "the ", "und ", "het ", "de la ", "ij", "Once upon a time", "\n  indented", "x  y", "x\ty", "Ä°",
+       "Read  more", "All  rights reserved"]
 )
 RICH_TEXT = st.lists(st.one_of(RICH, st.text(max_size=6)), max_size=25).map("".join)
 
@@ -334,6 +336,35 @@ def test_clean_texts_equals_clean_text(texts: list[str], cfg: CleanConfig):
 def test_clean_texts_batch_boundaries(texts: list[str]):
     for cfg in CONFIGS:
         _check_clean_batch(texts, cfg)
+
+
+def _hint_starts_by_definition(text: str) -> list[int]:
+    """Where a hint of 2+ characters starts, comparing code points folded as (c | 0x20) & 0x7F."""
+    fold = [(ord(ch) | 0x20) & 0x7F for ch in text]
+    hints = [[(ord(ch) | 0x20) & 0x7F for ch in w] for w in _HINT_WORDS if len(w) >= 2]
+    return sorted({p for h in hints for p in range(len(fold) - len(h) + 1) if fold[p : p + len(h)] == h})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["Cookie", "COOKIES", "mail", "e-Mail", "rights reserved", "Click Here", "pin it", "404",
+                                 "gutenberg", " > ", "(c)", "share", "sharE", "\u0161hare", "co", "okie", " ", "\n", "x",
+                                 "\u0100", "Ë"]), max_size=30).map("".join))
+def test_hint_scan_finds_every_hint(text: str):
+    table = _hint_table()
+    assert sorted(set(_hint_starts(code_points(text), *table).tolist())) == _hint_starts_by_definition(text)
+
+
+def test_hint_scan_past_its_first_buffer():
+    text = "A cookie, e-mail me: privacy. " * 300  # 900 hints: the output array grows several times
+    assert sorted(set(_hint_starts(code_points(text), *_hint_table()).tolist())) == _hint_starts_by_definition(text)
+
+
+@pytest.mark.parametrize("text", ["Story.\nRead  more »", "A tale.\nAll  rights reserved.", "x\nlorem  ipsum dolor sit",
+                                  "Tale.\nClick  here to subscribe ", "Tale.\n\n\nLog  in"])
+def test_boilerplate_that_shows_once_spaces_are_tidied(text: str):
+    # the line is boilerplate only once its double space is tidied: clean_text removes it
+    assert _changeable([text, "ok"], CFG) == [True, False]
+    assert clean_texts([text, "ok"], CFG) == [clean_text(text, CFG), "ok"] and "\n" not in clean_text(text, CFG)
 
 
 def test_clean_texts_on_the_sample_corpus():
