@@ -319,7 +319,7 @@ def finish(stage_dir: Path, stage: str, tally: Tally, extra: dict[str, Any] | No
 
 
 BATCH_ROWS = 1024
-BATCH_BYTES = 1 << 20  # within wordarrays' cached powers (2**21 characters) with room for a long last document
+BATCH_BYTES = 1 << 20  # bounds the code-point arrays the text functions build per batch (~4-16 MB)
 
 
 def iter_batches(paths: list[Path], batch_size: int = BATCH_ROWS) -> Iterator[pa.Table]:

@@ -17,8 +17,9 @@ from __future__ import annotations
 import re
 
 import numpy as np
+from numba import njit
 
-from pipeline.wordarrays import DECIMAL, char_classes, code_points, unique
+from pipeline.wordarrays import DECIMAL, char_classes, code_points
 
 _EMAIL = re.compile(
     r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}\b"
@@ -164,26 +165,47 @@ _NUMBER_CHAIN = 7  # _NUMBERISH: 7 digits, at most two characters between neighb
 
 
 def pii_candidates(texts: list[str]) -> list[int]:
-    """Indexes of the texts that redact_pii could change, found with array operations over the whole
-    batch: every rule needs an '@', '::', seven ':' (IPv6) or a _NUMBERISH match (seven digits with at
+    """Indexes of the texts that redact_pii could change, found in one compiled pass over the batch's code
+    points: every rule needs an '@', '::', seven ':' (IPv6) or a _NUMBERISH match (seven digits with at
     most two characters between neighbours, or digit.digit). A superset: candidates are redacted."""
     if not texts:
         return []
-    cp = code_points("\x00".join(texts))
     first = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) + 1, out=first[1:])
-    colon = cp == ord(":")
-    digit = (np.take(char_classes(), cp) & DECIMAL) != 0
-    at = [np.flatnonzero(cp == ord("@")), np.flatnonzero(colon[:-1] & colon[1:]),
-          np.flatnonzero(digit[:-2] & (cp[1:-1] == ord(".")) & digit[2:])]
-    digits = np.flatnonzero(digit)
-    if len(digits) >= _NUMBER_CHAIN:  # windows of 7 digits whose 6 gaps are all <= 3 characters
-        wide = np.zeros(len(digits), dtype=np.int64)
-        np.cumsum(np.diff(digits) > 3, out=wide[1:])
-        at.append(digits[: len(digits) - _NUMBER_CHAIN + 1][wide[_NUMBER_CHAIN - 1 :] == wide[: 1 - _NUMBER_CHAIN]])
-    docs = np.searchsorted(first, np.concatenate(at), side="right") - 1
-    colons = np.bincount(np.searchsorted(first, np.flatnonzero(colon), side="right") - 1, minlength=len(texts))
-    return unique(np.concatenate([docs, np.flatnonzero(colons >= 7)])).tolist()
+    return np.flatnonzero(_candidates(code_points("\x00".join(texts)), first, char_classes(), _NUMBER_CHAIN)).tolist()
+
+
+@njit(cache=True, nogil=True)
+def _candidates(cp, first, classes, chain_length):
+    """bool per document [first[d], first[d + 1]) of `cp` (each followed by a separator): it holds '@', '::', a
+    decimal digit '.' digit, seven ':', or starts a chain of `chain_length` decimal digits whose gaps are all
+    <= 3 positions (a chain runs on across the separator, as the digits of the batch are one sequence)."""
+    n = len(first) - 1
+    out = np.zeros(n, np.bool_)
+    colons = np.zeros(n, np.int64)
+    chain_docs = np.empty(chain_length, np.int64)  # the documents of the chain's last digits, a ring
+    chain, last_digit, d = 0, -4, 0
+    for i in range(len(cp)):
+        while first[d + 1] <= i:
+            d += 1
+        c = cp[i]
+        if c == 64:  # '@'
+            out[d] = True
+        elif c == 58:  # ':'
+            colons[d] += 1
+            if i + 1 < len(cp) and cp[i + 1] == 58:
+                out[d] = True
+        elif classes[c] & DECIMAL:
+            if i + 2 < len(cp) and cp[i + 1] == 46 and classes[cp[i + 2]] & DECIMAL:
+                out[d] = True
+            chain = chain + 1 if i - last_digit <= 3 else 1
+            last_digit = i
+            chain_docs[chain % chain_length] = d
+            if chain >= chain_length:  # the digit chain_length - 1 back starts a window of them
+                out[chain_docs[(chain + 1) % chain_length]] = True
+    for k in range(n):
+        out[k] |= colons[k] >= 7
+    return out
 
 
 def redact_pii(text: str) -> tuple[str, dict[str, int]]:

@@ -118,3 +118,21 @@ def test_candidates_hold_every_text_that_redaction_changes():
 def test_candidates_are_a_superset_on_any_batch(texts):
     candidates = set(pii_candidates(texts))
     assert all(i in candidates for i, t in enumerate(texts) if redact_pii(t)[0] != t)
+
+
+def _candidates_by_definition(texts: list[str]) -> list[int]:
+    """pii_candidates' rule in plain Python over the texts joined by "\x00": '@', '::', digit '.' digit, seven
+    ':' in a text, or the first of seven decimal digits whose neighbours are at most 3 positions apart."""
+    joined = "\x00".join(texts)
+    doc = [d for d, t in enumerate(texts) for _ in range(len(t) + 1)]
+    found = {doc[i] for i, ch in enumerate(joined) if ch == "@" or joined[i : i + 2] == "::"
+             or ch.isdecimal() and joined[i + 1 : i + 2] == "." and joined[i + 2 : i + 3].isdecimal()}
+    digits = [i for i, ch in enumerate(joined) if ch.isdecimal()]
+    found |= {doc[digits[j]] for j in range(len(digits) - 6) if all(b - a <= 3 for a, b in zip(digits[j : j + 6], digits[j + 1 : j + 7]))}
+    return sorted(found | {d for d, t in enumerate(texts) if t.count(":") >= 7})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet="0123456789٣४ .-+()/:@abcXY\n\x00İ", max_size=30), min_size=1, max_size=6))
+def test_candidates_follow_their_definition(texts):
+    assert pii_candidates(texts) == _candidates_by_definition(texts)
