@@ -335,5 +335,14 @@ class WordIndex:
     def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(int32 vocabulary index per hash, bool: it is a vocabulary word); the index is only
         meaningful where the flag is set."""
-        at = np.take(self._slots, (hashes >> self._shift) & self._mask)
-        return at, (np.take(self._hashes, at) == hashes) & (at < len(self.vocab))
+        return _lookup(hashes, self._slots, self._hashes, self._shift, self._mask, len(self.vocab))
+
+
+@njit(cache=True, nogil=True)
+def _lookup(hashes, slots, vocab_hashes, shift, mask, n_vocab):
+    """WordIndex.lookup in one compiled pass (numpy took seven over the words)."""
+    at, found = np.empty(len(hashes), np.int32), np.empty(len(hashes), np.bool_)
+    for w in range(len(hashes)):
+        a = slots[(hashes[w] >> shift) & mask]
+        at[w], found[w] = a, (vocab_hashes[a] == hashes[w]) & (a < n_vocab)
+    return at, found
