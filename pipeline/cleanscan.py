@@ -80,13 +80,14 @@ def _hint_table() -> _HintTable:
     rare = {c: i for i, c in enumerate("etaoinshrdlcumwfgypbvkjxqz")}  # English letters, most common first
     rare[" "] = -20  # word boundaries ("ur ", " th") are the most common trigrams
     by_key: dict[int, list[tuple[str, int]]] = {}
+    fold = _fold.py_func  # the same folding in Python (calling the compiled one would compile it here)
     for word in _HINT_WORDS:
         if len(word) < 2:
             continue
         assert word.isascii() and word == word.lower(), word
         padded = word if len(word) >= 3 else word + "\x00"  # (no 2-character hint today)
         at = max(range(len(padded) - 2), key=lambda i: sum(rare.get(c, 30) for c in padded[i : i + 3]))
-        a, b, c = (_fold(ord(ch)) for ch in padded[at : at + 3])
+        a, b, c = (fold(ord(ch)) for ch in padded[at : at + 3])
         by_key.setdefault((a << 14) | (b << 7) | c, []).append((word, at))
     assert len(by_key) < 128, "slot numbers are int8"
     slot = np.full(1 << 21, -1, dtype=np.int8)
@@ -95,7 +96,7 @@ def _hint_table() -> _HintTable:
         slot[key] = k
         for word, at in spelled:
             start.append(len(chars))
-            chars += [_fold(ord(ch)) for ch in word]
+            chars += [fold(ord(ch)) for ch in word]
             length.append(len(word))
             offset.append(at)
         first.append(len(start))
