@@ -110,10 +110,13 @@ def _hint_starts(cp, slot, first, start, length, offset, chars):
     a trigram with a slot nominates its hints, each compared whole where it would start. Unsorted, and a
     position may come twice (hints sharing a start)."""
     n = len(cp)
-    out = np.empty(64, np.int64)
-    m = 0
     if n < 3:
-        return out[:0]
+        return np.empty(0, np.int64)
+    most = 0  # hints one trigram nominates
+    for k in range(len(first) - 1):
+        most = max(most, first[k + 1] - first[k])
+    out = np.empty((n - 2) * most, np.int64)  # as in wordarrays.positions: only the pages written to are touched
+    m = 0
     a, b = _fold(cp[0]), _fold(cp[1])
     for p in range(n - 2):
         c = _fold(cp[p + 2])
@@ -131,8 +134,6 @@ def _hint_starts(cp, slot, first, start, length, offset, chars):
                     same = False
                     break
             if same:
-                if m == len(out):
-                    out = np.concatenate((out, np.empty(m, np.int64)))
                 out[m] = at
                 m += 1
     return out[:m].copy()
