@@ -24,6 +24,7 @@ run: setup
 	$(BIN)/quill run --preset tiny
 
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 test-all: setup

@@ -39,7 +39,8 @@ def export_base(rev: str, dest: Path) -> str:
     """`pipeline/` of `rev` as the package `BASE` under `dest` (put on sys.path); returns the full commit."""
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", f"{rev}^{{commit}}"], capture_output=True,
                             text=True, check=True).stdout.strip()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "pipeline"], capture_output=True, check=True).stdout
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "pipeline"], capture_output=True,
+                             check=True).stdout
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(dest, filter="data")
     (dest / "pipeline").rename(dest / BASE)
@@ -79,7 +80,8 @@ def compare_stages(name: str, folder: Path, rounds: int) -> tuple[float, dict[st
                 config = importlib.import_module(f"{package}.config")
                 clean = importlib.import_module(f"{package}.clean").clean
                 filter_docs = importlib.import_module(f"{package}.filter").filter_docs
-                fcfg = config.FilterConfig.model_validate({**over.get("filter", {}), "executor": "local", "num_workers": 1})
+                fcfg = config.FilterConfig.model_validate({**over.get("filter", {}), "executor": "local",
+                                                           "num_workers": 1})
                 out = root / f"{tag}{r}"
                 t0 = time.process_time()
                 cl = clean(ing.path, out / "clean", config.CleanConfig(executor="local", num_workers=1))
@@ -128,7 +130,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds per measurement; the least time counts")
     ap.add_argument("--no-stages", action="store_true", help="compare the text functions only")
     args = ap.parse_args()
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # before numpy loads: one core is one core
+    # before numpy loads: one core is one core
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
     if not SHARED.is_dir():
@@ -148,7 +151,8 @@ def main() -> None:
             if not args.no_stages:
                 folder, copies = replicate(name, Path(tmp) / "copies", args.min_mb)
                 mb, stages = compare_stages(name, folder, args.rounds)
-                for stage, label in (("clean", "clean stage"), ("filter", "filter stage"), ("both", "**clean + filter + dedup**")):
+                for stage, label in (("clean", "clean stage"), ("filter", "filter stage"),
+                                     ("both", "**clean + filter + dedup**")):
                     print(_row(f"{name} ×{copies}", label, mb, stages[stage]), flush=True)
             mb, functions = compare_functions(name, once, args.rounds)
             for fname, best in functions.items():

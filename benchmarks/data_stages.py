@@ -28,8 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -92,7 +92,7 @@ def run_one(name: str, folder: Path, mode: str, repeat: int) -> dict:
     from pipeline.config import CleanConfig, FilterConfig, IngestConfig
     from pipeline.filter import filter_docs
     from pipeline.ingest import ingest
-    from pipeline.shards import cpus
+    from pipeline.io.executor import cpus
 
     over = CORPORA[name][1]
     workers = 1 if mode == "1 core" else cpus()
@@ -109,23 +109,32 @@ def run_one(name: str, folder: Path, mode: str, repeat: int) -> dict:
         fcfg = FilterConfig.model_validate({**over.get("filter", {}), "executor": executor, "num_workers": workers})
         for r in range(repeat):
             run = root / f"r{r}"
-            rounds = {"ingest": timed(lambda: ingest([str(folder)], run / "ingest", icfg))}
+            rounds = {"ingest": timed(lambda run=run: ingest([str(folder)], run / "ingest", icfg))}
             ing = rounds["ingest"]["manifest"]
-            rounds["clean"] = timed(lambda: clean(ing.path, run / "clean", ccfg))
+            rounds["clean"] = timed(lambda ing=ing, run=run: clean(ing.path, run / "clean", ccfg))
             cl = rounds["clean"]["manifest"]
-            rounds["filter"] = timed(lambda: filter_docs(cl.path, run / "filter", fcfg))
-            sizes = {"ingest": (src_bytes, ing.stats["docs_in"]), "clean": (ing.stats["bytes_kept"], ing.stats["docs_kept"]),
+            rounds["filter"] = timed(lambda cl=cl, run=run: filter_docs(cl.path, run / "filter", fcfg))
+            sizes = {"ingest": (src_bytes, ing.stats["docs_in"]),
+                     "clean": (ing.stats["bytes_kept"], ing.stats["docs_kept"]),
                      "filter": (cl.stats["bytes_kept"], cl.stats["docs_kept"])}
             for stage, t in rounds.items():
                 m = t.pop("manifest")
                 if stage not in best or t["wall"] < best[stage]["wall"]:
-                    best[stage] = {**t, "bytes": sizes[stage][0], "docs": sizes[stage][1], "dropped": m.stats["dropped"],
-                                   "shards": len(m.output_list("docs"))}
+                    best[stage] = {**t, "bytes": sizes[stage][0], "docs": sizes[stage][1],
+                                   "dropped": m.stats["dropped"], "shards": len(m.output_list("docs"))}
             shutil.rmtree(run, ignore_errors=True)
         rss, worker_rss = peak_rss_mb()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return {"corpus": name, "mode": mode, "workers": workers, "stages": best, "rss_mb": rss, "worker_rss_mb": worker_rss}
+    return {"corpus": name, "mode": mode, "workers": workers, "stages": best, "rss_mb": rss,
+            "worker_rss_mb": worker_rss}
+
+
+# Where the text modules lived in the flat layout (before pipeline/text/), for `benchmarks.compare` across the move.
+FLAT_LAYOUT = {"text.dedup": "dedup", "text.pii": "pii", "text.offensive.prescreen": "toxicity_scan",
+               "text.offensive.score": "toxicity", "text.wordarrays": "wordarrays", "text.normalize_batch": "cleanscan",
+               "text.langid": "langid", "text.quality": "quality", "text.audit": "audit",
+               "text.offensive.classifier": "toxicity_classifier"}
 
 
 def text_functions(corpus: str, package: str = "pipeline") -> tuple[type, dict[str, tuple[bool, Callable]]]:
@@ -136,9 +145,14 @@ def text_functions(corpus: str, package: str = "pipeline") -> tuple[type, dict[s
     import numpy as np
 
     def load(module: str):
-        return importlib.import_module(f"{package}.{module}")
+        """The module in this layout, or where it lived before the layout change (a base revision's)."""
+        try:
+            return importlib.import_module(f"{package}.{module}")
+        except ModuleNotFoundError:
+            return importlib.import_module(f"{package}.{FLAT_LAYOUT[module]}")
 
-    config, dedup, pii, scan, toxicity = (load(m) for m in ("config", "dedup", "pii", "toxicity_scan", "toxicity"))
+    config, dedup, pii, scan, score = (load(m) for m in ("config", "text.dedup", "text.pii", "text.offensive.prescreen",
+                                                           "text.offensive.score"))
     ccfg, hasher = config.CleanConfig(), dedup.MinHasher()
     fcfg = config.FilterConfig.model_validate(CORPORA[corpus][1].get("filter", {}))
 
@@ -148,28 +162,28 @@ def text_functions(corpus: str, package: str = "pipeline") -> tuple[type, dict[s
 
     def offensive(texts: list[str], words) -> None:
         for i in np.flatnonzero(scan.offensive_candidates(words)).tolist():
-            toxicity.offensive_score(texts[i])
+            score.offensive_score(texts[i])
 
-    word_arrays = load("wordarrays").WordArrays
-    calls = {"clean_texts": (True, lambda b, w: load("cleanscan").clean_texts(b, ccfg)),
-             "detect_languages": (True, lambda b, w: load("langid").detect_languages(b)),
+    word_arrays = load("text.wordarrays").WordArrays
+    calls = {"clean_texts": (True, lambda b, w: load("text.normalize_batch").clean_texts(b, ccfg)),
+             "detect_languages": (True, lambda b, w: load("text.langid").detect_languages(b)),
              "WordArrays": (False, lambda b, w: word_arrays.from_texts(b)), "pii": (False, redact),
-             "quality_reasons": (False, lambda b, w: load("quality").quality_reasons(b, w, fcfg.quality)),
+             "quality_reasons": (False, lambda b, w: load("text.quality").quality_reasons(b, w, fcfg.quality)),
              "offensive": (False, offensive), "exact_keys": (False, lambda b, w: dedup.exact_keys(w)),
              "MinHash": (False, lambda b, w: hasher.signatures(w)),
-             "Audit.add_batch": (False, lambda b, w: load("audit").Audit().add_batch(w))}
-    if importlib.util.find_spec("profanity_check"):  # the opt-in classifier (filter.toxicity.classifier), if installed
-        votes = load("toxicity_classifier").classifier_votes
+             "Audit.add_batch": (False, lambda b, w: load("text.audit").Audit().add_batch(w))}
+    if importlib.util.find_spec("profanity_check"):  # the opt-in classifier (filter.offensive.classifier), if installed
+        votes = load("text.offensive.classifier").classifier_votes
         calls["classifier (opt-in)"] = (False, lambda b, w: votes(b, 0.99))
     return word_arrays, calls
 
 
 def corpus_batches(name: str, folder: Path) -> tuple[list[list[str]], list[list[str]]]:
     """The corpus's documents in batches as the stages cut them: (raw, cleaned) texts."""
-    from pipeline.cleanscan import clean_texts
     from pipeline.config import CleanConfig, IngestConfig
-    from pipeline.docs import BATCH_ROWS, iter_docs
     from pipeline.ingest import ingest
+    from pipeline.io.docshards import BATCH_ROWS, iter_docs
+    from pipeline.text.normalize_batch import clean_texts
 
     root = Path(tempfile.mkdtemp(prefix="quill-bench-"))
     try:
@@ -215,14 +229,16 @@ def print_tables(results: list[dict]) -> None:
             print(_row(r["label"], r["mode"], r["workers"], stage, b, rss))
         c, f = r["stages"]["clean"], r["stages"]["filter"]
         mb = c["bytes"] / 2**20
-        print(f"| {r['label']} | **clean+filter+dedup** | {r['mode']} | {mb:.2f} | {c['docs']:,} | {c['wall'] + f['wall']:.2f} | "
+        print(f"| {r['label']} | **clean+filter+dedup** | {r['mode']} | {mb:.2f} | {c['docs']:,} | "
+              f"{c['wall'] + f['wall']:.2f} | "
               f"{mb / (c['wall'] + f['wall']):.2f} | | {mb / (c['cpu'] + f['cpu']):.2f} | "
               f"**{mb / (c['wall'] + f['wall']) / r['workers']:.2f}** | |")
     print("\nDrops per reason (one pass over each corpus as it is):\n")
     print("| corpus | ingest | clean | filter |\n|---|---|---|---|")
     for r in results:
         if r.get("drops"):
-            cells = [", ".join(f"{k} {v}" for k, v in r["drops"][s].items()) or "–" for s in ("ingest", "clean", "filter")]
+            cells = [", ".join(f"{k} {v}" for k, v in r["drops"][s].items()) or "–"
+                     for s in ("ingest", "clean", "filter")]
             print(f"| {r['corpus']} | " + " | ".join(cells) + " |")
 
 
@@ -252,7 +268,8 @@ def main() -> None:
             import pyarrow as pa
 
             pa.set_cpu_count(1)  # Parquet encoding threads too
-        result = function_rates(name, Path(folder), int(repeat)) if mode == "functions" else run_one(name, Path(folder), mode, int(repeat))
+        result = (function_rates(name, Path(folder), int(repeat)) if mode == "functions"
+                  else run_one(name, Path(folder), mode, int(repeat)))
         print(json.dumps(result))
         return
     if not SHARED.is_dir():
@@ -273,9 +290,11 @@ def main() -> None:
                 r["label"] = f"{name} ×{copies}" if copies > 1 else name
                 r["drops"] = {s: b["dropped"] for s, b in drops.items()} if mode == args.modes[0] else None
                 results.append(r)
-                print(f"{r['label']} {mode}: " + ", ".join(f"{s} {b['wall']:.2f} s" for s, b in r["stages"].items()), flush=True)
+                print(f"{r['label']} {mode}: " + ", ".join(f"{s} {b['wall']:.2f} s" for s, b in r["stages"].items()),
+                      flush=True)
     print_tables(results)
-    print(f"\nText functions alone, MB/s on one core, best of {max(3, args.repeat)} (batches of 1024 documents; WordArrays is the filter's one\n"
+    print(f"\nText functions alone, MB/s on one core, best of {max(3, args.repeat)} "
+          "(batches of 1024 documents; WordArrays is the filter's one\n"
           "tokenization, shared by quality, offensive, dedup and audit, whose figures exclude it):\n")
     names = list(next(iter(rates.values()), {}))
     print("| corpus | " + " | ".join(names) + " |\n|---|" + "---:|" * len(names))

@@ -37,10 +37,11 @@ def write_corpus(folder: Path, total_bytes: int, seed: int = 0) -> int:
     rng = random.Random(seed)
     pool = sentences(rng, 5000)
     written = 0
-    with open(folder / "big.txt", "w", encoding="utf-8") as txt, open(folder / "big.jsonl", "w", encoding="utf-8") as jl:
+    with (open(folder / "big.txt", "w", encoding="utf-8") as txt,
+          open(folder / "big.jsonl", "w", encoding="utf-8") as jl):
         while written < total_bytes:
             chunk = []
-            for i in range(2000):
+            for _ in range(2000):
                 para = " ".join(rng.choices(pool, k=rng.randint(3, 12)))
                 chunk.append(para)
             block = "\n\n".join(chunk) + "\n\n"
@@ -84,7 +85,8 @@ def main() -> None:
         out_mb = sum(p.stat().st_size for p in (root / "run" / "ingest").rglob("*.parquet")) / 2**20
         print("\n| input | docs | shards | wall s | MB/s | peak RSS MB | output MB (zstd Parquet) |")
         print("|---:|---:|---:|---:|---:|---:|---:|")
-        print(f"| {size / 2**30:.2f} GB | {r['docs']:,} | {r['shards']} | {r['wall']:.0f} | {size / 2**20 / r['wall']:.1f} | "
+        print(f"| {size / 2**30:.2f} GB | {r['docs']:,} | {r['shards']} | {r['wall']:.0f} | "
+              f"{size / 2**20 / r['wall']:.1f} | "
               f"{r['rss_mb']:.0f} | {out_mb:.0f} |")
         print(f"dropped: {r['dropped'] or 'none'}; peak RSS of the main benchmark process: "
               f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")

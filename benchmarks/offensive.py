@@ -1,9 +1,9 @@
-"""Precision and recall of the offensive-content scorer (pipeline.toxicity.offensive_score).
+"""Precision and recall of the offensive-content scorer (pipeline.text.offensive.score.offensive_score).
 
     .venv/bin/python -m benchmarks.offensive
     .venv/bin/python -m benchmarks.offensive --classifier profanity-check [--classifier-threshold 0.95]
 
-Scores every line of the three labelled sets in pipeline/lexicons/ (label<TAB>text, 1 = offensive)
+Scores every line of the three labelled sets in pipeline/text/lexicons/ (label<TAB>text, 1 = offensive)
 at the filter's threshold of 0.5 and prints a Markdown table of precision, recall, F1 and the
 TP/FP/FN counts for each, then the misclassified lines with their scores:
 - eval_offensive.tsv          the set the lexicon was tuned on (optimistic);
@@ -16,12 +16,11 @@ TP/FP/FN counts for each, then the misclassified lines with their scores:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from pipeline.toxicity import offensive_score
-from pipeline.toxicity_classifier import CLASSIFIERS, classifier_votes
+from pipeline.text import LEXICONS
+from pipeline.text.offensive.classifier import CLASSIFIERS, classifier_votes
+from pipeline.text.offensive.score import offensive_score
 
-LEXICONS = Path(__file__).resolve().parent.parent / "pipeline" / "lexicons"
 SETS = ("eval_offensive.tsv", "eval_offensive_heldout.tsv", "eval_offensive_blind2.tsv")
 THRESHOLD = 0.5
 
@@ -53,17 +52,19 @@ def measure(rows: list[tuple[int, str]], threshold: float = THRESHOLD, classifie
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--classifier", default="none", choices=CLASSIFIERS,
-                    help="add the trained classifier's votes (filter.toxicity.classifier; needs quill[classifier])")
+                    help="add the trained classifier's votes (filter.offensive.classifier; needs quill[classifier])")
     ap.add_argument("--classifier-threshold", type=float, default=0.99)
     args = ap.parse_args()
     results = {name: measure(load(name), THRESHOLD, args.classifier, args.classifier_threshold) for name in SETS}
-    extra = f" + classifier {args.classifier} (votes at >= {args.classifier_threshold})" if args.classifier != "none" else ""
+    extra = (f" + classifier {args.classifier} (votes at >= {args.classifier_threshold})"
+             if args.classifier != "none" else "")
     print(f"Offensive-content scorer{extra}, threshold {THRESHOLD}\n")
     print("| set | lines | precision | recall | F1 | TP | FP | FN |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         n = len(load(name))
-        print(f"| {name} | {n} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['tp']} | {r['fp']} | {r['fn']} |")
+        print(f"| {name} | {n} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | "
+              f"{r['tp']} | {r['fp']} | {r['fn']} |")
     for name, r in results.items():
         print(f"\nMisclassified in {name}: {len(r['wrong']) or 'none'}")
         for label, score, text in r["wrong"]:

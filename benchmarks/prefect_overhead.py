@@ -92,14 +92,15 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="tiny")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    p.add_argument("--repeat", type=int, default=2, help="pairs of (direct, prefect) runs, alternating which goes first")
+    p.add_argument("--repeat", type=int, default=2,
+                   help="pairs of (direct, prefect) runs, alternating which goes first")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "prefect_overhead.json"))
     args = p.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="quill-prefect-bench-"))
     os.environ.update(PREFECT_HOME=str(work / "prefect"), MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}")
     os.environ.pop("PREFECT_API_URL", None)  # a temporary server on an empty database
-    from pipeline.cli import _quiet_defaults
+    from flows.cli import _quiet_defaults
 
     _quiet_defaults()
     t0 = time.perf_counter()
@@ -125,7 +126,8 @@ def main() -> int:
     runs: dict[str, list[dict]] = {k: [] for k in ("direct", "prefect", "direct_rerun", "prefect_rerun")}
     for i in range(args.repeat):
         params = FlowParams(preset=args.preset, overrides=overrides, sources=cfg.sources, run_name=f"prefect{i}")
-        paths = [("direct", lambda: direct(cfg, work / "runs" / f"direct{i}")), ("prefect", lambda: through_prefect(params))]
+        paths = [("direct", lambda i=i: direct(cfg, work / "runs" / f"direct{i}")),
+                 ("prefect", lambda params=params: through_prefect(params))]
         for name, run in paths if i % 2 == 0 else paths[::-1]:
             runs[name].append(measured(run))
             runs[f"{name}_rerun"].append(measured(run))
@@ -148,16 +150,19 @@ def main() -> int:
         "wall_overhead_pct": round(100 * (med("prefect", "wall") - med("direct", "wall")) / med("direct", "wall"), 1),
         "prefect_rerun_pct_of_first": round(100 * med("prefect_rerun", "wall") / med("prefect", "wall"), 1),
     }
-    print(f"\nimports {imports:.1f} s; temporary Prefect server start {server_start:.1f} s (fixed); empty flow {empty_flow:.2f} s")
+    print(f"\nimports {imports:.1f} s; temporary Prefect server start {server_start:.1f} s (fixed); "
+          f"empty flow {empty_flow:.2f} s")
     print(f"seconds, medians of {args.repeat}")
     print(f"{'':<8}" + "".join(f"{s:>10}" for s in (*STAGES, "outside", "total", "rerun")))
     for name in ("direct", "prefect"):
         cells = [statistics.median(r["stages"].get(s, 0) for r in runs[name]) for s in STAGES]
         cells += [med(name, "outside_stages"), med(name, "wall"), med(f"{name}_rerun", "wall")]
         print(f"{name:<8}" + "".join(f"{x:>10.1f}" for x in cells))
-    print(f"Prefect adds {fixed:.1f} s outside the stages = {result['prefect_added_pct_of_direct']:.1f} % of a direct run "
+    print(f"Prefect adds {fixed:.1f} s outside the stages = "
+          f"{result['prefect_added_pct_of_direct']:.1f} % of a direct run "
           f"(target <= 10 %; raw wall-time difference {result['wall_overhead_pct']:+.1f} %, mostly stage-time noise)")
-    print(f"Unchanged rerun through Prefect: {result['prefect_rerun_pct_of_first']:.1f} % of the first run (target < 10 %)")
+    print(f"Unchanged rerun through Prefect: {result['prefect_rerun_pct_of_first']:.1f} % of the first run "
+          "(target < 10 %)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

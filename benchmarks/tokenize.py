@@ -41,9 +41,9 @@ import torch  # noqa: E402
 
 from model.tokenizer import train_tokenizer  # noqa: E402
 from pipeline.config import IngestConfig, TokenizeConfig  # noqa: E402
-from pipeline.data import TokenShards  # noqa: E402
-from pipeline.docs import iter_docs  # noqa: E402
 from pipeline.ingest import ingest  # noqa: E402
+from pipeline.io.docshards import iter_docs  # noqa: E402
+from pipeline.io.tokenshards import TokenShards  # noqa: E402
 from pipeline.tokenize import _cpus, tokenize, training_texts  # noqa: E402
 
 SHARED = os.path.join(REPO, "..", "shared", "corpora")

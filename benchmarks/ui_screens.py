@@ -96,7 +96,8 @@ def main() -> int:
     env.pop("PREFECT_API_URL", None)
     servers = [
         start([str(BIN / "prefect"), "server", "start"], env, work / "prefect.log"),
-        start([str(BIN / "mlflow"), "ui", "--backend-store-uri", store, "--default-artifact-root", str(work / "artifacts"),
+        start([str(BIN / "mlflow"), "ui", "--backend-store-uri", store,
+               "--default-artifact-root", str(work / "artifacts"),
                "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"], env, work / "mlflow.log"),
     ]
     prefect_ui, mlflow_ui = f"http://127.0.0.1:{prefect_port}", f"http://127.0.0.1:{mlflow_port}"
@@ -104,17 +105,20 @@ def main() -> int:
         wait_healthy(f"{prefect_ui}/api/health", servers[0], args.server_timeout)
         wait_healthy(f"{mlflow_ui}/health", servers[1], args.server_timeout)
         print(f"Prefect UI {prefect_ui}, MLflow UI {mlflow_ui}", flush=True)
-        os.environ.update(env, PREFECT_API_URL=f"{prefect_ui}/api", MLFLOW_TRACKING_URI=store, QUILL_MLFLOW_UI=mlflow_ui,
-                          PREFECT_LOGGING_EXTRA_LOGGERS="pipeline,model")
+        os.environ.update(env, PREFECT_API_URL=f"{prefect_ui}/api", MLFLOW_TRACKING_URI=store,
+                          QUILL_MLFLOW_UI=mlflow_ui, PREFECT_LOGGING_EXTRA_LOGGERS="pipeline,model")
         from flows.corpus_to_model import FlowParams, corpus_to_model
 
         result = corpus_to_model(FlowParams(preset="tiny", overrides=[f"data_root={work / 'runs'}", *args.overrides],
                                             sources=[str(REPO / "data" / "sample")]))
         pages = {
-            "prefect_flow_run": (f"{prefect_ui}/runs/flow-run/{result['flow_run_id']}", ["corpus_to_model", "train", "register"]),
-            "prefect_training_summary": (f"{prefect_ui}/artifacts/artifact/{artifact_id(result['flow_run_id'], 'training-summary')}",
+            "prefect_flow_run": (f"{prefect_ui}/runs/flow-run/{result['flow_run_id']}",
+                                 ["corpus_to_model", "train", "register"]),
+            "prefect_training_summary": (f"{prefect_ui}/artifacts/artifact/"
+                                         f"{artifact_id(result['flow_run_id'], 'training-summary')}",
                                          ["Training summary", "val_bpb"]),
-            "mlflow_registered_model": (f"{mlflow_ui}/#/models/{result['model_name']}", [result["model_name"], f"Version {result['version']}"]),
+            "mlflow_registered_model": (f"{mlflow_ui}/#/models/{result['model_name']}",
+                                        [result["model_name"], f"Version {result['version']}"]),
         }
         failed = []
         for name, (url, expect) in pages.items():
@@ -122,7 +126,8 @@ def main() -> int:
             (out / f"{name}.html").write_text(dom)
             missing = [e for e in expect if e not in dom]
             size = (out / f"{name}.png").stat().st_size
-            print(f"{name}: {out / f'{name}.png'} ({size // 1024} KB) {url}" + (f"  MISSING {missing}" if missing else "  ok"))
+            print(f"{name}: {out / f'{name}.png'} ({size // 1024} KB) {url}"
+                  + (f"  MISSING {missing}" if missing else "  ok"))
             failed += missing
         return 1 if failed else 0
     finally:

@@ -1,7 +1,7 @@
 """What a flow run shows in the Prefect UI: per-stage reports, token statistics, a training summary,
 the evaluation report, links to MLflow and a training progress bar.
 
-The content comes from the stage manifests (`pipeline.report` renders it); this module only hands it
+The content comes from the stage manifests (`pipeline.reports` renders it); this module only hands it
 to Prefect. `ProgressTracker` wraps the MLflow tracker that `pipeline.train` already logs to, so the
 progress artifact moves with every logged step and no Prefect import enters `pipeline/`.
 """
@@ -10,23 +10,30 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from prefect import get_run_logger
-from prefect.artifacts import (create_link_artifact, create_markdown_artifact, create_progress_artifact,
-                               create_table_artifact, update_progress_artifact)
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 
 from pipeline.config import RunConfig
 from pipeline.manifest import Manifest, read_manifest
-from pipeline.report import stage_summary, token_stats, training_summary
+from pipeline.reports import stage_summary, token_stats, training_summary
 from pipeline.tracking import MlflowTracker, NullTracker, Tracker
 
 
 def _token_stats(m: Manifest) -> None:
     create_table_artifact(token_stats(m), key="token-stats",
-                          description=f"Tokens per split: vocabulary {m.stats['vocab_size']}, {m.stats['bytes_per_token']} bytes/token")
+                          description=f"Tokens per split: vocabulary {m.stats['vocab_size']}, "
+                                      f"{m.stats['bytes_per_token']} bytes/token")
 
 
 def _training_summary(m: Manifest) -> None:
@@ -42,7 +49,8 @@ def _model_link(m: Manifest) -> None:
     s = m.stats
     create_link_artifact(f"{mlflow_ui()}/#/models/{s['model_name']}/versions/{s['version']}", key="mlflow-model",
                          link_text=f"{s['model_name']} version {s['version']}",
-                         description=f"Registered model ({'champion' if s['champion'] else 'challenger'}: {s['decision']})")
+                         description=f"Registered model ({'champion' if s['champion'] else 'challenger'}: "
+                                     f"{s['decision']})")
 
 
 EXTRA = {"tokenize": _token_stats, "train": _training_summary, "evaluate": _evaluation_report, "register": _model_link}
@@ -106,7 +114,7 @@ class ProgressTracker:
         self._last = 0.0
 
     @classmethod
-    def for_run(cls, mlflow_run_id: str | None, total_steps: int) -> "ProgressTracker":
+    def for_run(cls, mlflow_run_id: str | None, total_steps: int) -> ProgressTracker:
         return cls(MlflowTracker(mlflow_run_id) if mlflow_run_id else NullTracker(), total_steps)
 
     def __getattr__(self, name: str) -> Any:

@@ -20,7 +20,17 @@ from prefect.runtime import flow_run
 
 from flows.artifacts import mlflow_run
 from flows.params import FlowParams
-from flows.tasks import StageFailed, clean_task, evaluate_task, filter_task, ingest_task, register_task, step, tokenize_task, train_task
+from flows.tasks import (
+    StageFailed,
+    clean_task,
+    evaluate_task,
+    filter_task,
+    ingest_task,
+    register_task,
+    step,
+    tokenize_task,
+    train_task,
+)
 from pipeline.manifest import read_manifest
 
 __all__ = ["FlowParams", "StageFailed", "corpus_to_model"]
@@ -28,7 +38,8 @@ __all__ = ["FlowParams", "StageFailed", "corpus_to_model"]
 
 @flow(name="corpus_to_model", log_prints=True)
 def corpus_to_model(params: FlowParams = FlowParams()) -> dict:
-    """Ingest, clean, filter, tokenize, train, evaluate and register a writing model; stages that are up to date are skipped."""
+    """Ingest, clean, filter, tokenize, train, evaluate and register a writing model; stages that are up to date
+    are skipped."""
     cfg = params.config()
     root = params.run_dir(cfg)
     tags = {"prefect.flow_run_id": str(flow_run.get_id()), "quill.preset": cfg.preset}
@@ -37,7 +48,8 @@ def corpus_to_model(params: FlowParams = FlowParams()) -> dict:
         m = step(clean_task, m, str(root / "clean"), cfg.clean)
         m = step(filter_task, m, str(root / "filter"), cfg.filter)
         m = step(tokenize_task, m, str(root / "tokenize"), cfg.tokenize)
-        m = step(train_task, m, str(root / "train"), cfg.train, cfg.model, tracker.run_id, False, params.train_processes)
+        m = step(train_task, m, str(root / "train"), cfg.train, cfg.model, tracker.run_id, False,
+                 params.train_processes)
         ev = step(evaluate_task, m, str(root / "evaluate"), cfg.evaluate)
         reg = step(register_task, ev, str(root / "register"), cfg.register, tracker.run_id)
     result = json.loads(read_manifest(reg).output("registration").read_text())

@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 def torchrun_train(in_manifest: str, out_dir: str, cfg: TrainConfig, model_cfg: ModelConfig, nproc: int,
                    mlflow_run_id: str | None = None, force: bool = False) -> str:
     """Run the train stage on `nproc` local processes; returns its manifest path."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "flows.launch",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m",
+           "flows.launch",
            in_manifest, out_dir, cfg.model_dump_json(), model_cfg.model_dump_json()]
     cmd += ["--mlflow-run-id", mlflow_run_id] if mlflow_run_id else []
     cmd += ["--force"] if force else []

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from pipeline.cli import STAGES
+from pipeline import STAGES
 from pipeline.config import RunConfig, load_config
 
 
@@ -21,10 +21,14 @@ class ConfigParams(BaseModel):
     """Which config: a preset, an optional TOML file over it, then `section.key=value` overrides."""
 
     preset: Literal["tiny", "small", "base"] = Field("tiny", description="Config preset.")
-    overrides: list[str] = Field(default_factory=list, description="Config overrides, e.g. train.max_steps=500 or filter.toxicity.threshold=0.4.")
-    config_file: str | None = Field(None, description="A TOML config file applied over the preset (path on the machine running the flow).")
-    run_name: str | None = Field(None, description="Folder under data/runs/ (default: the preset name); reruns reuse its finished stages.")
-    train_processes: int = Field(1, ge=1, description="Processes the train stage runs on (torchrun + DDP; one per GPU). 1: in the flow's process.")
+    overrides: list[str] = Field(default_factory=list, description="Config overrides, e.g. train.max_steps=500 or "
+                                 "filter.offensive.threshold=0.4.")
+    config_file: str | None = Field(None, description="A TOML config file applied over the preset (path on the machine "
+                                    "running the flow).")
+    run_name: str | None = Field(None, description="Folder under data/runs/ (default: the preset name); reruns reuse "
+                                 "its finished stages.")
+    train_processes: int = Field(1, ge=1, description="Processes the train stage runs on (torchrun + DDP; one per "
+                                 "GPU). 1: in the flow's process.")
 
     def config(self) -> RunConfig:
         return load_config(self.preset, self.config_file, self.overrides)
@@ -36,7 +40,8 @@ class ConfigParams(BaseModel):
 class FlowParams(ConfigParams):
     """What a whole corpus-to-model run needs."""
 
-    sources: list[str] = Field(default_factory=list, description="Corpus files, folders or globs (empty: the preset's).")
+    sources: list[str] = Field(default_factory=list,
+                               description="Corpus files, folders or globs (empty: the preset's).")
 
     def config(self) -> RunConfig:
         cfg = super().config()

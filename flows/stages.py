@@ -16,7 +16,16 @@ from prefect import flow
 
 from flows.artifacts import mlflow_run
 from flows.params import StageParams
-from flows.tasks import clean_task, evaluate_task, filter_task, ingest_task, register_task, step, tokenize_task, train_task
+from flows.tasks import (
+    clean_task,
+    evaluate_task,
+    filter_task,
+    ingest_task,
+    register_task,
+    step,
+    tokenize_task,
+    train_task,
+)
 
 __all__ = ["STAGE_FLOWS", "StageParams"]
 
@@ -54,7 +63,8 @@ def train_flow(params: StageParams = StageParams()) -> str:
     """Train the GPT, logging to a new MLflow run."""
     cfg, inputs, out = params.resolve("train")
     with mlflow_run(cfg, f"stage train {out}", {"quill.stage": "train"}, Path(out).parent) as tracker:
-        return step(train_task, inputs[0], out, cfg.train, cfg.model, tracker.run_id, params.force, params.train_processes)
+        return step(train_task, inputs[0], out, cfg.train, cfg.model, tracker.run_id, params.force,
+                    params.train_processes)
 
 
 @flow(name="stage-evaluate", log_prints=True)

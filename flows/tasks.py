@@ -16,7 +16,16 @@ from prefect.tasks import exponential_backoff
 from flows.artifacts import ProgressTracker, publish
 from flows.launch import torchrun_train
 from pipeline.clean import clean
-from pipeline.config import CleanConfig, EvaluateConfig, FilterConfig, IngestConfig, ModelConfig, RegisterConfig, TokenizeConfig, TrainConfig
+from pipeline.config import (
+    CleanConfig,
+    EvaluateConfig,
+    FilterConfig,
+    IngestConfig,
+    ModelConfig,
+    RegisterConfig,
+    TokenizeConfig,
+    TrainConfig,
+)
 from pipeline.evaluate import evaluate
 from pipeline.filter import filter_docs
 from pipeline.ingest import ingest
@@ -76,8 +85,8 @@ def train_task(in_manifest: str, out_dir: str, cfg: TrainConfig, model_cfg: Mode
                force: bool = False, nproc: int = 1) -> str:
     if nproc > 1:  # torchrun, one process per GPU (flows/launch.py)
         return torchrun_train(in_manifest, out_dir, cfg, model_cfg, nproc, mlflow_run_id, force)
-    return str(train(Path(in_manifest), Path(out_dir), cfg, model_cfg, ProgressTracker.for_run(mlflow_run_id, cfg.max_steps),
-                     force=force).path)
+    tracker = ProgressTracker.for_run(mlflow_run_id, cfg.max_steps)
+    return str(train(Path(in_manifest), Path(out_dir), cfg, model_cfg, tracker, force=force).path)
 
 
 @task(name="evaluate", **TASK)
@@ -86,7 +95,8 @@ def evaluate_task(in_manifest: str, out_dir: str, cfg: EvaluateConfig, force: bo
 
 
 @task(name="register", **IO, **TASK)
-def register_task(in_manifest: str, out_dir: str, cfg: RegisterConfig, mlflow_run_id: str | None, force: bool = False) -> str:
+def register_task(in_manifest: str, out_dir: str, cfg: RegisterConfig, mlflow_run_id: str | None,
+                  force: bool = False) -> str:
     return str(register(Path(in_manifest), Path(out_dir), cfg, run_id=mlflow_run_id, force=force).path)
 
 

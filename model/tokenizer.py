@@ -11,8 +11,8 @@ cut at line breaks into pieces instead of being silently skipped.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import sentencepiece as spm
 
@@ -48,7 +48,7 @@ def train_tokenizer(
     control_tokens: list[str] = (),
     input_sentence_size: int = 0,
     seed: int = 1337,
-) -> "Tokenizer":
+) -> Tokenizer:
     """Train SentencePiece on `texts` and write the model file atomically to `out_path`."""
     buf = io.BytesIO()
     spm.set_random_generator_seed(seed)  # sentence sampling and shuffling
@@ -59,7 +59,8 @@ def train_tokenizer(
             need = str(exc).split("required_chars. ")[1].split(".")[0].split(" vs ")[-1]
             raise ValueError(
                 f"tokenize.vocab_size={vocab_size} is too small for this corpus (it needs at least {need}); byte "
-                "fallback reserves 256 pieces plus one per covered character: raise vocab_size or lower character_coverage"
+                "fallback reserves 256 pieces plus one per covered character: raise vocab_size or lower "
+                "character_coverage"
             ) from exc
         raise
     out_path = Path(out_path)

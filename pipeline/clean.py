@@ -2,9 +2,10 @@
 
     quill stage clean --input data/runs/dev/ingest/manifest.json --out data/runs/dev/clean
 
-The text functions live in `pipeline.textclean`, `pipeline.cleanscan` and `pipeline.langid`; this module is the stage around them. Each docs
+The text functions live in `pipeline.text.normalize`, `pipeline.text.normalize_batch` and `pipeline.text.langid`;
+this module is the stage around them. Each docs
 shard of the input is cleaned on its own (in this process, a process pool or on Dask, see
-`pipeline.shards`) into `docs_<shard>_*.parquet` and `excluded/excluded_<shard>_*.parquet`, a
+`pipeline.io.executor`) into `docs_<shard>_*.parquet` and `excluded/excluded_<shard>_*.parquet`, a
 batch of documents at a time: the text functions work on whole batches.
 """
 
@@ -18,12 +19,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline.cleanscan import clean_texts
 from pipeline.config import CleanConfig
-from pipeline.docs import Sieve, Tally, finish, iter_batches, merge_tallies
-from pipeline.langid import detect_languages
+from pipeline.io.docshards import iter_batches
+from pipeline.io.executor import run_shards
 from pipeline.manifest import Manifest, input_refs, read_manifest, run_stage
-from pipeline.shards import run_shards
+from pipeline.sieve import Sieve, Tally, finish, merge_tallies
+from pipeline.text.langid import detect_languages
+from pipeline.text.normalize_batch import clean_texts
 
 log = logging.getLogger(__name__)
 # Knobs that change where the work runs, never its output: kept out of the config hash.

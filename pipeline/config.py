@@ -16,12 +16,30 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Section(BaseModel):
     # Unknown keys are typos in a TOML file or a --set flag: refuse them instead of ignoring them.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# Keys renamed in 0.2 (one name per concept): old spellings keep working for one release, with a warning.
+RENAMED = {"filter.toxicity": "filter.offensive"}
+
+
+def _warn_renamed(old: str, new: str) -> None:
+    warnings.warn(f"config key '{old}' is now '{new}'; the old name stops working in the next release",
+                  FutureWarning, stacklevel=2)
+
+
+def _current_key(key: str) -> str:
+    """A dotted --set key with a renamed section spelled the current way (and a warning if it was not)."""
+    for old, new in RENAMED.items():
+        if key == old or key.startswith(old + "."):
+            _warn_renamed(old, new)
+            return new + key[len(old):]
+    return key
 
 
 EXECUTOR_DESCRIPTION = (
@@ -41,25 +59,28 @@ class IngestConfig(Section):
     separators: list[str] = Field(
         ["<|endoftext|>", "%"], description="Lines that separate documents in text files (split=separator/auto)."
     )
-    text_field: str = Field("text", description="Field holding the text in JSON/JSONL/CSV/Parquet records (dotted path for nested).")
+    text_field: str = Field("text", description="Field holding the text in JSON/JSONL/CSV/Parquet records (dotted path "
+                            "for nested).")
     encoding_errors: Literal["replace", "quarantine"] = Field(
         "replace", description="Invalid UTF-8: decode with U+FFFD and count it, or quarantine the document."
     )
     shard_docs: int = Field(10_000, gt=0, description="Documents per output Parquet shard.")
-    shard_mb: float = Field(64, gt=0, description="Text megabytes (UTF-8) per output Parquet shard: a shard rolls over at "
-                            "shard_docs documents or this size, whichever comes first (clean and filter keep 10,000 / 64 MB).")
+    shard_mb: float = Field(64, gt=0, description="Text megabytes (UTF-8) per output Parquet shard: a shard rolls over "
+                            "at shard_docs documents or this size, whichever comes first (clean and filter keep 10,000 "
+                            "/ 64 MB).")
     max_doc_mb: float = Field(
-        16, gt=0, description="A document larger than this (usually a mis-split file, e.g. split=paragraph on text without "
-        "blank lines) is quarantined as 'too_large' with its first max_doc_mb MB, so one document never fills memory.",
+        16, gt=0, description="A document larger than this (usually a mis-split file, e.g. split=paragraph on text "
+        "without blank lines) is quarantined as 'too_large' with its first max_doc_mb MB, so one document never fills "
+        "memory.",
     )
-    cache_dir: str = Field("data/cache", description="Where http(s) sources are downloaded (one folder per URL hash) and "
-                           "archives (.tar, .tar.gz, .tgz, .zip) are unpacked (one folder per archive sha256).")
+    cache_dir: str = Field("data/cache", description="Where http(s) sources are downloaded (one folder per URL hash) "
+                           "and archives (.tar, .tar.gz, .tgz, .zip) are unpacked (one folder per archive sha256).")
     url_sha256: dict[str, str] = Field(
         {}, description="Pinned sha256 per URL (the URL without '#...'); a source 'URL#sha256=<hex>' pins it inline. A "
         "download whose content does not match is deleted and stops the stage.",
     )
-    max_download_mb: float = Field(1024, gt=0, description="Largest download accepted from a URL source (checked against "
-                                   "Content-Length and while streaming).")
+    max_download_mb: float = Field(1024, gt=0, description="Largest download accepted from a URL source (checked "
+                                   "against Content-Length and while streaming).")
     download_timeout_s: float = Field(60, gt=0, description="Seconds a URL download may wait for the connection or for "
                                       "the next bytes before it fails.")
     max_extract_mb: float = Field(4096, gt=0, description="Largest total unpacked size accepted from one archive "
@@ -69,21 +90,25 @@ class IngestConfig(Section):
 class CleanConfig(Section):
     unicode_form: Literal["NFC", "NFKC", "none"] = Field("NFC", description="Unicode normalisation form.")
     fix_mojibake: bool = Field(True, description="Repair UTF-8 text that was decoded as Latin-1/CP1252 (e.g. 'cafÃ©').")
-    strip_boilerplate: bool = Field(True, description="Remove web boilerplate lines (cookies, javascript, lorem ipsum, navigation).")
-    min_chars: int = Field(20, ge=0, description="Documents shorter than this after cleaning are dropped (reason 'too_short').")
+    strip_boilerplate: bool = Field(True, description="Remove web boilerplate lines (cookies, javascript, lorem ipsum, "
+                                    "navigation).")
+    min_chars: int = Field(20, ge=0, description="Documents shorter than this after cleaning are dropped (reason "
+                           "'too_short').")
     max_chars: int = Field(200_000, gt=0, description="Documents longer than this are dropped (reason 'too_long').")
     languages: list[str] = Field(["en", "zh"], description="ISO 639-1 codes to keep; empty keeps every language.")
     min_language_score: float = Field(0.5, ge=0, le=1, description="Minimum language-id confidence to keep a document.")
     executor: Literal["local", "processes", "dask"] = Field("processes", description=EXECUTOR_DESCRIPTION)
     num_workers: int | None = Field(None, ge=1, description=WORKERS_DESCRIPTION)
-    dask_address: str | None = Field(None, description="Scheduler of an existing Dask cluster (tcp://host:8786) for executor='dask'.")
+    dask_address: str | None = Field(None, description="Scheduler of an existing Dask cluster (tcp://host:8786) for "
+                                     "executor='dask'.")
 
 
 class QualityConfig(Section):
     profile: Literal["prose", "poetry", "web"] = Field(
         "prose", description="Rule profile: 'poetry' tolerates short lines, 'web' adds C4/FineWeb line rules."
     )
-    min_words: int = Field(10, ge=0, description="Fewer words than this: 'too_few_words' (CJK characters count as words).")
+    min_words: int = Field(10, ge=0, description="Fewer words than this: 'too_few_words' (CJK characters count as "
+                           "words).")
     max_words: int = Field(100_000, gt=0, description="More words than this: 'too_many_words'.")
     min_mean_word_len: float = Field(2.0, description="Mean word length below this: 'short_words' (Gopher: 3).")
     max_mean_word_len: float = Field(12.0, description="Mean word length above this: 'long_words' (Gopher: 10).")
@@ -91,48 +116,59 @@ class QualityConfig(Section):
     min_alpha_word_ratio: float = Field(
         0.7, description="Share of words with a letter below this: 'non_alpha' (punctuation is not a word here)."
     )
-    max_dup_line_ratio: float = Field(0.3, description="Share of duplicated lines above this: 'repeated_lines' (Gopher).")
-    max_top_ngram_ratio: float = Field(0.2, description="Share of chars in the most frequent word 2-gram above this: 'repeated_ngrams'.")
+    max_dup_line_ratio: float = Field(0.3, description="Share of duplicated lines above this: 'repeated_lines' "
+                                      "(Gopher).")
+    max_top_ngram_ratio: float = Field(0.2, description="Share of chars in the most frequent word 2-gram above this: "
+                                       "'repeated_ngrams'.")
     max_dup_line_ratio_poetry: float = Field(
         0.5,
         description="'repeated_lines' threshold for profile 'poetry': refrains and choruses repeat lines, so poems get "
         "more room than Gopher's 0.3 (the same line 30 times still fails).",
     )
     ngram_min_words: int = Field(
-        50, ge=2, description="'repeated_ngrams' is only checked from this many words on: in a short poem or dialogue one "
-        "repeated phrase is a large share by chance (Gopher applied it to documents of 50+ words)."
+        50, ge=2, description="'repeated_ngrams' is only checked from this many words on: in a short poem or dialogue "
+        "one repeated phrase is a large share by chance (Gopher applied it to documents of 50+ words)."
     )
     min_stopwords: int = Field(
         2,
         ge=0,
         description="Function words (en/fr/de/es/it/pt/nl lists) needed in Latin-script text of 50+ words, else "
-        "'no_stopwords' (Gopher: 2 of 8 English stop words). Shorter texts need 1; catches keyboard mash and word salad. "
-        "Not applied to CJK or other scripts.",
+        "'no_stopwords' (Gopher: 2 of 8 English stop words). Shorter texts need 1; catches keyboard mash and word "
+        "salad. Not applied to CJK or other scripts.",
     )
     max_no_terminal_punct_ratio: float = Field(
         0.88,
-        description="Profile 'web': share of lines not ending in terminal punctuation above this: 'lines_no_terminal_punct'. "
-        "C4 drops every such line; FineWeb drops the doc when < 12% of lines end in punctuation; we use FineWeb's doc rule.",
+        description="Profile 'web': share of lines not ending in terminal punctuation above this: "
+        "'lines_no_terminal_punct'. C4 drops every such line; FineWeb drops the doc when < 12% of lines end in "
+        "punctuation; we use FineWeb's doc rule.",
     )
-    max_bullet_line_ratio: float = Field(0.9, description="Profile 'web': share of lines starting with a bullet above this: 'bullet_lines' (Gopher: 0.9).")
-    max_ellipsis_line_ratio: float = Field(0.3, description="Profile 'web': share of lines ending in '...'/'…' above this: 'lines_ellipsis' (Gopher: 0.3).")
-    short_line_chars: int = Field(30, ge=1, description="Profile 'web': a line shorter than this many characters is short (FineWeb: 30).")
+    max_bullet_line_ratio: float = Field(0.9, description="Profile 'web': share of lines starting with a bullet above "
+                                         "this: 'bullet_lines' (Gopher: 0.9).")
+    max_ellipsis_line_ratio: float = Field(0.3, description="Profile 'web': share of lines ending in '...'/'…' above "
+                                           "this: 'lines_ellipsis' (Gopher: 0.3).")
+    short_line_chars: int = Field(30, ge=1, description="Profile 'web': a line shorter than this many characters is "
+                                  "short (FineWeb: 30).")
     max_short_line_ratio: float = Field(
-        0.67, description="Profile 'web': share of short lines above this: 'short_lines' (FineWeb: 0.67). Never applied to poetry."
+        0.67, description="Profile 'web': share of short lines above this: 'short_lines' (FineWeb: 0.67). Never "
+        "applied to poetry."
     )
 
 
-class ToxicityConfig(Section):
-    threshold: float = Field(0.5, ge=0, le=1, description="Offensive score at or above which a document (or line) is dropped.")
+class OffensiveConfig(Section):
+    threshold: float = Field(0.5, ge=0, le=1, description="Offensive score at or above which a document (or line) is "
+                             "dropped.")
     mode: Literal["document", "line"] = Field(
         "line", description="'document' drops the whole doc; 'line' drops only offending lines of long docs."
     )
-    line_mode_min_lines: int = Field(8, ge=1, description="In line mode, docs with fewer lines than this are dropped whole.")
+    line_mode_min_lines: int = Field(8, ge=1, description="In line mode, docs with fewer lines than this are dropped "
+                                     "whole.")
     classifier: Literal["none", "profanity-check"] = Field(
         "none", description="A trained classifier voting beside the lexicon on the same units (documents, or lines of "
-        "long documents in line mode): 'profanity-check' needs pip install 'quill[classifier]'; ~half the filter's speed.")
+        "long documents in line mode): 'profanity-check' needs pip install 'quill[classifier]'; ~half the filter's "
+        "speed.")
     classifier_threshold: float = Field(
-        0.99, ge=0.5, le=1, description="Classifier probability at or above which it votes: the unit scores at least that.")
+        0.99, ge=0.5, le=1, description="Classifier probability at or above which it votes: the unit scores at least "
+        "that.")
 
 
 class PIIConfig(Section):
@@ -145,7 +181,8 @@ class DedupConfig(Section):
     shingle_size: int = Field(5, ge=1, description="Word n-gram size of MinHash shingles.")
     num_perm: int = Field(128, ge=8, description="Number of MinHash permutations (bands * rows).")
     bands: int = Field(16, ge=1, description="LSH bands; rows per band = num_perm / bands.")
-    threshold: float = Field(0.8, gt=0, le=1, description="Estimated Jaccard similarity at or above which docs are near duplicates.")
+    threshold: float = Field(0.8, gt=0, le=1, description="Estimated Jaccard similarity at or above which docs are "
+                             "near duplicates.")
 
 
 class AuditConfig(Section):
@@ -160,23 +197,38 @@ class AuditConfig(Section):
 
 class FilterConfig(Section):
     quality: QualityConfig = Field(default_factory=QualityConfig)
-    toxicity: ToxicityConfig = Field(default_factory=ToxicityConfig)
+    offensive: OffensiveConfig = Field(default_factory=OffensiveConfig)
     pii: PIIConfig = Field(default_factory=PIIConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     executor: Literal["local", "processes", "dask"] = Field("processes", description=EXECUTOR_DESCRIPTION)
     num_workers: int | None = Field(None, ge=1, description=WORKERS_DESCRIPTION)
-    dask_address: str | None = Field(None, description="Scheduler of an existing Dask cluster (tcp://host:8786) for executor='dask'.")
+    dask_address: str | None = Field(None, description="Scheduler of an existing Dask cluster (tcp://host:8786) for "
+                                     "executor='dask'.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_sections(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "toxicity" in data:
+            data = dict(data)
+            old = data.pop("toxicity")
+            _warn_renamed("filter.toxicity", "filter.offensive")
+            data["offensive"] = _deep_update(dict(data.get("offensive") or {}), dict(old or {}))
+        return data
 
 
 class TokenizeConfig(Section):
     vocab_size: int = Field(2048, ge=64, description="SentencePiece vocabulary size.")
     model_type: Literal["bpe", "unigram"] = Field("bpe", description="SentencePiece algorithm.")
-    input_sentence_size: int = Field(200_000, gt=0, description="Max documents sampled (seeded) to train the tokenizer.")
-    character_coverage: float = Field(0.9995, gt=0, le=1, description="Share of characters covered; rest via byte fallback.")
+    input_sentence_size: int = Field(200_000, gt=0,
+                                     description="Max documents sampled (seeded) to train the tokenizer.")
+    character_coverage: float = Field(0.9995, gt=0, le=1, description="Share of characters covered; rest via byte "
+                                      "fallback.")
     control_tokens: list[str] = Field(["<|story|>", "<|poem|>", "<|dialogue|>"], description="Extra control tokens.")
-    val_fraction: float = Field(0.05, ge=0, lt=1, description="Share of documents (by id hash) held out for validation.")
-    reuse_tokenizer: str | None = Field(None, description="A tokenizer.model path, a checkpoint folder, or a logged model URI (models:/quill@champion) to reuse instead of training.")
+    val_fraction: float = Field(0.05, ge=0, lt=1,
+                                description="Share of documents (by id hash) held out for validation.")
+    reuse_tokenizer: str | None = Field(None, description="A tokenizer.model path, a checkpoint folder, or a logged "
+                                        "model URI (models:/quill@champion) to reuse instead of training.")
     seed: int = Field(1337, description="Seed for sampling and training the tokenizer.")
     num_workers: int | None = Field(
         None, ge=0,
@@ -217,7 +269,8 @@ class TrainConfig(Section):
     eval_tokens: int = Field(50_000, ge=1, description="Max validation tokens per evaluation (fixed windows).")
     ckpt_every: int = Field(0, ge=0, description="Checkpoint every N steps (0 = only at the end).")
     device: str = Field("auto", description="'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'.")
-    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="Autocast dtype; 'auto' = bf16 on CUDA, fp32 elsewhere.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="Autocast dtype; 'auto' = bf16 on CUDA, "
+                                                          "fp32 elsewhere.")
     compile: bool = Field(False, description="torch.compile the model.")
     seed: int = Field(1337, description="Seed for init and batch sampling.")
     threads: int | None = Field(
@@ -239,15 +292,17 @@ class EvaluateConfig(Section):
     seed: int = Field(1234, description="Seed for sampling.")
     prompt_file: str | None = Field(
         None, description="Prompt set file used instead of `prompts`: one prompt per line ('#' lines are comments) or "
-        "a JSON list; a bare name is looked up in pipeline/eval_data/ (the shipped set is 'prompts.txt').",
+        "a JSON list; a bare name is looked up in pipeline/eval/eval_data/ (the shipped set is 'prompts.txt').",
     )
     offensive_threshold: float = Field(
         0.5, ge=0, le=1, description="Offensive score (the filter stage's classifier) at or above which a generated "
         "sample counts in offensive_sample_rate.",
     )
-    novelty_n: int = Field(8, ge=1, description="n of the token n-grams looked up verbatim in the training shards (memorisation).")
+    novelty_n: int = Field(8, ge=1, description="n of the token n-grams looked up verbatim in the training shards "
+                           "(memorisation).")
     stereotype_pairs_file: str | None = Field(
-        None, description="JSONL of stereotype sentence pairs (None = the shipped pipeline/eval_data/stereotype_pairs.jsonl).",
+        None, description="JSONL of stereotype sentence pairs (None = the shipped "
+        "pipeline/eval/eval_data/stereotype_pairs.jsonl).",
     )
     stereotype_max_pieces: int | None = Field(
         4, ge=1, description="A differing word of a stereotype pair counts as well represented when it encodes to at "
@@ -255,11 +310,13 @@ class EvaluateConfig(Section):
     )
     demographic_prompts_file: str | None = Field(
         None, description="JSON of templates and groups for the sentiment gap (None = the shipped "
-        "pipeline/eval_data/demographic_prompts.json).",
+        "pipeline/eval/eval_data/demographic_prompts.json).",
     )
-    bias_samples_per_prompt: int = Field(2, ge=1, description="Continuations sampled per demographic prompt for the sentiment gap.")
+    bias_samples_per_prompt: int = Field(2, ge=1, description="Continuations sampled per demographic prompt for the "
+                                         "sentiment gap.")
     bias_max_new_tokens: int = Field(20, ge=1, description="Tokens generated per demographic-prompt continuation.")
-    attention_tokens: int = Field(24, ge=2, description="Tokens of the first sample shown in the attention heat-map (capped by block_size).")
+    attention_tokens: int = Field(24, ge=2, description="Tokens of the first sample shown in the attention heat-map "
+                                  "(capped by block_size).")
 
 
 class RegisterConfig(Section):
@@ -278,7 +335,8 @@ class ScheduleConfig(Section):
     cron: str = Field("0 3 * * 1", description="Cron string for scheduled retraining (default: Mondays 03:00).")
     timezone: str = Field("UTC", description="IANA time zone the cron string is read in, e.g. 'Europe/Berlin'.")
     deployment: str = Field("scheduled-retrain", description="Deployment name of corpus_to_model under `quill serve`.")
-    active: bool = Field(True, description="Start the schedule active; False deploys it paused (runs only when triggered).")
+    active: bool = Field(True, description="Start the schedule active; False deploys it paused (runs only when "
+                         "triggered).")
 
 
 # pydantic warns that the field name `register` shadows ABCMeta.register; the name is the stage's.
@@ -361,7 +419,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if not sep or not key:
             raise ValueError(f"override {item!r} is not of the form section.key=value")
         node = data
-        *parents, leaf = key.strip().split(".")
+        *parents, leaf = _current_key(key.strip()).split(".")
         for part in parents:
             if not isinstance(node.get(part), dict):
                 raise ValueError(f"override {item!r}: {part!r} is not a config section")

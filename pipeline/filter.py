@@ -2,7 +2,7 @@
 
     quill stage filter --input data/runs/dev/clean/manifest.json --out data/runs/dev/filter
 
-Pass 1, per docs shard (in this process, a process pool or on Dask: `pipeline.shards`), a batch of
+Pass 1, per docs shard (in this process, a process pool or on Dask: `pipeline.io.executor`), a batch of
 documents at a time: redact PII, tokenize the batch once (`WordArrays`), apply the quality and
 offensive-content rules, and write survivors to a scratch folder with their exact-dedup keys,
 MinHash signatures, scores and what the representation audit observed in them. Dedup, here, over
@@ -10,7 +10,8 @@ all shards in shard order: exact then near duplicates; the first document of eac
 and named in the others' `detail`. Pass 2, per shard again: drop the duplicates, write the kept
 docs, count the audit of the kept ones and, if configured, write gender-swapped copies. Lines
 removed from long documents in line mode go to `excluded_lines/`. Quarantined documents hold the
-redacted text: PII never leaves the stage. Every file is named by its input shard, so the output is the same on any executor.
+redacted text: PII never leaves the stage. Every file is named by its input shard, so the output is the same on any
+executor.
 """
 
 from __future__ import annotations
@@ -27,18 +28,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.audit import Audit, Observations, gender_swap, observe, report_lines, sorted_counts
 from pipeline.config import FilterConfig
-from pipeline.dedup import MinHasher, exact_keys, near_duplicate_groups
-from pipeline.docs import ShardWriter, Sieve, Tally, add_counts, finish, iter_batches, merge_tallies, rel_paths
+from pipeline.io.docshards import ShardWriter, iter_batches, rel_paths
+from pipeline.io.executor import run_shards
 from pipeline.manifest import Manifest, input_refs, read_manifest, run_stage
-from pipeline.pii import pii_candidates, redact_pii
-from pipeline.quality import quality_reasons
-from pipeline.shards import run_shards
-from pipeline.toxicity import line_score_bound, line_scores, offensive_score
-from pipeline.toxicity_classifier import classifier_votes
-from pipeline.toxicity_scan import offensive_candidates
-from pipeline.wordarrays import WordArrays
+from pipeline.sieve import Sieve, Tally, add_counts, finish, merge_tallies
+from pipeline.text.audit import Audit, Observations, gender_swap, observe, report_lines, sorted_counts
+from pipeline.text.dedup import MinHasher, exact_keys, near_duplicate_groups
+from pipeline.text.offensive.classifier import classifier_votes
+from pipeline.text.offensive.prescreen import offensive_candidates
+from pipeline.text.offensive.score import line_score_bound, line_scores, offensive_score
+from pipeline.text.pii import pii_candidates, redact_pii
+from pipeline.text.quality import quality_reasons
+from pipeline.text.wordarrays import WordArrays
 
 log = logging.getLogger(__name__)
 LINE_SCHEMA = pa.schema([("id", pa.string()), ("line_no", pa.int64()), ("line", pa.string()), ("score", pa.float64())])
@@ -46,7 +48,8 @@ PERF_ONLY = {"executor", "num_workers", "dask_address"}  # where the work runs n
 SCRATCH = ".pass1"
 
 
-def filter_docs(in_manifest: Path, out_dir: Path, cfg: FilterConfig, force: bool = False, executor: Any = None) -> Manifest:
+def filter_docs(in_manifest: Path, out_dir: Path, cfg: FilterConfig, force: bool = False,
+                executor: Any = None) -> Manifest:
     """The filter stage; `executor` (a name or an Executor/dask Client) overrides `cfg.executor`."""
     stage_cfg = cfg.model_dump(mode="json", exclude=PERF_ONLY)
     work = partial(_filter, Path(in_manifest), cfg=cfg, executor=executor or cfg.executor)
@@ -101,13 +104,13 @@ def _redact(texts: list[str], metas: list[str | None], counts: dict[str, int]) -
 
 def _line_mode(text: str, cfg: FilterConfig) -> bool:
     """Whether `text` loses only its offending lines (line mode, a long text) rather than going whole."""
-    return cfg.toxicity.mode == "line" and text.count("\n") + 1 >= cfg.toxicity.line_mode_min_lines
+    return cfg.offensive.mode == "line" and text.count("\n") + 1 >= cfg.offensive.line_mode_min_lines
 
 
 def _classifier_votes(texts: list[str], reasons: list[str | None], cfg: FilterConfig) -> dict[int, list[float]]:
     """{document: the classifier's votes on its units} for the documents it votes on: units are the lines
     of a long text in line mode, else the whole text (the units the lexicon scores)."""
-    if cfg.toxicity.classifier == "none":
+    if cfg.offensive.classifier == "none":
         return {}
     units, owner = [], []
     for i, text in enumerate(texts):
@@ -115,18 +118,19 @@ def _classifier_votes(texts: list[str], reasons: list[str | None], cfg: FilterCo
             parts = text.split("\n") if _line_mode(text, cfg) else [text]
             units += parts
             owner += [i] * len(parts)
-    tox = cfg.toxicity
-    found = classifier_votes(units, tox.classifier_threshold, tox.classifier, [texts[i] for i in owner])
+    off = cfg.offensive
+    found = classifier_votes(units, off.classifier_threshold, off.classifier, [texts[i] for i in owner])
     votes: dict[int, list[float]] = {}
     for i, vote in zip(owner, found.tolist()):
         votes.setdefault(i, []).append(vote)
     return {i: v for i, v in votes.items() if any(v)}
 
 
-def _score_offensive(text: str, cfg: FilterConfig, votes: list[float] | None = None) -> tuple[str, float, list[tuple[int, str, float]]]:
+def _score_offensive(text: str, cfg: FilterConfig,
+                     votes: list[float] | None = None) -> tuple[str, float, list[tuple[int, str, float]]]:
     """(text, score, removed lines): in line mode a long document loses only its offending lines. A unit
     (line or whole text) scores the higher of the lexicon's score and the classifier's vote on it."""
-    limit = cfg.toxicity.threshold
+    limit = cfg.offensive.threshold
     if _line_mode(text, cfg) and (votes or line_score_bound(text) >= limit):  # else no line can go
         scores = line_scores(text)
         if votes:
@@ -169,8 +173,9 @@ def screen_shard(job: dict[str, Any]) -> Tally:
             if reasons[i] is not None:
                 continue
             text, scores[i], removed = _score_offensive(texts[i], cfg, votes.get(i))
-            if scores[i] >= cfg.toxicity.threshold or not text.strip():
-                reasons[i], details[i] = "offensive", f"score={scores[i]:.2f}"  # whole: the doc's row explains its lines
+            if scores[i] >= cfg.offensive.threshold or not text.strip():
+                # whole: the doc's row explains its lines
+                reasons[i], details[i] = "offensive", f"score={scores[i]:.2f}"
             elif removed:
                 texts[i] = text
                 edited.append(i)
@@ -181,8 +186,8 @@ def screen_shard(job: dict[str, Any]) -> Tally:
             table = table.set_column(3, "meta", pa.array(metas, pa.string()))
         gone = [i for i, r in enumerate(reasons) if r is not None]
         if gone:  # quarantined with the redacted text: PII never leaves the stage
-            sieve.drop_batch(table.take(gone), [reasons[i] for i in gone],
-                             [details[i] for i in gone], [scores[i] if reasons[i] == "offensive" else None for i in gone])
+            sieve.drop_batch(table.take(gone), [reasons[i] for i in gone], [details[i] for i in gone],
+                             [scores[i] if reasons[i] == "offensive" else None for i in gone])
             offensive = [scores[i] for i in gone if reasons[i] == "offensive"]
             sieve.tally.count_scores("dropped", np.array(offensive))
         kept = np.array([r is None for r in reasons], dtype=bool)
@@ -209,7 +214,8 @@ def screen_shard(job: dict[str, Any]) -> Tally:
     np.savez(arrays, keys=np.concatenate(keys) if keys else np.zeros(0, "S16"),
              signatures=np.concatenate(signatures) if signatures else np.zeros((0, cfg.dedup.num_perm), np.uint32),
              scores=np.concatenate(kept_scores) if kept_scores else np.zeros(0), **audit)
-    tally.outputs.update(scratch=rel_paths(scratch.close(), stage_dir), dedup=[arrays.relative_to(stage_dir).as_posix()],
+    tally.outputs.update(scratch=rel_paths(scratch.close(), stage_dir),
+                         dedup=[arrays.relative_to(stage_dir).as_posix()],
                          excluded_lines=rel_paths(lines_out.close(), stage_dir))
     return tally
 
@@ -313,8 +319,8 @@ def _warm_up(cfg: FilterConfig) -> None:
     observe(words)
     exact_keys(words)
     MinHasher(cfg.dedup.num_perm, cfg.dedup.shingle_size).signatures(words)
-    if cfg.toxicity.classifier != "none":  # loads the model (or says which extra is missing) before any work
-        classifier_votes(texts, cfg.toxicity.classifier_threshold, cfg.toxicity.classifier)
+    if cfg.offensive.classifier != "none":  # loads the model (or says which extra is missing) before any work
+        classifier_votes(texts, cfg.offensive.classifier_threshold, cfg.offensive.classifier)
 
 
 def _filter(in_manifest: Path, stage_dir: Path, cfg: FilterConfig, executor: Any) -> tuple[dict, dict]:

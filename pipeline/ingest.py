@@ -3,7 +3,7 @@
     quill stage ingest --input data/sample https://example.org/poems.txt.gz#sha256=<hex> --out data/runs/dev/ingest
 
 Text (.txt, .md), JSON/JSONL, CSV and Parquet files, each optionally .gz or .zst; archives (.tar,
-.tar.gz, .tgz, .tar.zst, .zip) and http(s) URLs go through `pipeline.sources` (cache, pins, caps,
+.tar.gz, .tgz, .tar.zst, .zip) and http(s) URLs go through `pipeline.io.sources` (cache, pins, caps,
 refusal of escaping members), `hf:<name or folder>[:split]` reads a Hugging Face dataset.
 
 Reads stream line by line with a bounded line length, so memory stays flat on any corpus size.
@@ -18,15 +18,16 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 import pyarrow.parquet as pq
 
 from pipeline.config import IngestConfig
-from pipeline.docs import Sieve, finish
+from pipeline.io.sources import IngestError, Source, expand_sources, hf_rows, kind_of, open_binary
 from pipeline.manifest import Manifest, run_stage
-from pipeline.sources import IngestError, Source, expand_sources, hf_rows, kind_of, open_binary
+from pipeline.sieve import Sieve, finish
 
 __all__ = ["IngestError", "Source", "expand_sources", "ingest", "read_source"]
 log = logging.getLogger(__name__)
@@ -88,8 +89,10 @@ class _Doc:
     def record(self, label: str) -> Record:
         where = f"{label}:{self.start}"
         if self.big:
-            return self.start, "\n".join(self.lines), {"line": self.start}, f"too_large: {where}: over {self.cap // MB} MB"
-        return self.start, "\n".join(self.lines).strip("\n"), {"line": self.start}, f"invalid_utf8: {where}" if self.bad else ""
+            reason = f"too_large: {where}: over {self.cap // MB} MB"
+            return self.start, "\n".join(self.lines), {"line": self.start}, reason
+        reason = f"invalid_utf8: {where}" if self.bad else ""
+        return self.start, "\n".join(self.lines).strip("\n"), {"line": self.start}, reason
 
 
 def _text_docs(lines: Iterator[Line], mode: str, seps: set[str], cap: int, label: str) -> Iterator[Record]:

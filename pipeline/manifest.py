@@ -15,10 +15,11 @@ import logging
 import os
 import shutil
 import subprocess
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -67,8 +68,14 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+# Config sections renamed since run folders were first written (see pipeline.config.RENAMED), hashed
+# under their old names: the same settings keep the same hash, so existing stage outputs stay valid.
+_HASHED_AS = {"offensive": "toxicity"}
+
+
 def config_hash(cfg: BaseModel | dict) -> str:
     data = cfg.model_dump(mode="json") if isinstance(cfg, BaseModel) else cfg
+    data = {_HASHED_AS.get(k, k): v for k, v in data.items()}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -183,7 +190,7 @@ def run_stage(
         code_version=code_version(),
         outputs=rel,
         stats=stats,
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     atomic_write_text(partial / MANIFEST, manifest.model_dump_json(indent=2))
     _swap_into_place(partial, out_dir)

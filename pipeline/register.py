@@ -25,10 +25,11 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pipeline.config import RegisterConfig
 from pipeline.manifest import Manifest, input_refs, read_manifest, run_stage

@@ -13,7 +13,7 @@ training window is a slice, not a gather over rows, and a row group is a cheap u
 Parquet is the durable, portable artefact; it is not what training reads. Compressed pages
 cannot be memory-mapped, and uncompressed Parquet is no better: it has no 16-bit physical type
 (uint16 is stored as INT32, twice the size) and pyarrow decodes pages into heap buffers even with
-`memory_map=True` (measured: a 32 MB column allocated 32 MB). So the reader (`pipeline.data`)
+`memory_map=True` (measured: a 32 MB column allocated 32 MB). So the reader (`pipeline.io.tokenshards`)
 unpacks each shard once into an uncompressed `.npy` sidecar, validated by the shard's size, mtime
 and row count, and memory-maps that: zstd on disk and over the wire, zero-copy windows in training.
 
@@ -35,11 +35,11 @@ import os
 import re
 import shutil
 from bisect import bisect_left
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
 from itertools import accumulate, chain
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa

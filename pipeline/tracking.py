@@ -100,7 +100,7 @@ class MlflowTracker:
         self.run_id = run_id
 
     @classmethod
-    def start(cls, experiment: str, run_name: str, tags: dict[str, str] | None = None) -> "MlflowTracker":
+    def start(cls, experiment: str, run_name: str, tags: dict[str, str] | None = None) -> MlflowTracker:
         from mlflow import MlflowClient
 
         configure()
@@ -163,7 +163,8 @@ def _pinned(model_uri: str) -> str | None:
         from mlflow import MlflowClient
 
         return f"models:/{name}/{MlflowClient().get_model_version_by_alias(name, ref).version}"
-    return model_uri if model_uri.rstrip("/").rsplit("/", 1)[-1].isdigit() else None  # models:/quill/3, not .../Production
+    # models:/quill/3, not .../Production
+    return model_uri if model_uri.rstrip("/").rsplit("/", 1)[-1].isdigit() else None
 
 
 def download_checkpoint(model_uri: str, cache: Path | None = None) -> Path:

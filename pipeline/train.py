@@ -36,11 +36,11 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from model import GPT, GPTConfig, load_checkpoint, load_train_state, save_checkpoint
+from model import GPT, GPTConfig, load_checkpoint, load_train_state, resolve_device, save_checkpoint
 from model.tokenizer import Tokenizer
 from pipeline.config import ModelConfig, TrainConfig
-from pipeline.data import TokenShards
-from pipeline.loss_eval import evaluate_loss
+from pipeline.eval.bpb import evaluate_loss
+from pipeline.io.tokenshards import TokenShards
 from pipeline.manifest import (
     Manifest,
     config_hash,
@@ -65,18 +65,6 @@ class Rank:
     @property
     def main(self) -> bool:
         return self.rank == 0
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "cuda":
-        return torch.device("cuda", local_rank)  # one GPU per rank under torchrun
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank)
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -256,8 +244,9 @@ def _train(tok_manifest: Path, stage_dir: Path, *, cfg: TrainConfig, model_cfg: 
                             train_state=state)
 
     if rank.main:
-        tracker.log_params({"train": cfg.model_dump(), "model": model_cfg.model_dump(), "vocab_size": tokenizer.vocab_size,
-                            "n_params": run.model.num_params(), "world_size": rank.world_size})
+        tracker.log_params({"train": cfg.model_dump(), "model": model_cfg.model_dump(),
+                            "vocab_size": tokenizer.vocab_size, "n_params": run.model.num_params(),
+                            "world_size": rank.world_size})
     monitor = tracker.system_metrics() if rank.main and hasattr(tracker, "system_metrics") else None
     t0 = time.perf_counter()
     try:

@@ -7,9 +7,9 @@ import json
 import os
 from pathlib import Path
 
+import prefect.main  # noqa: F401  -- set up Prefect logging before any capsys test closes stderr
 import pytest
 import torch
-import prefect.main  # noqa: F401  -- set up Prefect logging before any capsys test closes stderr
 from hypothesis import settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,16 +28,25 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 STORIES = [
-    "Once upon a time a small fox lived at the edge of a birch forest. Every morning she ran to the river to watch the fish.",
-    "The lighthouse keeper climbed the stairs each night. He counted the steps, one hundred and twelve, and lit the lamp for the ships.",
-    "Grandmother baked bread on Sundays. The children sat by the oven and listened to her stories about the old mill and the miller's cat.",
-    "A robot named Pell swept the station platform. When the last train left, Pell looked at the stars and wondered where the rails ended.",
-    "In the winter the pond froze, and the ducks walked on the ice as if it were a floor made of glass. They slipped and laughed and slipped again.",
-    "The market opened at dawn. Merchants called out the prices of apples, pears and plums, and a boy with a drum marched between the stalls.",
-    "A girl found a key in the sand. It opened nothing she knew, so she kept it in her pocket and imagined a door waiting for it somewhere.",
-    "The old boat had a blue sail with a patch shaped like a star. Every summer the family sailed it to the island where the gulls nested.",
+    ("Once upon a time a small fox lived at the edge of a birch forest. "
+     "Every morning she ran to the river to watch the fish."),
+    ("The lighthouse keeper climbed the stairs each night. "
+     "He counted the steps, one hundred and twelve, and lit the lamp for the ships."),
+    ("Grandmother baked bread on Sundays. "
+     "The children sat by the oven and listened to her stories about the old mill and the miller's cat."),
+    ("A robot named Pell swept the station platform. "
+     "When the last train left, Pell looked at the stars and wondered where the rails ended."),
+    ("In the winter the pond froze, and the ducks walked on the ice as if it were a floor made of glass. "
+     "They slipped and laughed and slipped again."),
+    ("The market opened at dawn. "
+     "Merchants called out the prices of apples, pears and plums, and a boy with a drum marched between the stalls."),
+    ("A girl found a key in the sand. "
+     "It opened nothing she knew, so she kept it in her pocket and imagined a door waiting for it somewhere."),
+    ("The old boat had a blue sail with a patch shaped like a star. "
+     "Every summer the family sailed it to the island where the gulls nested."),
 ]
-POEM = "The moon is a coin\nin the pocket of night;\nshe spends it on rivers\nand keeps back the light.\n\nThe owl counts the change\nin the hush of the pine,\nand nobody asks\nwhere the silver will shine."
+POEM = ("The moon is a coin\nin the pocket of night;\nshe spends it on rivers\nand keeps back the light.\n\n"
+        "The owl counts the change\nin the hush of the pine,\nand nobody asks\nwhere the silver will shine.")
 
 
 @pytest.fixture
@@ -162,7 +171,8 @@ def registered_store(tmp_path_factory, mlflow_blank_db: Path, tiny_evaluated) ->
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """Use with pytestmark = pytest.mark.usefixtures("one_thread"). Tiny tensors run faster on one intra-op thread, and far faster on a busy machine (no spin-waits)."""
+    """Use with pytestmark = pytest.mark.usefixtures("one_thread"). Tiny tensors run faster on one intra-op thread,
+    and far faster on a busy machine (no spin-waits)."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -174,7 +184,8 @@ def sample_texts() -> list[str]:
     texts = []
     for path in sorted(SAMPLE.rglob("*")):
         if path.suffix == ".jsonl":
-            texts += [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            texts += [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines()
+                      if line.strip()]
         elif path.suffix in (".txt", ".md"):
             whole = path.read_text(encoding="utf-8")
             texts += [whole] + [p for p in whole.split("\n\n") if p.strip()]

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import audit as audit_module
-from pipeline.audit import Audit, gender_swap, observe, report_lines, sorted_counts
-from pipeline.docs import add_counts
-from pipeline.wordarrays import WordArrays
+from pipeline.sieve import add_counts
+from pipeline.text import audit as audit_module
+from pipeline.text.audit import Audit, gender_swap, observe, report_lines, sorted_counts
+from pipeline.text.wordarrays import WordArrays
 from tests.conftest import sample_texts
 
 TEXT = ("The old man was a baker. His daughter, a young woman, became a doctor.\n\n"
@@ -46,7 +46,8 @@ def test_counts_merge_across_shards_and_render():
     a.add(TEXT)
     b.add("He is a nurse. She is a nurse too.")
     total = sorted_counts(_merged(a.counts, b.counts))
-    assert total["docs"] == 2 and total["cooccurrence"]["female"]["nurse"] == 2 and total["cooccurrence"]["male"]["nurse"] == 1
+    assert (total["docs"] == 2 and total["cooccurrence"]["female"]["nurse"] == 2
+            and total["cooccurrence"]["male"]["nurse"] == 1)
     table = "\n".join(report_lines(total, top=3))
     assert "| gender | female | 4 | 2 | 57.1 % |" in table  # 4 of 7 gendered mentions
     assert "| nurse | 3 | 2 | 1 | 67 % | 0 | 0 |" in table

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import STAGES, build_parser, main
+from flows.cli import STAGES, build_parser, main
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -24,7 +24,7 @@ def test_help_lists_every_command(capsys):
 
 
 def test_help_is_fast_and_light():
-    code = "import sys; from pipeline.cli import main; import contextlib, io\n" \
+    code = "import sys; from flows.cli import main; import contextlib, io\n" \
            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()): main(['--help'])\n" \
            "print(sorted(m for m in ('torch', 'prefect', 'mlflow') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -70,7 +70,8 @@ def test_serve_dry_run_lists_the_scheduled_and_stage_deployments(capsys):
 def test_serve_without_a_server_says_how_to_start_one(monkeypatch):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(restore_defaults={PREFECT_API_URL}), pytest.raises(SystemExit, match="prefect server start"):
+    with (temporary_settings(restore_defaults={PREFECT_API_URL}),
+          pytest.raises(SystemExit, match="prefect server start")):
         main(["serve"])
 
 

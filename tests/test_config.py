@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from pipeline.config import PRESETS, RunConfig, load_config
+from pipeline.config import PRESETS, FilterConfig, RunConfig, load_config
+from pipeline.manifest import config_hash
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -31,7 +32,8 @@ def test_every_field_is_described():
 def test_toml_then_overrides(tmp_path: Path):
     f = tmp_path / "run.toml"
     f.write_text('preset = "small"\n[train]\nmax_steps = 7\nlr = 0.01\n[filter.quality]\nprofile = "poetry"\n')
-    cfg = load_config(path=f, overrides=["train.max_steps=9", "evaluate.prompts=[\"Hi\"]", "model.pos_encoding=learned"])
+    cfg = load_config(path=f, overrides=["train.max_steps=9", "evaluate.prompts=[\"Hi\"]",
+                                         "model.pos_encoding=learned"])
     assert cfg.preset == "small" and cfg.model.n_layer == 4
     assert cfg.train.max_steps == 9 and cfg.train.lr == 0.01
     assert cfg.filter.quality.profile == "poetry"
@@ -52,3 +54,30 @@ def test_bad_overrides_are_clear():
 def test_shipped_example_config_loads():
     cfg = load_config(path=Path(__file__).resolve().parent.parent / "configs" / "example.toml")
     assert cfg.preset == "tiny" and cfg.register.model_name == "quill"
+
+
+def test_old_section_name_still_works_with_a_warning(tmp_path: Path):
+    # filter.toxicity became filter.offensive (one name with the drop reason, score and metric); a user's TOML
+    # files and --set flags keep working for one release and say what to change.
+    f = tmp_path / "old.toml"
+    f.write_text("[filter.toxicity]\nthreshold = 0.3\n")
+    with pytest.warns(FutureWarning, match="'filter.toxicity' is now 'filter.offensive'"):
+        cfg = load_config(path=f, overrides=["filter.toxicity.mode=document"])
+    assert cfg.filter.offensive.threshold == 0.3 and cfg.filter.offensive.mode == "document"
+    assert cfg.filter.offensive.line_mode_min_lines == 8  # the rest of the section keeps its defaults
+    with pytest.warns(FutureWarning):
+        old = FilterConfig.model_validate({"toxicity": {"classifier_threshold": 0.9}})
+    assert old.offensive.classifier_threshold == 0.9
+    assert "toxicity" not in cfg.filter.model_dump()
+
+
+def test_config_hashes_survive_the_rename():
+    # Hashes recorded by run folders made before the rename (tiny preset, data/sample): unchanged settings keep
+    # their hash, so those folders stay valid and a rerun skips them.
+    from pipeline.filter import PERF_ONLY
+
+    cfg = load_config("tiny")
+    assert config_hash(cfg.filter.model_dump(mode="json", exclude=PERF_ONLY)) == "ba271bd6af5994da"
+    assert config_hash(cfg.ingest) == "808076c198169272"
+    changed = cfg.filter.model_copy(update={"offensive": cfg.filter.offensive.model_copy(update={"threshold": 0.4})})
+    assert config_hash(changed.model_dump(mode="json", exclude=PERF_ONLY)) != "ba271bd6af5994da"

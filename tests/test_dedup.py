@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.dedup import _KEY_LANES, MinHasher, exact_key, exact_keys, near_duplicate_groups
-from pipeline.textclean import lower_words
-from pipeline.wordarrays import WordArrays, word_hashes
+from pipeline.text.dedup import _KEY_LANES, MinHasher, exact_key, exact_keys, near_duplicate_groups
+from pipeline.text.wordarrays import WordArrays, lower_words, word_hashes
 
 FOX = (
     "In the middle of the Birchwood there lived a small fox who was afraid of the dark. Every evening, when the "
@@ -46,7 +45,8 @@ def test_signature_shape_dtype_and_determinism():
 
 
 def test_signature_is_the_same_in_another_process_with_another_hash_seed():
-    code = "import sys; from pipeline.dedup import MinHasher; print(MinHasher().signature(sys.argv[1]).tobytes().hex(), end='')"
+    code = ("import sys; from pipeline.text.dedup import MinHasher; "
+            "print(MinHasher().signature(sys.argv[1]).tobytes().hex(), end='')")
     env = {"PYTHONHASHSEED": "12345", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     out = subprocess.run([sys.executable, "-c", code, FOX], capture_output=True, text=True, check=True, env=env).stdout
     assert out == MinHasher().signature(FOX).tobytes().hex()
@@ -92,8 +92,10 @@ def test_threshold_is_verified_not_just_lsh_candidates():
 
 def test_clusters_are_transitive_and_point_at_the_lowest_index():
     base = np.arange(128, dtype=np.uint32)
-    b = base.copy(); b[:20] += 1000  # ~84% equal to base
-    c = b.copy(); c[20:40] += 1000  # ~84% equal to b, ~69% to base
+    b = base.copy()
+    b[:20] += 1000  # ~84% equal to base
+    c = b.copy()
+    c[20:40] += 1000  # ~84% equal to b, ~69% to base
     groups = near_duplicate_groups([c, base, b], bands=16, threshold=0.8)
     assert groups == {1: 0, 2: 0}  # base joins through b; the representative is the lowest index
 
@@ -116,7 +118,8 @@ BATCH = [FOX, "", "Hello there!", BEAR, "one two three four", "a b c d e", "床�
 
 
 def test_batch_signatures_equal_single_document_signatures():
-    for hasher in (MinHasher(), MinHasher(num_perm=64, shingle_size=3, seed=7), MinHasher(num_perm=200, shingle_size=1)):
+    for hasher in (MinHasher(), MinHasher(num_perm=64, shingle_size=3, seed=7),
+                   MinHasher(num_perm=200, shingle_size=1)):
         sigs = hasher.signatures(WordArrays.from_texts(BATCH))
         assert sigs.shape == (len(BATCH), hasher.num_perm) and sigs.dtype == np.uint32
         for text, row in zip(BATCH, sigs):  # shingles never cross documents; rows do not depend on the batch
@@ -136,7 +139,8 @@ def test_documents_without_words_and_short_documents():
 
 
 def test_exact_keys_batch():
-    variants = ["The Fox, the Owl!\n\nAnd  the lantern.", "the fox the owl and the LANTERN", "THE FOX -- THE OWL, AND ... THE\tLANTERN?"]
+    variants = ["The Fox, the Owl!\n\nAnd  the lantern.", "the fox the owl and the LANTERN",
+                "THE FOX -- THE OWL, AND ... THE\tLANTERN?"]
     others = ["the fox the owl and the", "the owl the fox and the lantern", "the fox the owl and the lantern lantern",
               "the fox the owl and thelantern", "", "...", "床前明月光", "床前明月 光"]
     keys = exact_keys(WordArrays.from_texts(variants + others))
@@ -237,6 +241,7 @@ def test_signatures_and_exact_keys_follow_their_definitions():
 
     for text, key in zip(texts, exact_keys(WordArrays.from_texts(texts))):
         h = [int(x) for x in word_hashes(lower_words(text).words)] if lower_words(text).words else []
-        lanes = [_mix((sum(_mix((w + (i + 1) * int(g)) & _MASK) for i, w in enumerate(h)) + len(h) * int(c) + int(s)) & _MASK)
+        lanes = [_mix((sum(_mix((w + (i + 1) * int(g)) & _MASK) for i, w in enumerate(h))
+                       + len(h) * int(c) + int(s)) & _MASK)
                  for g, c, s in _KEY_LANES]
         assert key == b"".join(lane.to_bytes(8, "little") for lane in lanes).rstrip(b"\0")

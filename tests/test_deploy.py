@@ -51,7 +51,8 @@ def test_served_deployments_have_the_schedule_and_a_parameter_form(harness):
     assert form["overrides"]["description"].startswith("Config overrides")
 
     assert train.schedules == [] and train.name == "manual"
-    assert {"input", "out", "force", "preset", "run_name"} <= set(definitions(train.parameter_openapi_schema)["StageParams"]["properties"])
+    assert ({"input", "out", "force", "preset", "run_name"}
+            <= set(definitions(train.parameter_openapi_schema)["StageParams"]["properties"]))
     assert train.parameters["params"]["run_name"] == "weekly"
 
 
@@ -68,8 +69,8 @@ def test_prefect_yaml_matches_the_flows_and_the_config_schedule():
         flow.validate_parameters(dep["parameters"])  # raises if the defaults do not fit the form
         by_flow[flow.name] = dep
         assert dep["work_pool"]["name"] == "quill-pool"
-    assert set(by_flow) == {"corpus_to_model"} | {f"stage-{s}" for s in ("ingest", "clean", "filter", "tokenize", "train",
-                                                                       "evaluate", "register")}
+    assert set(by_flow) == {"corpus_to_model"} | {f"stage-{s}" for s in ("ingest", "clean", "filter", "tokenize",
+                                                                       "train", "evaluate", "register")}
     default = ScheduleConfig()
     [sched] = by_flow["corpus_to_model"]["schedules"]
     assert (sched["cron"], sched["timezone"]) == (default.cron, default.timezone)

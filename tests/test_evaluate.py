@@ -8,10 +8,9 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
-from pipeline import bias_probe, eval_metrics as em
-
+from pipeline.eval import bias_probe
+from pipeline.eval import metrics as em
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -21,7 +21,7 @@ from tests.conftest import SAMPLE
 
 FAST = ["train.max_steps=10", "train.eval_every=10", "train.batch_size=8", "evaluate.max_new_tokens=16"]
 TRAIN_CHANGE = "train.lr=0.002"
-FILTER_CHANGE = "filter.toxicity.threshold=0.45"
+FILTER_CHANGE = "filter.offensive.threshold=0.45"
 STAGES = ["ingest", "clean", "filter", "tokenize", "train", "evaluate", "register"]
 
 
@@ -131,7 +131,8 @@ def test_failed_stage_is_named_and_leaves_earlier_outputs(scenario):
         for value in read_manifest(root / s).outputs.values():
             assert all((root / p).exists() for p in (value if isinstance(value, list) else [value]))
     client = mlflow_client(scenario["tmp"])
-    runs = client.search_runs([client.get_experiment_by_name("quill").experiment_id], order_by=["attributes.start_time DESC"])
+    runs = client.search_runs([client.get_experiment_by_name("quill").experiment_id],
+                              order_by=["attributes.start_time DESC"])
     assert [r.info.status for r in runs[:2]] == ["FINISHED", "FAILED"]  # the resumed run, then the failed one
 
 
@@ -160,10 +161,11 @@ def test_flow_run_artifacts(scenario):
 
     first = scenario["results"]["first"]
     with get_client(sync_client=True) as client:
-        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[first["flow_run_id"]])))
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[first["flow_run_id"]])))
     by_key = {a.key: a for a in arts}
-    assert {f"{s}-report" for s in STAGES} | {"token-stats", "training-summary", "training-progress", "evaluation-report",
-                                             "mlflow-run", "mlflow-model"} <= set(by_key)
+    assert {f"{s}-report" for s in STAGES} | {"token-stats", "training-summary", "training-progress",
+                                             "evaluation-report", "mlflow-run", "mlflow-model"} <= set(by_key)
     assert by_key["training-progress"].type == "progress" and by_key["training-progress"].data == 100
     assert by_key["token-stats"].type == "table" and "total" in str(by_key["token-stats"].data)
     assert "**10** steps" in by_key["training-summary"].data
@@ -177,7 +179,8 @@ def test_single_stage_flow_uses_the_run_folder(scenario):
     root = scenario["root"]
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(scenario["tmp"])
-        path = evaluate_flow(StageParams(preset="tiny", run_name=root.name, overrides=FAST + [TRAIN_CHANGE, FILTER_CHANGE]))
+        path = evaluate_flow(StageParams(preset="tiny", run_name=root.name,
+                                         overrides=FAST + [TRAIN_CHANGE, FILTER_CHANGE]))
     assert path == str(root / "evaluate" / "manifest.json")
     assert rerun({"a": scenario["stamps"]["resumed"], "b": stamps(root)}, "a", "b") == []  # up to date: skipped
 
@@ -186,7 +189,8 @@ def test_progress_tracker_moves_and_forwards(monkeypatch):
     import flows.artifacts as artifacts
 
     calls, logged = [], []
-    monkeypatch.setattr(artifacts, "create_progress_artifact", lambda p, key, description: calls.append(("create", p)) or "id")
+    monkeypatch.setattr(artifacts, "create_progress_artifact",
+                        lambda p, key, description: calls.append(("create", p)) or "id")
     monkeypatch.setattr(artifacts, "update_progress_artifact", lambda aid, p: calls.append(("update", p)))
 
     class Inner:
@@ -206,7 +210,8 @@ def test_stage_params_default_to_the_run_folder():
     from flows.params import StageParams
 
     cfg, inputs, out = StageParams(run_name="r1").resolve("tokenize")
-    assert inputs == [str(Path(cfg.data_root) / "r1" / "filter" / "manifest.json")] and out == str(Path(cfg.data_root) / "r1" / "tokenize")
+    assert (inputs == [str(Path(cfg.data_root) / "r1" / "filter" / "manifest.json")]
+            and out == str(Path(cfg.data_root) / "r1" / "tokenize"))
     assert StageParams().resolve("ingest")[1] == cfg.sources
     with pytest.raises(ValueError, match="exactly one input"):
         StageParams(input=["a", "b"]).resolve("clean")

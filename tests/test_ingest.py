@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import IngestConfig
-from pipeline.docs import iter_docs
 from pipeline.ingest import IngestError, ingest
+from pipeline.io.docshards import iter_docs
 from pipeline.manifest import read_manifest
 from tests.conftest import POEM
 
@@ -27,7 +27,8 @@ def test_ingest_folder(corpus_dir: Path, tmp_path: Path):
     assert poems[0]["text"] == POEM, "line and stanza breaks inside a poem are kept"
     assert not any("documentation" in d["text"] for d in docs), "README files are skipped"
     bad = _excluded(m)
-    assert [(r["reason"], r["detail"]) for r in bad] == [("malformed_json", "corpus/extra.jsonl:2: Unterminated string starting at")]
+    assert [(r["reason"], r["detail"]) for r in bad] == [("malformed_json",
+                                                          "corpus/extra.jsonl:2: Unterminated string starting at")]
 
 
 def test_ids_are_deterministic(corpus_dir: Path, tmp_path: Path):
@@ -46,7 +47,7 @@ def test_formats_and_compression(tmp_path: Path):
     d.mkdir()
     with gzip.open(d / "a.jsonl.gz", "wt") as fh:
         fh.write(json.dumps({"body": {"text": "gz story"}}) + "\n")
-    (d / "b.txt.zst").write_bytes(zstandard.ZstdCompressor().compress("para one\nline two\n\npara two\n".encode()))
+    (d / "b.txt.zst").write_bytes(zstandard.ZstdCompressor().compress(b"para one\nline two\n\npara two\n"))
     with open(d / "c.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, ["body"])
         w.writeheader()
@@ -129,14 +130,16 @@ def test_skipped_files_and_clashing_labels(tmp_path: Path):
     m = ingest([str(tmp_path / "a" / "corpus")], tmp_path / "r1" / "ingest", IngestConfig())
     assert m.stats["files_skipped"] == {".html": 1}
     with pytest.raises(IngestError, match="both labelled 'corpus/x.txt'"):
-        ingest([str(tmp_path / "a" / "corpus"), str(tmp_path / "b" / "corpus")], tmp_path / "r2" / "ingest", IngestConfig())
+        ingest([str(tmp_path / "a" / "corpus"), str(tmp_path / "b" / "corpus")], tmp_path / "r2" / "ingest",
+               IngestConfig())
 
 
 def test_cli_empty_corpus_exits_nonzero(tmp_path: Path, capsys):
-    from pipeline.cli import main
+    from flows.cli import main
 
     (tmp_path / "empty.txt").write_text("\n\n")
-    assert main(["stage", "ingest", "--input", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "run" / "ingest")]) != 0
+    assert main(["stage", "ingest", "--input", str(tmp_path / "empty.txt"), "--out",
+                 str(tmp_path / "run" / "ingest")]) != 0
     assert "empty corpus" in capsys.readouterr().err
     assert not (tmp_path / "run" / "ingest" / "manifest.json").exists()
 
@@ -144,10 +147,11 @@ def test_cli_empty_corpus_exits_nonzero(tmp_path: Path, capsys):
 # --- archives --------------------------------------------------------------------------------------
 
 
-def _tar(path: Path, members: dict[str, bytes], links: dict[str, str] = {}) -> Path:
+def _tar(path: Path, members: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
     import io
     import tarfile
 
+    links = links or {}
     with tarfile.open(path, "w:gz") as tf:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
@@ -164,16 +168,18 @@ def test_archives_are_unpacked_into_the_cache(tmp_path: Path):
     import zipfile
 
     cfg = IngestConfig(cache_dir=str(tmp_path / "cache"))
-    tar = _tar(tmp_path / "corpus.tar.gz", {"stories/a.txt": b"A story about a fox.\n", "b.jsonl": b'{"text": "json doc"}\n'})
+    tar = _tar(tmp_path / "corpus.tar.gz", {"stories/a.txt": b"A story about a fox.\n",
+                                            "b.jsonl": b'{"text": "json doc"}\n'})
     with zipfile.ZipFile(tmp_path / "more.zip", "w") as zf:
         zf.writestr("poems/p.txt", "A poem\nof two lines\n")
     m = ingest([str(tar), str(tmp_path / "more.zip")], tmp_path / "run" / "ingest", cfg)
-    assert [d["id"] for d in iter_docs(m.output_list("docs"))] == ["corpus.tar.gz/b.jsonl:1", "corpus.tar.gz/stories/a.txt:1",
-                                                                    "more.zip/poems/p.txt:1"]
+    assert [d["id"] for d in iter_docs(m.output_list("docs"))] == [
+        "corpus.tar.gz/b.jsonl:1", "corpus.tar.gz/stories/a.txt:1", "more.zip/poems/p.txt:1"]
     assert sorted(Path(r.path).name for r in m.inputs) == ["corpus.tar.gz", "more.zip"], "the archives are the inputs"
 
 
-@pytest.mark.parametrize("member, link", [("../evil.txt", None), ("/tmp/evil.txt", None), ("ok/link.txt", "../../secret.txt")])
+@pytest.mark.parametrize("member, link", [("../evil.txt", None), ("/tmp/evil.txt", None),
+                                          ("ok/link.txt", "../../secret.txt")])
 def test_escaping_archive_members_are_refused(tmp_path: Path, member: str, link: str | None):
     cfg = IngestConfig(cache_dir=str(tmp_path / "cache"))
     members = {"fine.txt": b"fine text"} | ({} if link else {member: b"evil text"})
@@ -190,7 +196,8 @@ def test_zip_member_escaping_is_refused(tmp_path: Path):
     with zipfile.ZipFile(tmp_path / "bad.zip", "w") as zf:
         zf.writestr("../../evil.txt", "evil text")
     with pytest.raises(IngestError, match="escape"):
-        ingest([str(tmp_path / "bad.zip")], tmp_path / "run" / "ingest", IngestConfig(cache_dir=str(tmp_path / "cache")))
+        ingest([str(tmp_path / "bad.zip")], tmp_path / "run" / "ingest",
+               IngestConfig(cache_dir=str(tmp_path / "cache")))
     assert not (tmp_path / "evil.txt").exists()
 
 
@@ -247,7 +254,7 @@ def test_url_source_is_downloaded_pinned_and_cached(http_root, tmp_path: Path):
 
 
 def test_cli_stage_ingest_takes_a_url(http_root, tmp_path: Path):
-    from pipeline.cli import main
+    from flows.cli import main
 
     root, base, requests = http_root
     (root / "story.txt").write_text("Once upon a time there was a URL.\n", encoding="utf-8")
@@ -267,12 +274,14 @@ def test_url_errors(http_root, tmp_path: Path):
         ingest([f"{base}/a.txt#sha256={'0' * 64}"], tmp_path / "r1" / "ingest", IngestConfig(cache_dir=str(cache)))
     assert not [p for p in cache.rglob("*") if p.is_file()], "a mismatching download is deleted"
     with pytest.raises(IngestError, match="cap"):
-        ingest([f"{base}/a.txt"], tmp_path / "r2" / "ingest", IngestConfig(cache_dir=str(cache), max_download_mb=10 / 2**20))
+        ingest([f"{base}/a.txt"], tmp_path / "r2" / "ingest",
+               IngestConfig(cache_dir=str(cache), max_download_mb=10 / 2**20))
     with pytest.raises(IngestError, match="HTTP 404"):
         ingest([f"{base}/missing.txt"], tmp_path / "r3" / "ingest", IngestConfig(cache_dir=str(cache)))
     (root / "slow.txt").write_text("late text\n")
     with pytest.raises(OSError):  # transient: the flow's retries apply
-        ingest([f"{base}/slow.txt"], tmp_path / "r4" / "ingest", IngestConfig(cache_dir=str(cache), download_timeout_s=0.3))
+        ingest([f"{base}/slow.txt"], tmp_path / "r4" / "ingest",
+               IngestConfig(cache_dir=str(cache), download_timeout_s=0.3))
 
 
 # --- Hugging Face datasets (local folders only) -----------------------------------------------------
@@ -289,12 +298,14 @@ def test_hf_dataset_sources(tmp_path: Path, monkeypatch):
     splits.save_to_disk(str(tmp_path / "saved"))
     folder = tmp_path / "jsonfolder"
     folder.mkdir()
-    (folder / "part.jsonl").write_text(json.dumps({"text": "streamed doc", "n": 1}) + "\n" + json.dumps({"n": 2}) + "\n")
+    (folder / "part.jsonl").write_text(json.dumps({"text": "streamed doc", "n": 1}) + "\n"
+                                       + json.dumps({"n": 2}) + "\n")
     specs = [f"hf:{tmp_path / 'saved'}", f"hf:{tmp_path / 'saved'}:validation", f"hf:{folder}"]
     m = ingest(specs, tmp_path / "run" / "ingest", IngestConfig())
     docs = {d["id"]: (d["text"], json.loads(d["meta"])) for d in iter_docs(m.output_list("docs"))}
     assert docs == {"saved/train:1": ("first story", {"kind": "a"}), "saved/train:2": ("second story", {"kind": "b"}),
-                    "saved/validation:1": ("held out story", {"kind": "c"}), "jsonfolder/train:1": ("streamed doc", {"n": 1})}
+                    "saved/validation:1": ("held out story", {"kind": "c"}),
+                    "jsonfolder/train:1": ("streamed doc", {"n": 1})}
     assert m.stats["dropped"] == {"missing_text_field": 1}
     assert any(Path(r.path).name == "part.jsonl" for r in m.inputs), "local dataset files are the inputs"
     with pytest.raises(IngestError, match="no split 'test'"):

@@ -1,6 +1,6 @@
 """Offensive-content scorer on the held-out labelled set, and hard negatives of both sets.
 
-The held-out set (pipeline/lexicons/eval_offensive_heldout.tsv) was written before the lexicon was
+The held-out set (pipeline/text/lexicons/eval_offensive_heldout.tsv) was written before the lexicon was
 read; its blind recall was 0.67, and the tuning round it prompted brought it to 0.99 (see
 benchmarks/offensive.py). Hard negatives are the clean lines that name violence, a group of people,
 a word with an innocent sense, anatomy or slurs: the lines a lexicon is most tempted to drop.
@@ -13,7 +13,7 @@ import re
 import pytest
 
 from benchmarks.offensive import load, measure
-from pipeline.toxicity import offensive_score
+from pipeline.text.offensive.score import offensive_score
 
 THRESHOLD = 0.5
 HARD_CUES = re.compile(

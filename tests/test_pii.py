@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import pii
-from pipeline.pii import pii_candidates, redact_pii
+from pipeline.text import pii
+from pipeline.text.pii import pii_candidates, redact_pii
 
 
 @pytest.mark.parametrize(
@@ -24,7 +24,8 @@ from pipeline.pii import pii_candidates, redact_pii
         ("The robot pinged 203.0.113.42 twice.", "The robot pinged <IP> twice.", {"IP": 1}),
         ("Gateway 2001:db8::1 and fe80::1ff:fe23:4567:890a.", "Gateway <IP> and <IP>.", {"IP": 2}),
         ("Card 4111 1111 1111 1111 expires soon.", "Card <CREDIT_CARD> expires soon.", {"CREDIT_CARD": 1}),
-        ("Paid with 5555-5555-5555-4444 and 378282246310005.", "Paid with <CREDIT_CARD> and <CREDIT_CARD>.", {"CREDIT_CARD": 2}),
+        ("Paid with 5555-5555-5555-4444 and 378282246310005.", "Paid with <CREDIT_CARD> and <CREDIT_CARD>.",
+         {"CREDIT_CARD": 2}),
         ("IBAN GB82 WEST 1234 5698 7654 32, thanks.", "IBAN <IBAN>, thanks.", {"IBAN": 1}),
     ],
 )
@@ -128,7 +129,8 @@ def _candidates_by_definition(texts: list[str]) -> list[int]:
     found = {doc[i] for i, ch in enumerate(joined) if ch == "@" or joined[i : i + 2] == "::"
              or ch.isdecimal() and joined[i + 1 : i + 2] == "." and joined[i + 2 : i + 3].isdecimal()}
     digits = [i for i, ch in enumerate(joined) if ch.isdecimal()]
-    found |= {doc[digits[j]] for j in range(len(digits) - 6) if all(b - a <= 3 for a, b in zip(digits[j : j + 6], digits[j + 1 : j + 7]))}
+    found |= {doc[digits[j]] for j in range(len(digits) - 6)
+              if all(b - a <= 3 for a, b in zip(digits[j : j + 6], digits[j + 1 : j + 7]))}
     return sorted(found | {d for d, t in enumerate(texts) if t.count(":") >= 7})
 
 

@@ -9,9 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import QualityConfig
-from pipeline.quality import _char_stats, count_words, count_words_batch, quality_reason, quality_reasons
-from pipeline.textclean import CJK_CHARS
-from pipeline.wordarrays import WordArrays
+from pipeline.text.quality import _char_stats, count_words, count_words_batch, quality_reason, quality_reasons
+from pipeline.text.wordarrays import CJK_CHARS, WordArrays
 
 PROSE, POETRY, WEB = QualityConfig(), QualityConfig(profile="poetry"), QualityConfig(profile="web")
 
@@ -94,7 +93,8 @@ def _words(n: int, word: str = "the cat sat on a warm mat") -> str:
         ("#love #sun #beach #summer #happy #travel #blessed #food #friends #fun", PROSE, "symbols"),
         ("Well... I... I don't... know... what... to... say... really... now...", PROSE, "symbols"),
         ("1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 and the rest", PROSE, "non_alpha"),
-        ("asdfghjkl;asdfjkl; qwertyuiop[] zxcvbnm,./ hjklhjkl dfghdfgh sdfsdfsdf jkjkjkjk aaaaasssdddfff qwqwqwqw ;l;l;l;l;",
+        ("asdfghjkl;asdfjkl; qwertyuiop[] zxcvbnm,./ hjklhjkl dfghdfgh sdfsdfsdf jkjkjkjk "
+         "aaaaasssdddfff qwqwqwqw ;l;l;l;l;",
          PROSE, "no_stopwords"),
         ("\n".join(["the cat sat on the mat and looked at the door"] * 30), PROSE, "repeated_lines"),
         ("\n".join(["the cat sat on the mat and looked at the door"] * 30), POETRY, "repeated_lines"),
@@ -113,7 +113,8 @@ def test_refrains_are_allowed_in_poetry_only():
     assert quality_reason(song, PROSE) == "repeated_lines"
 
 
-NAV_PAGE = "Home\nAbout us\nProducts\nServices\nOur team\nCareers\nContact\nLogin\nSign up\nFAQ\nPrivacy policy\nTerms of use"
+NAV_PAGE = ("Home\nAbout us\nProducts\nServices\nOur team\nCareers\nContact\nLogin\nSign up\nFAQ\n"
+            "Privacy policy\nTerms of use")
 BULLETS = "\n".join(f"• {item}." for item in [
     "Fresh bread from the village bakery", "Cheese from the hill farms", "Apples picked this morning",
     "Honey from our own bees", "Hand-knitted scarves and mittens", "Wooden toys for small children",
@@ -145,7 +146,8 @@ def test_line_rules_never_apply_to_poetry_or_prose():
 
 def test_thresholds_come_from_the_config():
     assert quality_reason(STORY, QualityConfig(min_words=1000)) == "too_few_words"
-    assert quality_reason(POEM_WITH_REFRAIN, QualityConfig(profile="poetry", max_dup_line_ratio_poetry=0.1)) == "repeated_lines"
+    assert quality_reason(POEM_WITH_REFRAIN,
+                          QualityConfig(profile="poetry", max_dup_line_ratio_poetry=0.1)) == "repeated_lines"
     mash = "asdf qwer zxcv hjkl uiop tyty ghgh bnbn vbvb cxcx"
     assert quality_reason(mash, PROSE) == "no_stopwords"
     assert quality_reason(mash, QualityConfig(min_stopwords=0)) is None
@@ -157,10 +159,12 @@ BATCH = [
     "#love #sun #beach #summer #happy #travel #blessed #food #friends #fun",
     "Well... I... I don't... know... what... to... say... really... now....",
     "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 and the rest", "asdf qwer zxcv hjkl uiop tyty ghgh bnbn vbvb cxcx",
-    "\n".join(["the cat sat on the mat and looked at the door"] * 30), " ".join(["buy the cheap pills"] * 5 + ["the cat"] * 30),
+    "\n".join(["the cat sat on the mat and looked at the door"] * 30),
+    " ".join(["buy the cheap pills"] * 5 + ["the cat"] * 30),
     "end.\" (Next) word—word 1999-2000 don't ... x²y² ½ ١٢٣ abc١٢٣ İstanbul ΣΟΦΙΑ _under_ score_ " * 4,
     WEB_ARTICLE + "\n\n" + STORY + "\n" + "   \n".join(["The same line again, word for word."] * 12),
-    "Pneumonoultramicroscopicsilicovolcanoconiosis antidisestablishmentarianism " * 5, "\x00 the cat \x00 sat on the mat" * 3,
+    "Pneumonoultramicroscopicsilicovolcanoconiosis antidisestablishmentarianism " * 5,
+    "\x00 the cat \x00 sat on the mat" * 3,
 ]
 
 
@@ -187,12 +191,14 @@ def _reference_char_stats(text: str) -> list[int]:
     low = text.lower()
     tokens = re.split(f"[{CJK_CHARS}]|\\s", low)
     cjk = len(re.findall(f"[{CJK_CHARS}]", low))
-    return [sum(bool(re.search(r"[^\W_]", t)) for t in tokens) + cjk, sum(bool(re.search(r"[^\W\d_]", t)) for t in tokens) + cjk,
+    return [sum(bool(re.search(r"[^\W_]", t)) for t in tokens) + cjk,
+            sum(bool(re.search(r"[^\W\d_]", t)) for t in tokens) + cjk,
             cjk, len(re.findall("[0-9]", low)), low.count("#") + low.count("...") + low.count("…")]
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.text(alphabet=st.sampled_from(list("ab Z9_#.…\n\t\u3000-’½²İẞ你好カ한\x00")), max_size=40), max_size=6))
+@given(st.lists(st.text(alphabet=st.sampled_from(list("ab Z9_#.…\n\t\u3000-’½²İẞ你好カ한\x00")), max_size=40),
+                max_size=6))
 def test_char_stats_are_the_documented_counts(texts: list[str]):
     words = WordArrays.from_texts(texts)
     stats = _char_stats(words.classes, words.codes, words.doc_first_char)

@@ -184,7 +184,7 @@ def test_pyfunc_rejects_bad_params(champion_env):
 def test_cli_generate_from_registry(champion_env, capsys):
     import os
 
-    from pipeline.cli import main
+    from flows.cli import main
 
     saved = dict(os.environ)
     try:
@@ -203,7 +203,7 @@ def test_cli_generate_reads_prompts_like_the_served_model(champion_env, capsys):
 
     import mlflow
 
-    from pipeline.cli import main
+    from flows.cli import main
 
     model = mlflow.pyfunc.load_model("models:/quill@champion")
     saved = dict(os.environ)

@@ -9,10 +9,10 @@ import pytest
 
 from pipeline.clean import clean
 from pipeline.config import CleanConfig, FilterConfig, IngestConfig
-from pipeline.dedup import exact_key
-from pipeline.docs import iter_docs
 from pipeline.filter import filter_docs
 from pipeline.ingest import ingest
+from pipeline.io.docshards import iter_docs
+from pipeline.text.dedup import exact_key
 from tests.conftest import SAMPLE
 
 
@@ -75,17 +75,20 @@ def test_process_pool_gives_identical_bytes(sharded_clean, local_filter, tmp_pat
     ingest_manifest = Path(sharded_clean.inputs[0].path)
     again = clean(ingest_manifest, tmp_path / "pool" / "clean", CleanConfig(executor="processes", num_workers=2))
     _same_output(sharded_clean, again)
-    again = clean(sharded_clean.inputs[0].path, tmp_path / "pool" / "clean", CleanConfig(executor="processes", num_workers=2))
+    again = clean(sharded_clean.inputs[0].path, tmp_path / "pool" / "clean",
+                  CleanConfig(executor="processes", num_workers=2))
     assert _files(again) == _files(sharded_clean)
 
 
 # Thread workers by default (2 s); process workers (they import the pipeline, ~15 s here) run with -m slow.
 @pytest.mark.parametrize("processes", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_dask_cluster_gives_identical_bytes(sharded_clean, local_filter, tmp_path: Path, processes: bool):
-    distributed = pytest.importorskip("distributed", reason="dask.distributed (the optional 'dask' extra) is not installed")
+    distributed = pytest.importorskip("distributed",
+                                      reason="dask.distributed (the optional 'dask' extra) is not installed")
     cfg = FilterConfig.model_validate(local_filter.config | {"executor": "dask"})
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=processes, dashboard_address=None) as cluster, \
-            distributed.Client(cluster):
+    with (distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=processes,
+                                   dashboard_address=None) as cluster,
+          distributed.Client(cluster)):
         on_dask = filter_docs(sharded_clean.path, tmp_path / "dask" / "filter", cfg)
         assert len(cluster.scheduler_info["workers"]) == 2
     _same_output(local_filter, on_dask)

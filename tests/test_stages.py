@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 import pipeline.clean as clean_module
 from pipeline.clean import clean
 from pipeline.config import CleanConfig, FilterConfig, IngestConfig
-from pipeline.docs import iter_docs
 from pipeline.filter import _with_score, _with_scores, filter_docs
 from pipeline.ingest import ingest
-from pipeline.toxicity import offensive_score
+from pipeline.io.docshards import iter_docs
+from pipeline.text.offensive.score import offensive_score
 from tests.conftest import REPO, SAMPLE, STORIES
 
 
@@ -119,7 +119,7 @@ def test_scores_are_written_into_meta_as_one_by_one(rows):
 def test_filter_line_mode_vs_document_mode(sample_run, tmp_path: Path):
     _, cl, _ = sample_run
     doc_mode = filter_docs(cl.path, tmp_path / "run" / "filter",
-                           FilterConfig.model_validate({"toxicity": {"mode": "document"}}))
+                           FilterConfig.model_validate({"offensive": {"mode": "document"}}))
     assert doc_mode.stats["offensive_lines_dropped"] == 0
     assert doc_mode.stats["dropped"]["offensive"] == 8  # the two long stories go whole
 
@@ -133,8 +133,10 @@ def _bad_corpus(root: Path) -> Path:
     d.mkdir()
     (d / "good.txt").write_text("\n<|endoftext|>\n".join(STORIES[:4]) + "\n", encoding="utf-8")
     (d / "bin.txt").write_bytes(b"\x00\x01\x02binary")
-    (d / "latin.txt").write_bytes("caf\xe9 au lait is what the old sailor drank every morning by the sea\n".encode("latin-1"))
-    records = [{"text": STORIES[5]}, '{"text": "broken', {"body": "no text field"}, {"text": "   "}, {"text": "w" * 3000}]
+    (d / "latin.txt").write_bytes(("caf\xe9 au lait is what the old sailor drank every morning "
+                                   "by the sea\n").encode("latin-1"))
+    records = [{"text": STORIES[5]}, '{"text": "broken', {"body": "no text field"}, {"text": "   "},
+               {"text": "w" * 3000}]
     (d / "mixed.jsonl").write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in records) + "\n")
     (d / "rows.csv").write_text("title,body\na,no text column here\n")
     return d
@@ -168,7 +170,8 @@ def test_every_document_is_kept_or_explained(every_corpus):
         previous_kept = kept
     ing = every_corpus[0]
     if ing.stats["dropped"].get("binary_file"):  # the bad corpus: every problem has its reason
-        assert set(ing.stats["dropped"]) == {"binary_file", "malformed_json", "missing_text_field", "empty", "too_large"}
+        assert set(ing.stats["dropped"]) == {"binary_file", "malformed_json", "missing_text_field", "empty",
+                                             "too_large"}
         assert ing.stats["invalid_utf8_lines"] == 1
 
 
@@ -200,7 +203,7 @@ def test_a_failing_stage_leaves_no_output(tmp_path: Path, monkeypatch):
 
 KILLER = """
 import os, signal, sys
-import pipeline.docs as docs
+import pipeline.io.docshards as docs
 from pathlib import Path
 from pipeline.config import FilterConfig
 from pipeline.filter import filter_docs

@@ -12,9 +12,9 @@ import pytest
 import pipeline.tokenize as tokenize_mod
 from model.tokenizer import Tokenizer, training_pieces
 from pipeline.config import IngestConfig, TokenizeConfig
-from pipeline.data import TokenShards
-from pipeline.docs import iter_docs
 from pipeline.ingest import ingest
+from pipeline.io.docshards import iter_docs
+from pipeline.io.tokenshards import TokenShards
 from pipeline.tokenize import tokenize
 from tests.conftest import POEM, STORIES
 
@@ -22,7 +22,8 @@ EXOTIC = [
     "床前明月光，疑是地上霜。\n举头望明月，低头思故乡。",
     "Emoji 🦊🌙✨ and rare symbols: ∮ ℵ₀ ⅞ ǂ ꙮ — “quotes” ‘too’.",
     "  leading spaces, trailing spaces  \n\n\ttabs\tand\r\nwindows newlines",
-    "Zero width\u200bjoiner👩\u200d👩\u200d👧, combining e\u0301, 𝔘𝔫𝔦𝔠𝔬𝔡𝔢, \U0001F9D1\U0001F3FD\u200d\U0001F52C, 한국어, العربية",
+    ("Zero width\u200bjoiner👩\u200d👩\u200d👧, combining e\u0301, 𝔘𝔫𝔦𝔠𝔬𝔡𝔢, "
+     "\U0001F9D1\U0001F3FD\u200d\U0001F52C, 한국어, العربية"),
 ]
 CFG = dict(vocab_size=400, val_fraction=0.2, input_sentence_size=1000)
 

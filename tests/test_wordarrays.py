@@ -9,9 +9,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.textclean import CJK_CHARS, lower_words
-from pipeline.wordarrays import (ALPHA, CJK, DECIMAL, DIGIT, LATIN, LETTER, SPACE, WORD, WordArrays, char_classes,
-                                 hash_words, positions, span_indexes, unique, word_hashes)
+from pipeline.text.wordarrays import (
+    ALPHA,
+    CJK,
+    CJK_CHARS,
+    DECIMAL,
+    DIGIT,
+    LATIN,
+    LETTER,
+    SPACE,
+    WORD,
+    WordArrays,
+    char_classes,
+    hash_words,
+    lower_words,
+    positions,
+    span_indexes,
+    unique,
+    word_hashes,
+)
 
 TRICKY = ["Hello, World! 你好世界 don’t stop", "", "İstanbul ½ x_y ABC123", "日本語のテキスト・カタカナ", "aaaaa",
           "  \n\t", "ﬁne café naïve ΣΟΦΟΣ", "nul\x00inside", "tab\tsep\x1cfile", "emoji 🙂 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢"]
@@ -38,7 +54,8 @@ def test_words_equal_lower_words_on_tricky_texts():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.text(alphabet=st.sampled_from(list("ab Z9_,.\n\t'’-İΣß你好カ・\x00½🙂éẞ\u212a")), max_size=30), max_size=6))
+@given(st.lists(st.text(alphabet=st.sampled_from(list("ab Z9_,.\n\t'’-İΣß你好カ・\x00½🙂éẞ\u212a")), max_size=30),
+                max_size=6))
 def test_words_equal_lower_words_on_any_batch(texts: list[str]):
     _check(texts)
 
@@ -108,7 +125,8 @@ def test_word_hashes_keep_order_and_span_indexes_concatenate_ranges():
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(0, 2**64 - 1), max_size=40), st.integers(1, 2**64 - 1))
 def test_unique_is_numpy_unique(values, modulus):
-    for dtype, keys in ((np.uint64, [v % modulus for v in values]), (np.int64, [v % min(modulus, 2**63) - 2**40 for v in values])):
+    for dtype, keys in ((np.uint64, [v % modulus for v in values]),
+                        (np.int64, [v % min(modulus, 2**63) - 2**40 for v in values])):
         array = np.array(keys, dtype=dtype)
         got = unique(array)
         assert got.dtype == array.dtype and got.tolist() == np.unique(array).tolist()

@@ -7,7 +7,7 @@ Each text is judged on its first ~2000 characters. Text mostly in a non-Latin sc
 script's language (Han without kana is Chinese, with kana Japanese). Latin-script text is scored
 by the function words of each language in `lexicons/function_words.txt` (a word shared by k
 languages gives each 1/k) plus a few accent letters, for the whole batch in one compiled loop over
-its `pipeline.wordarrays` words and characters; the confidence is the margin over the runner-up,
+its `pipeline.text.wordarrays` words and characters; the confidence is the margin over the runner-up,
 damped when there is little evidence.
 """
 
@@ -19,8 +19,8 @@ from functools import lru_cache
 import numpy as np
 from numba import njit
 
-from pipeline.textclean import _LEXICONS
-from pipeline.wordarrays import LETTER, WordArrays, WordIndex, _lower_table, unique
+from pipeline.text import LEXICONS
+from pipeline.text.wordarrays import LETTER, WordArrays, WordIndex, lower_table, unique
 
 _SAMPLE_CHARS = 2000
 _LATIN = re.compile("[A-Za-z\xc0-\xd6\xd8-\xf6\xf8-\u024f]+")
@@ -50,7 +50,7 @@ _ACCENT_WEIGHT = 0.5
 
 def _load_function_words() -> dict[str, frozenset[str]]:
     out = {}
-    for line in (_LEXICONS / "function_words.txt").read_text(encoding="utf-8").splitlines():
+    for line in (LEXICONS / "function_words.txt").read_text(encoding="utf-8").splitlines():
         if line and not line.startswith("#"):
             lang, words = line.split("\t")
             out[lang] = frozenset(words.split())
@@ -77,7 +77,8 @@ def _vote_table() -> tuple:
     words = WordArrays.from_texts(vocab)
     n_words = np.diff(words.offsets)
     # A listed "word" the tokenizer would cut up or change (none today) is never a word of a text.
-    keep = [i for i, w in enumerate(vocab) if n_words[i] == 1 and w == w.lower() and words.lengths[words.offsets[i]] == len(w)]
+    keep = [i for i, w in enumerate(vocab)
+            if n_words[i] == 1 and w == w.lower() and words.lengths[words.offsets[i]] == len(w)]
     kept = [vocab[i] for i in keep]
     assert len(unique(words.hashes[words.offsets[keep]])) == len(kept), "function-word hashes collide"
     first = np.zeros(len(kept) + 1, dtype=np.int64)
@@ -111,7 +112,7 @@ def _non_latin_table() -> np.ndarray:
     bmp = "".join(map(chr, range(0xD800))) + "\ufffd" * 0x800 + "".join(map(chr, range(0xE000, 0x10000)))
     for m in re.finditer(f"(?:{_NON_LATIN.pattern})+", bmp):
         table[m.start() : m.end()] = True
-    table[np.take(_lower_table(), np.flatnonzero(table))] = True
+    table[np.take(lower_table(), np.flatnonzero(table))] = True
     assert not table[:128].any(), "_vote looks up other scripts beyond ASCII only"
     return table
 
@@ -175,7 +176,8 @@ def _latin_languages(samples: list[str]) -> tuple[list[tuple[str, float]], np.nd
     at, found = index.lookup(words.hashes)
     table, afirst, alang = _accent_table()
     scores, has_letter, non_latin = _vote(at, found, words.offsets, words.codes, words.classes, words.doc_first_char,
-                                          first, lang, weight, table, afirst, alang, len(_LANGS), _NL, _non_latin_table())
+                                          first, lang, weight, table, afirst, alang, len(_LANGS), _NL,
+                                          _non_latin_table())
     best = scores.argmax(axis=1)  # the first of equal scores, as max() over range() picks
     rows = np.arange(n)
     top = scores[rows, best]

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.config import CleanConfig
-from pipeline.langid import (
+from pipeline.text.langid import (
     _ACCENT,
     _ACCENT_VOTES,
     _ACCENT_WEIGHT,
@@ -26,9 +26,9 @@ from pipeline.langid import (
     detect_language,
     detect_languages,
 )
-from pipeline.cleanscan import _changeable, _hint_starts, _hint_table, clean_texts
-from pipeline.textclean import _HINT_WORDS, clean_text, lower_words
-from pipeline.wordarrays import code_points
+from pipeline.text.normalize import HINT_WORDS, clean_text
+from pipeline.text.normalize_batch import _changeable, _hint_starts, _hint_table, clean_texts
+from pipeline.text.wordarrays import code_points, lower_words
 
 CFG = CleanConfig()
 
@@ -213,7 +213,8 @@ SAMPLES = {
     "en": [
         "Once upon a time a little rabbit lived under the old oak tree with her brothers and sisters.",
         "Shall I compare thee to a summer's day? Thou art more lovely and more temperate.",
-        "Beneath the azure sky the lilac blooms,\nand roses dance upon the garden wall;\na bouquet of reverie, a soft mirage.",
+        ("Beneath the azure sky the lilac blooms,\nand roses dance upon the garden wall;\n"
+         "a bouquet of reverie, a soft mirage."),
         "Silent night, holy night,\nall is calm, all is bright.",
         "Hark! the herald angels sing, and whilst ye shepherds watch o'er the flock, 'tis dawn.",
     ],
@@ -341,14 +342,14 @@ def test_clean_texts_batch_boundaries(texts: list[str]):
 def _hint_starts_by_definition(text: str) -> list[int]:
     """Where a hint of 2+ characters starts, comparing code points folded as (c | 0x20) & 0x7F."""
     fold = [(ord(ch) | 0x20) & 0x7F for ch in text]
-    hints = [[(ord(ch) | 0x20) & 0x7F for ch in w] for w in _HINT_WORDS if len(w) >= 2]
+    hints = [[(ord(ch) | 0x20) & 0x7F for ch in w] for w in HINT_WORDS if len(w) >= 2]
     return sorted({p for h in hints for p in range(len(fold) - len(h) + 1) if fold[p : p + len(h)] == h})
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from(["Cookie", "COOKIES", "mail", "e-Mail", "rights reserved", "Click Here", "pin it", "404",
-                                 "gutenberg", " > ", "(c)", "share", "sharE", "\u0161hare", "co", "okie", " ", "\n", "x",
-                                 "\u0100", "Ë"]), max_size=30).map("".join))
+@given(st.lists(st.sampled_from(["Cookie", "COOKIES", "mail", "e-Mail", "rights reserved", "Click Here", "pin it",
+                                 "404", "gutenberg", " > ", "(c)", "share", "sharE", "\u0161hare", "co", "okie", " ",
+                                 "\n", "x", "\u0100", "Ë"]), max_size=30).map("".join))
 def test_hint_scan_finds_every_hint(text: str):
     table = _hint_table()
     assert sorted(set(_hint_starts(code_points(text), *table).tolist())) == _hint_starts_by_definition(text)

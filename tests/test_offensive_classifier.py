@@ -1,4 +1,4 @@
-"""The optional trained classifier (filter.toxicity.classifier): what it votes on, how its votes reach
+"""The optional trained classifier (filter.offensive.classifier): what it votes on, how its votes reach
 the filter's scores, and a clear error without its extra."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-import pipeline.toxicity_classifier as clf
+import pipeline.text.offensive.classifier as clf
 from pipeline.clean import clean
 from pipeline.config import CleanConfig, FilterConfig, IngestConfig
 from pipeline.filter import filter_docs
 from pipeline.ingest import ingest
-from pipeline.toxicity import offensive_score
-from pipeline.toxicity_classifier import classifier_votes
+from pipeline.text.offensive.classifier import classifier_votes
+from pipeline.text.offensive.score import offensive_score
 from tests.conftest import STORIES
 
 CURSE = "Damn you to hell."  # no word or pattern of the lexicon makes this offensive: 0.24
@@ -48,14 +48,15 @@ def test_filter_drops_what_the_classifier_votes_on(tmp_path):
     long_doc = "\n".join(sentences[:5] + [CURSE] + sentences[5:10])
     assert long_doc.count("\n") + 1 >= 8
     (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "docs.txt").write_text("\n<|endoftext|>\n".join([STORIES[0], CURSE + " " * 3 + "Go away.", long_doc]),
-                                               encoding="utf-8")
+    (tmp_path / "src" / "docs.txt").write_text(
+        "\n<|endoftext|>\n".join([STORIES[0], CURSE + " " * 3 + "Go away.", long_doc]), encoding="utf-8")
     ing = ingest([str(tmp_path / "src")], tmp_path / "ingest", IngestConfig(split="separator"))
     cl = clean(ing.path, tmp_path / "clean", CleanConfig(min_chars=1, languages=[]))
     without = filter_docs(cl.path, tmp_path / "lexicon", FilterConfig.model_validate({"quality": {"min_words": 1}}))
     assert "offensive" not in without.stats["dropped"] and without.stats["offensive_lines_dropped"] == 0
     with_clf = filter_docs(cl.path, tmp_path / "classifier",
-                           FilterConfig.model_validate({"quality": {"min_words": 1}, "toxicity": {"classifier": "profanity-check"}}))
+                           FilterConfig.model_validate({"quality": {"min_words": 1},
+                                                        "offensive": {"classifier": "profanity-check"}}))
     assert with_clf.stats["dropped"]["offensive"] == 1  # the short document goes whole
     excluded = [r for p in with_clf.output_list("excluded") for r in pq.read_table(p).to_pylist()]
     assert [r["text"].startswith("Damn you") for r in excluded] == [True] and excluded[0]["score"] >= 0.99

@@ -6,7 +6,7 @@
     near_duplicate_groups(sigs, bands, threshold) -> {dropped index: representative index}
 
 `exact_key(text)` and `MinHasher.signature(text)` are the same functions on a batch of one text.
-Words are those of `textclean.lower_words` (lower-cased letter/digit runs, each CJK character alone),
+Words are those of `wordarrays.lower_words` (lower-cased letter/digit runs, each CJK character alone),
 so case, punctuation and whitespace never matter. Keys and signatures come from compiled loops (numba)
 over the 64-bit word hashes of `WordArrays` (no Python call per document or per word), and
 deterministic across processes and machines (fixed constants and seeds, uint64 arithmetic that wraps
@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from pipeline.wordarrays import WordArrays, mix, mix64
+from pipeline.text.wordarrays import WordArrays, mix, mix64
 
 _U64 = np.uint64
 _LOW32 = _U64(0xFFFFFFFF)
@@ -51,7 +51,8 @@ def exact_keys(words: WordArrays) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def _key_lanes(hashes, offsets, constants):
-    """(n_docs, 2) uint64: per document and lane (g, c, s), mix(sum of mix(hash + (position + 1) * g) + count * c + s)."""
+    """(n_docs, 2) uint64: per document and lane (g, c, s),
+    mix(sum of mix(hash + (position + 1) * g) + count * c + s)."""
     n_docs = len(offsets) - 1
     lanes = np.empty((n_docs, len(constants)), np.uint64)
     for d in range(n_docs):

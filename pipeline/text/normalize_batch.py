@@ -1,4 +1,4 @@
-"""clean_texts: the clean stage's batch form of `textclean.clean_text`, with a vectorised scan that
+"""clean_texts: the clean stage's batch form of `normalize.clean_text`, with a vectorised scan that
 finds the few documents clean_text could change.
 
     clean_texts(texts, cfg) == [clean_text(t, cfg) for t in texts]      exactly (property-tested)
@@ -21,8 +21,8 @@ import numpy as np
 from numba import njit
 
 from pipeline.config import CleanConfig
-from pipeline.textclean import _CONT, _HINT_WORDS, _UI_LINE, _UI_MAX_CHARS, _is_boilerplate, _is_ui_line, clean_text
-from pipeline.wordarrays import code_points, unique
+from pipeline.text.normalize import CONT, HINT_WORDS, UI_LINE, UI_MAX_CHARS, clean_text, is_boilerplate, is_ui_line
+from pipeline.text.wordarrays import code_points, unique
 
 # Every character some step of clean_text acts on: _UNUSUAL, _INVISIBLE, _C1, _NEWLINE (with "\r") and
 # _ODD_SPACE, except the Latin-1 letters \xc2-\xf4 of _UNUSUAL: only mojibake repair acts on those, and only
@@ -34,10 +34,10 @@ _CHANGEABLE_CHAR = re.compile(
 )
 # Class bits of the BMP code points (every character above is in the BMP).
 _CHANGE, _LEAD, _CONT_BIT, _HINT_CHAR, _RUN_SPACE, _TRAIL_SPACE = 1, 2, 4, 8, 16, 32
-# Line starts of a candidate UI line ("\n" then the _UI_LINE words alone on their line, lower-cased text);
-# _is_ui_line then decides exactly. _UI_LINE's suffix class [\s.:!»›>] without "\n" keeps a match on its line.
-_UI_BODY = _UI_LINE.pattern.replace("[\\s.:!»›>]*", "(?:[^\\S\n]|[.:!»›>])*")
-assert _UI_BODY != _UI_LINE.pattern
+# Line starts of a candidate UI line ("\n" then the UI_LINE words alone on their line, lower-cased text);
+# is_ui_line then decides exactly. UI_LINE's suffix class [\s.:!»›>] without "\n" keeps a match on its line.
+_UI_BODY = UI_LINE.pattern.replace("[\\s.:!»›>]*", "(?:[^\\S\n]|[.:!»›>])*")
+assert _UI_BODY != UI_LINE.pattern
 _UI_CANDIDATE = re.compile(f"\n[^\\S\n]*{_UI_BODY}(?=\n|\\Z)")
 
 
@@ -46,11 +46,11 @@ def _char_bits() -> np.ndarray:
     """uint8 class bits for U+0000..U+FFFF, and 0 at index 0x10000 (where astral code points are clipped)."""
     bmp = "".join(map(chr, range(0x10000)))
     bits = np.zeros(0x10001, dtype=np.uint8)
-    for bit, rx in ((_CHANGE, _CHANGEABLE_CHAR), (_LEAD, re.compile("[\xc2-\xf4]")), (_CONT_BIT, re.compile(_CONT)),
+    for bit, rx in ((_CHANGE, _CHANGEABLE_CHAR), (_LEAD, re.compile("[\xc2-\xf4]")), (_CONT_BIT, re.compile(CONT)),
                     (_RUN_SPACE, re.compile("[ \t]")), (_TRAIL_SPACE, re.compile("[ \t\u3000]"))):
         for m in rx.finditer(bmp):
             bits[m.start()] |= bit
-    singles = {w for w in _HINT_WORDS if len(w) == 1}
+    singles = {w for w in HINT_WORDS if len(w) == 1}
     bits[[i for i, ch in enumerate(bmp) if ch.lower() in singles]] |= _HINT_CHAR
     return bits
 
@@ -81,7 +81,7 @@ def _hint_table() -> _HintTable:
     rare[" "] = -20  # word boundaries ("ur ", " th") are the most common trigrams
     by_key: dict[int, list[tuple[str, int]]] = {}
     fold = _fold.py_func  # the same folding in Python (calling the compiled one would compile it here)
-    for word in _HINT_WORDS:
+    for word in HINT_WORDS:
         if len(word) < 2:
             continue
         assert word.isascii() and word == word.lower(), word
@@ -189,7 +189,7 @@ def _flag_boilerplate_lines(text: str, cp: np.ndarray, bits: np.ndarray, nl: np.
                             flags: np.ndarray) -> None:
     """Flag documents with a line that _strip_boilerplate removes, testing each candidate line exactly:
     a line holding a hint (single characters by their class bit, the others by `_hint_starts`) that
-    _is_boilerplate removes, or a short line that _is_ui_line removes."""
+    is_boilerplate removes, or a short line that is_ui_line removes."""
     line_ends = np.flatnonzero(nl)
     checked: set[tuple[int, bool]] = set()  # (line start, as a UI line)
 
@@ -197,24 +197,24 @@ def _flag_boilerplate_lines(text: str, cp: np.ndarray, bits: np.ndarray, nl: np.
         if flags[doc]:
             return
         begin = text.rfind("\n", 0, at) + 1
-        if (begin, test is _is_ui_line) in checked:
+        if (begin, test is is_ui_line) in checked:
             return
-        checked.add((begin, test is _is_ui_line))
+        checked.add((begin, test is is_ui_line))
         end = text.find("\n", at)
         if test(text[begin : len(text) if end == -1 else end]):
             flags[doc] = True
 
     found = [np.flatnonzero(bits & _HINT_CHAR), _hint_starts(cp, *_hint_table())]
-    # Only the line matters: _is_boilerplate on it is the exact test (a false hint only costs a test).
+    # Only the line matters: is_boilerplate on it is the exact test (a false hint only costs a test).
     hint_at = unique(np.concatenate(found))
     docs = np.searchsorted(starts, hint_at, side="right") - 1
     keep = ~flags[docs]
     for at, doc in zip(hint_at[keep].tolist(), docs[keep].tolist()):
-        removes(at, doc, _is_boilerplate)
-    # UI lines are short: only lines of <= _UI_MAX_CHARS characters go through the candidate regex.
+        removes(at, doc, is_boilerplate)
+    # UI lines are short: only lines of <= UI_MAX_CHARS characters go through the candidate regex.
     line_starts = np.r_[0, line_ends + 1]
     line_stops = np.r_[line_ends, len(text)]
-    short = np.flatnonzero(line_stops - line_starts <= _UI_MAX_CHARS)
+    short = np.flatnonzero(line_stops - line_starts <= UI_MAX_CHARS)
     if len(short):
         begins, stops = line_starts[short], line_stops[short]
         lines = [text[a:b] for a, b in zip(begins.tolist(), stops.tolist())]
@@ -229,7 +229,7 @@ def _flag_boilerplate_lines(text: str, cp: np.ndarray, bits: np.ndarray, nl: np.
         found = np.array([m.start() for m in _UI_CANDIDATE.finditer(joined)], dtype=np.int64)
         at = begins[np.searchsorted(offsets, found, side="right") - 1]
         for begin, doc in zip(at.tolist(), (np.searchsorted(starts, at, side="right") - 1).tolist()):
-            removes(begin, doc, _is_ui_line)
+            removes(begin, doc, is_ui_line)
 
 
 def clean_texts(texts: list[str], cfg: CleanConfig) -> list[str]:

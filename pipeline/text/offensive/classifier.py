@@ -3,7 +3,7 @@
     classifier_votes(texts, threshold) -> float per text: its probability where the classifier is at
                                           least `threshold` sure, else 0.0
 
-`filter.toxicity.classifier = "profanity-check"` uses alt-profanity-check (`pip install
+`filter.offensive.classifier = "profanity-check"` uses alt-profanity-check (`pip install
 'quill[classifier]'`): a linear SVM over TF-IDF word features trained on labelled online comments,
 shipped inside the package with its model files (the package loads them; Quill never unpickles a
 file a user provides). It catches profane abuse the lexicon scores low ("Damn you to hell."), not
@@ -17,12 +17,12 @@ function rates; precision and recall with `benchmarks/offensive.py --classifier 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable
 
 import numpy as np
 
-from pipeline.toxicity import has_innocent_sense
+from pipeline.text.offensive.score import has_innocent_sense
 
 CLASSIFIERS = ("none", "profanity-check")
 
@@ -32,7 +32,7 @@ def _profanity_check() -> Callable[[list[str]], np.ndarray]:
     try:
         from profanity_check import predict_prob
     except ImportError as e:
-        raise RuntimeError("filter.toxicity.classifier = 'profanity-check' needs the classifier extra: "
+        raise RuntimeError("filter.offensive.classifier = 'profanity-check' needs the classifier extra: "
                            "pip install 'quill[classifier]' (alt-profanity-check)") from e
     return predict_prob
 

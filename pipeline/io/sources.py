@@ -29,8 +29,9 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Iterator, NamedTuple
+from typing import IO, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from pipeline.config import IngestConfig
@@ -114,11 +115,13 @@ def _download(url: str, dest: Path, cfg: IngestConfig) -> str:
     with response, open(dest, "wb") as out:
         length = response.headers.get("Content-Length")
         if length and length.isdigit() and int(length) > cap:
-            raise IngestError(f"{url}: {int(length):,} bytes is over the {cfg.max_download_mb:g} MB cap (max_download_mb)")
+            raise IngestError(f"{url}: {int(length):,} bytes is over the {cfg.max_download_mb:g} MB cap "
+                              "(max_download_mb)")
         while block := response.read(MB):
             size += len(block)
             if size > cap:
-                raise IngestError(f"{url}: more than the {cfg.max_download_mb:g} MB cap (max_download_mb); download stopped")
+                raise IngestError(f"{url}: more than the {cfg.max_download_mb:g} MB cap (max_download_mb); "
+                                  "download stopped")
             h.update(block)
             out.write(block)
     log.info("ingest: downloaded %s (%d bytes)", url, size)
@@ -184,7 +187,8 @@ def unpack_archive(archive: Path, cfg: IngestConfig) -> Path:
         for name, kind, fh in _members(archive):
             target = _member_path(archive, name, partial)
             if kind in ("link", "special"):
-                raise IngestError(f"{archive.name}: member {name!r} is a {kind}; archives may hold only files and folders")
+                raise IngestError(f"{archive.name}: member {name!r} is a {kind}; "
+                                  "archives may hold only files and folders")
             if kind == "dir":
                 target.mkdir(parents=True, exist_ok=True)
                 continue
@@ -193,7 +197,8 @@ def unpack_archive(archive: Path, cfg: IngestConfig) -> Path:
                 while block := fh.read(MB):
                     total += len(block)
                     if total > cap:
-                        raise IngestError(f"{archive.name}: unpacks to more than {cfg.max_extract_mb:g} MB (max_extract_mb)")
+                        raise IngestError(f"{archive.name}: unpacks to more than {cfg.max_extract_mb:g} MB "
+                                          "(max_extract_mb)")
                     out.write(block)
         os.replace(partial, root)
     finally:
@@ -310,7 +315,8 @@ class _Expansion:
         root = folder.resolve()
         for p in sorted(folder.rglob("*")):
             rel = p.relative_to(folder)
-            if any(part.startswith(".") for part in rel.parts) or p.name.lower().startswith("readme") or not p.is_file():
+            hidden = any(part.startswith(".") for part in rel.parts)
+            if hidden or p.name.lower().startswith("readme") or not p.is_file():
                 continue
             if not p.resolve().is_relative_to(root):
                 raise IngestError(f"{p}: link points outside the source folder {root}; refused")
@@ -322,7 +328,8 @@ class _Expansion:
 
 
 def _add_spec(ex: _Expansion, spec: str) -> None:
-    unsupported = f"{spec}: unsupported file type (use {sorted(TEXT_EXT | RECORD_EXT)}, optionally .gz/.zst, or an archive)"
+    unsupported = (f"{spec}: unsupported file type (use {sorted(TEXT_EXT | RECORD_EXT)}, optionally .gz/.zst, "
+                   "or an archive)")
     if is_hf(spec):
         ex.add(Source(hf_label(spec), hf=spec))
         for p in (files := hf_files(spec)):
@@ -351,7 +358,8 @@ def _add_spec(ex: _Expansion, spec: str) -> None:
         raise IngestError(f"{spec}: no such file or folder")
 
 
-def expand_sources(specs: list[str], cfg: IngestConfig | None = None) -> tuple[list[Source], list[InputRef], dict[str, int]]:
+def expand_sources(specs: list[str],
+                   cfg: IngestConfig | None = None) -> tuple[list[Source], list[InputRef], dict[str, int]]:
     """(sources sorted by label, input refs for the manifest, skipped files per extension)."""
     ex = _Expansion(cfg or IngestConfig())
     for spec in specs:

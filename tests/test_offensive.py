@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmarks.offensive import SETS, load
-from pipeline.toxicity import _lexicon, _rows, line_score_bound, line_scores, match_details, offensive_score
-from pipeline.toxicity_scan import offensive_candidates
-from pipeline.wordarrays import WordArrays
+from pipeline.text.offensive.lexicon import _rows, load_lexicon
+from pipeline.text.offensive.prescreen import offensive_candidates
+from pipeline.text.offensive.score import line_score_bound, line_scores, match_details, offensive_score
+from pipeline.text.wordarrays import WordArrays
 from tests.conftest import sample_texts
 
 THRESHOLD = 0.5
@@ -156,7 +156,7 @@ def test_candidates_of_small_batches():
 
 
 def _vocabulary() -> list[str]:
-    lex = _lexicon()
+    lex = load_lexicon()
     words = set(lex.words)
     for rule in lex.rules:
         words.update(w for alt in rule.triggers for group in alt for w in group)
@@ -193,7 +193,8 @@ _SEPARATORS = [" ", " ", " ", "\n", "\n\n", ", ", ". ", "! ", "? ", " - ", "'", 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.lists(st.tuples(st.sampled_from(_vocabulary() + _ORDINARY).flatmap(_variant),
-                                   st.sampled_from(_SEPARATORS)), max_size=14).map(lambda ws: "".join(w + s for w, s in ws)),
+                                   st.sampled_from(_SEPARATORS)), max_size=14)
+                .map(lambda ws: "".join(w + s for w, s in ws)),
                 min_size=1, max_size=8))
 def test_candidates_are_a_superset_on_random_texts(texts: list[str]):
     _assert_superset(texts)
@@ -238,10 +239,10 @@ def _labelled_texts() -> list[str]:
     return [text for name in SETS for _, text in load(name)]
 
 
-@pytest.mark.parametrize("i", [i for i, rule in enumerate(_lexicon().rules) if rule.gate is not None])
+@pytest.mark.parametrize("i", [i for i, rule in enumerate(load_lexicon().rules) if rule.gate is not None])
 def test_a_gate_matches_inside_every_match_of_its_rule(i: int):
     # The slow regex only runs where the gate matches: the gate must hold within every match.
-    rule = _lexicon().rules[i]
+    rule = load_lexicon().rules[i]
     texts = [t.lower() for t in _labelled_texts() + sample_texts()]
     matches = 0
     for text in texts:

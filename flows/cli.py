@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-STAGES = ["ingest", "clean", "filter", "tokenize", "train", "evaluate", "register"]
+from pipeline import STAGES
 
 
 def _quiet_defaults() -> None:
@@ -42,11 +42,13 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 def _runner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task-runner", choices=["threads", "processes", "dask", "ray"], default="threads",
-                   help="where the data stages run (default: %(default)s; dask and ray need the extras quill[dask], quill[ray])")
+                   help="where the data stages run (default: %(default)s; dask and ray need the extras quill[dask], "
+                   "quill[ray])")
     p.add_argument("--task-runner-address", metavar="ADDRESS",
                    help="an existing dask scheduler (tcp://host:8786) or ray cluster (ray://host:10001)")
     p.add_argument("--train-processes", type=int, default=1, metavar="N",
-                   help="train on N processes with torchrun + DDP, one per GPU (default: %(default)s, in the flow's process)")
+                   help="train on N processes with torchrun + DDP, one per GPU (default: %(default)s, in the flow's "
+                   "process)")
 
 
 def _load(args):
@@ -73,7 +75,8 @@ def cmd_run(args) -> int:
     try:
         result = flow(params)
     except StageFailed as exc:
-        print(f"quill: error: {exc}\nFinished stages are kept; rerun the same command to resume at that stage.", file=sys.stderr)
+        print(f"quill: error: {exc}\nFinished stages are kept; rerun the same command to resume at that stage.",
+              file=sys.stderr)
         return 1
     print(f"\nRegistered model {result['model_name']} version {result['version']}"
           f" ({'champion' if result['champion'] else 'challenger'}: {result['decision']})")
@@ -144,7 +147,8 @@ def cmd_serve(args) -> int:
     if args.dry_run:
         for d in deployments(params, schedule, runner, stages=not args.no_stages):
             cron = [s.schedule.cron for s in d.schedules or []]
-            print(f"{d.flow_name}/{d.name}  schedule={cron[0] if cron else 'manual'}  parameters={json.dumps(d.parameters)}")
+            schedule = cron[0] if cron else "manual"
+            print(f"{d.flow_name}/{d.name}  schedule={schedule}  parameters={json.dumps(d.parameters)}")
         return 0
     if not api_url():
         raise SystemExit("quill serve: no Prefect server configured. Start one and point Quill at it:\n"
@@ -220,18 +224,21 @@ def build_parser() -> argparse.ArgumentParser:
                        "Prefect flow. Without PREFECT_API_URL a temporary local Prefect server is used; MLflow logs to "
                        "MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db.")
     _config_args(p)
-    p.add_argument("--source", action="append", metavar="PATH", help="corpus file/folder/glob (repeatable; default: data/sample)")
-    p.add_argument("--run-name", help="folder under data/runs/ (default: the preset name); reruns reuse finished stages")
+    p.add_argument("--source", action="append", metavar="PATH", help="corpus file/folder/glob (repeatable; default: "
+                   "data/sample)")
+    p.add_argument("--run-name",
+                   help="folder under data/runs/ (default: the preset name); reruns reuse finished stages")
     _runner_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("serve", help="serve the flow on a cron schedule, plus one flow per stage, for the Prefect UI",
-                       description="Register corpus_to_model on the config's cron schedule (section [schedule]) and one "
-                       "deployment per stage (stage-<name>/manual), then run their flow runs from this process until "
-                       "Ctrl-C. Needs a Prefect server (PREFECT_API_URL). The given config is each deployment's default "
-                       "parameters; the UI can change them per run.")
+                       description="Register corpus_to_model on the config's cron schedule (section [schedule]) and "
+                       "one deployment per stage (stage-<name>/manual), then run their flow runs from this process "
+                       "until Ctrl-C. Needs a Prefect server (PREFECT_API_URL). The given config is each deployment's "
+                       "default parameters; the UI can change them per run.")
     _config_args(p)
-    p.add_argument("--source", action="append", metavar="PATH", help="corpus file/folder/glob (repeatable; default: the config's)")
+    p.add_argument("--source", action="append", metavar="PATH", help="corpus file/folder/glob (repeatable; default: "
+                   "the config's)")
     p.add_argument("--run-name", help="folder under data/runs/ (default: the preset name)")
     p.add_argument("--cron", help="cron string, e.g. '0 3 * * 1' (default: schedule.cron)")
     p.add_argument("--timezone", help="IANA time zone of the cron string (default: schedule.timezone)")
@@ -258,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="write text with a trained model",
                        description="Generate text from a checkpoint folder or a registered model.")
     p.add_argument("prompt")
-    p.add_argument("--model", default="models:/quill@champion", help="checkpoint folder or MLflow URI (default: %(default)s)")
+    p.add_argument("--model", default="models:/quill@champion", help="checkpoint folder or MLflow URI (default: "
+                   "%(default)s)")
     p.add_argument("--strategy", choices=["greedy", "sample", "beam"], default="sample")
     p.add_argument("--max-new-tokens", type=int, default=100)
     p.add_argument("--temperature", type=float, default=0.8)
@@ -281,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: "
+                        "%(message)s")
     for noisy in ("httpx", "httpcore", "alembic", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _quiet_defaults()

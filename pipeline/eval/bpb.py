@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from pipeline.data import TokenShards
+from pipeline.io.tokenshards import TokenShards
 
 
 @torch.no_grad()

@@ -27,15 +27,29 @@ ellipsis and is not 'non_alpha'.
 
 from __future__ import annotations
 
+import re
 from itertools import chain, repeat
 from operator import itemgetter
 
 import numpy as np
+import pyarrow as pa
 from numba import njit
 
 from pipeline.config import QualityConfig
-from pipeline.langid import FUNCTION_WORDS
-from pipeline.wordarrays import CJK, DIGIT, LETTER, SPACE, WORD, WordArrays, code_points, hash_words, positions, unique
+from pipeline.text.langid import FUNCTION_WORDS
+from pipeline.text.wordarrays import (
+    CJK,
+    CJK_CHARS,
+    DIGIT,
+    LETTER,
+    SPACE,
+    WORD,
+    WordArrays,
+    code_points,
+    hash_words,
+    positions,
+    unique,
+)
 
 # Elision stubs ("l'", "qu'") are function words only before an apostrophe: a lone "l" is not one.
 _STOPWORDS = frozenset(w for words in FUNCTION_WORDS.values() for w in words if len(w) > 1 or w in "aiyoeà")
@@ -256,7 +270,8 @@ def _bigram_candidates(words: WordArrays, docs: np.ndarray, totals: np.ndarray, 
     return docs[top[docs] > threshold[docs]]
 
 
-def _line_rules(texts: list[str], docs: np.ndarray, cfg: QualityConfig, max_dup: float) -> tuple[np.ndarray, np.ndarray]:
+def _line_rules(texts: list[str], docs: np.ndarray, cfg: QualityConfig,
+                max_dup: float) -> tuple[np.ndarray, np.ndarray]:
     """For `docs`: (repeats too many lines, code of the failing 'web' line rule or 0).
 
     A line is a stripped non-empty line of `text.split("\\n")`. The lines of all documents are handled
@@ -298,7 +313,8 @@ def _line_rules(texts: list[str], docs: np.ndarray, cfg: QualityConfig, max_dup:
             ("lines_no_terminal_punct", lambda: ~np.isin(tail[:, 2], _TERMINAL_CODES), cfg.max_no_terminal_punct_ratio),
             ("bullet_lines", lambda: np.isin(head, _BULLET_CODES), cfg.max_bullet_line_ratio),
             # ends with one of _ELLIPSES
-            ("lines_ellipsis", lambda: (tail[:, 2] == ord("…")) | (tail == ord(".")).all(axis=1), cfg.max_ellipsis_line_ratio),
+            ("lines_ellipsis", lambda: (tail[:, 2] == ord("…")) | (tail == ord(".")).all(axis=1),
+             cfg.max_ellipsis_line_ratio),
             ("short_lines", lambda: length[kept] < cfg.short_line_chars, cfg.max_short_line_ratio),
         )
         for name, flags, limit in rules:
@@ -373,3 +389,45 @@ def quality_reasons(texts: list[str], words: WordArrays, cfg: QualityConfig) -> 
 def quality_reason(text: str, cfg: QualityConfig) -> str | None:
     """Name of the first failing quality rule, or None when the text passes them all."""
     return quality_reasons([text], WordArrays.from_texts([text]), cfg)[0]
+
+
+_CJK_CHAR = re.compile(f"[{CJK_CHARS}]")
+
+
+def word_counts(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Words per text of a string column, for the length histogram: whitespace tokens counted on the
+    column's UTF-8 buffer in place (no Python string per document); CJK-aware `count_words` for the
+    few texts holding CJK."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if len(arr) == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1]
+    data = arr.buffers()[2]
+    data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    counts, maybe_cjk = _whitespace_words(data, offsets)
+    for i in np.flatnonzero(maybe_cjk).tolist():
+        text = arr[i].as_py()
+        if _CJK_CHAR.search(text):
+            counts[i] = count_words(text)
+    return counts
+
+
+@njit(cache=True, nogil=True)
+def _whitespace_words(data, offsets):
+    """(whitespace tokens per text, whether it may hold CJK) of UTF-8 texts data[offsets[i]:offsets[i + 1]].
+    Whitespace is the ASCII of str.split(): \t \n \x0b \x0c \r, \x1c-\x1f and the space. CJK characters are
+    3-byte sequences led by 0xE3-0xED or 0xEF: only those texts need count_words. Unsigned arithmetic
+    without a lookup table or branches: a quarter faster than a table (on book paragraphs)."""
+    n = len(offsets) - 1
+    counts, maybe_cjk = np.zeros(n, np.int64), np.zeros(n, np.bool_)
+    one = np.uint32(1)
+    for i in range(n):
+        words, lead, after_space = np.uint32(0), np.uint32(0), one  # a word starts after a space or at the start
+        for j in range(offsets[i], offsets[i + 1]):
+            b = np.uint32(data[j])
+            space = np.uint32((b == 32) | (b - np.uint32(9) <= np.uint32(4)) | (b - np.uint32(28) <= np.uint32(3)))
+            words += after_space & (space ^ one)
+            after_space = space
+            lead |= np.uint32((b - np.uint32(0xE3) <= np.uint32(12)) & (b != np.uint32(0xEE)))
+        counts[i], maybe_cjk[i] = words, lead != 0
+    return counts, maybe_cjk

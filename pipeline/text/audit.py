@@ -25,11 +25,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from pipeline.wordarrays import CJK, SPACE, WORD, WordArrays, WordIndex, positions, span_indexes, unique
+from pipeline.text.wordarrays import CJK, SPACE, WORD, WordArrays, WordIndex, positions, span_indexes, unique
 
 FEMALE = """she her hers herself woman women girl girls lady ladies mother mothers mom moms mum mums mama daughter
     daughters sister sisters wife wives aunt aunts niece nieces grandmother grandmothers grandma granny queen queens
-    princess princesses bride brides girlfriend girlfriends madam mrs ms widow widows duchess empress nun nuns""".split()
+    princess princesses bride brides girlfriend girlfriends madam mrs ms widow widows duchess empress nun
+    nuns""".split()
 MALE = """he him his himself man men boy boys gentleman gentlemen father fathers dad dads papa son sons brother brothers
     husband husbands uncle uncles nephew nephews grandfather grandfathers grandpa king kings prince princes groom
     grooms boyfriend boyfriends sir mr widower widowers duke emperor monk monks lord lords""".split()
@@ -61,7 +62,8 @@ for _group, _words in (("female", FEMALE), ("male", MALE), ("young", YOUNG), ("o
         _TERM_GROUPS[_w] = _TERM_GROUPS.get(_w, ()) + (_group,)
 _OCCUPATION_FORMS = {form: job for job in OCCUPATIONS for form in (job, _plural(job))}
 _VOCAB = frozenset(_TERM_GROUPS) | frozenset(_OCCUPATION_FORMS)
-_PEOPLE = "man|men|woman|women|lady|ladies|gentleman|gentlemen|person|persons|people|folk|folks|fellow|fellows|couple|couples"
+_PEOPLE = ("man|men|woman|women|lady|ladies|gentleman|gentlemen|person|persons|people|folk|folks|fellow|fellows|"
+           "couple|couples")
 _AGE_WORDS = frozenset(("young", "old", "elderly", "aged"))
 _AGE_PHRASE = re.compile(rf"\b(young|old|elderly|aged)\s+({_PEOPLE})\b")
 _WORD = re.compile(r"[a-z]+")
@@ -123,7 +125,7 @@ class Observations(NamedTuple):
     pair_doc: np.ndarray  # int64 per (sentence, group, occupation) co-occurrence: its document
     pair: np.ndarray  # str per co-occurrence: "group\toccupation"
 
-    def take(self, docs: np.ndarray) -> "Observations":
+    def take(self, docs: np.ndarray) -> Observations:
         """The observations of the documents `docs` (sorted indexes), renumbered 0, 1, ..."""
         out = []
         for where, values in ((self.term_doc, self.term), (self.phrase_doc, self.phrase), (self.pair_doc, self.pair)):
@@ -160,7 +162,8 @@ def observe(words: WordArrays) -> Observations:
     return Observations(docs, terms, phrase_doc, phrases, pair_doc, pairs)
 
 
-def _group_bits(n_docs: int, docs: np.ndarray, terms: np.ndarray, phrase_doc: np.ndarray, phrases: np.ndarray) -> np.ndarray:
+def _group_bits(n_docs: int, docs: np.ndarray, terms: np.ndarray, phrase_doc: np.ndarray,
+                phrases: np.ndarray) -> np.ndarray:
     """Per document, the bits (_GROUP_BITS) of the groups it mentions."""
     return _or_bits(n_docs, np.concatenate([docs, phrase_doc]), _hit_bits(terms, phrases))
 
@@ -241,7 +244,8 @@ class Audit:
     """Accumulates group mentions, documents per group and sentence co-occurrence with occupations."""
 
     def __init__(self) -> None:
-        self.counts: dict[str, Any] = {"docs": 0, "mentions": {}, "docs_with": {}, "occupations": {}, "cooccurrence": {}}
+        self.counts: dict[str, Any] = {"docs": 0, "mentions": {}, "docs_with": {}, "occupations": {},
+                                       "cooccurrence": {}}
 
     def _bump(self, section: str, group: str, key: str | None = None, n: int = 1) -> None:
         table = self.counts[section]
@@ -295,13 +299,15 @@ def report_lines(counts: dict[str, Any], top: int = 12) -> list[str]:
         for g in groups:
             terms = sorted(counts.get("mentions", {}).get(g, {}).items(), key=lambda kv: (-kv[1], kv[0]))[:6]
             share = f"{100 * mentions.get(g, 0) / total:.1f} %" if total else "–"
-            lines.append(f"| {dim} | {g} | {mentions.get(g, 0):,} | {counts.get('docs_with', {}).get(g, 0):,} | {share} | "
+            docs_with = counts.get("docs_with", {}).get(g, 0)
+            lines.append(f"| {dim} | {g} | {mentions.get(g, 0):,} | {docs_with:,} | {share} | "
                          + ", ".join(f"{t} ({n})" for t, n in terms) + " |")
     co = counts.get("cooccurrence", {})
     jobs = sorted(counts.get("occupations", {}).items(), key=lambda kv: (-kv[1], kv[0]))[:top]
     if jobs:
         lines += ["", f"Occupations (top {top} by mentions) and the sentences they share with each group:", "",
-                  "| occupation | mentions | female | male | female share | young | old |", "|---|---:|---:|---:|---:|---:|---:|"]
+                  "| occupation | mentions | female | male | female share | young | old |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for job, n in jobs:
             f, m = co.get("female", {}).get(job, 0), co.get("male", {}).get(job, 0)
             share = f"{100 * f / (f + m):.0f} %" if f + m else "–"
@@ -324,8 +330,8 @@ _SWAP.update({"her": "", "his": "", "hers": "his", "lord": "lady", "lords": "lad
               "mums": "dads", "granny": "grandpa"})  # "" = decided by the next word; the rest swap one way
 _SWAP_RE = re.compile(r"\b(" + "|".join(sorted(_SWAP, key=len, reverse=True)) + r")\b", re.IGNORECASE)
 _NEXT_WORD = re.compile(r"[ \t]+([A-Za-z]+)")
-_FUNCTION_WORDS = frozenset("""a an the to and or but nor in on at by with for from of into onto about up down out off over
-    under away back again too as so that this these those if when while before after because since until than then
+_FUNCTION_WORDS = frozenset("""a an the to and or but nor in on at by with for from of into onto about up down out off
+    over under away back again too as so that this these those if when while before after because since until than then
     now there here all both some any no every each very not never yet still also just once what how why where who whom
     which anything everything something nothing is was are were be been will would can could should""".split())
 

@@ -1,11 +1,10 @@
-"""Text normalisation for the clean stage (pure functions, no I/O); language id is `pipeline.langid`.
+"""Text normalisation for the clean stage (pure functions, no I/O); language id is `pipeline.text.langid`.
 
 `clean_text` repairs mojibake, normalises Unicode, removes invisible and control characters,
 tidies whitespace while keeping line and stanza breaks, and drops web/Gutenberg boilerplate
 lines. It is idempotent and never raises for any `str`; its output always encodes as UTF-8.
-`pipeline.cleanscan.clean_texts` does the same for a batch. `lower_words` is the per-text
-tokenization (lower-cased letter/digit runs, CJK characters alone) that `pipeline.wordarrays`
-reproduces for whole batches.
+`pipeline.text.normalize_batch.clean_texts` does the same for a batch. The per-text
+tokenization the filter shares, `lower_words`, lives in `pipeline.text.wordarrays`.
 
 Speed matters (the clean+filter+dedup target is >= 5 MB/s per core), so every step is a
 precompiled regex or a C-level str method guarded by a cheap test that skips it for text that
@@ -17,11 +16,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from bisect import bisect_right
-from functools import lru_cache
-from pathlib import Path
-from typing import NamedTuple
 
 from pipeline.config import CleanConfig
+from pipeline.text import LEXICONS
 
 # --- mojibake: UTF-8 bytes that were decoded as cp1252 / latin-1 --------------------------------
 
@@ -33,12 +30,12 @@ for _b in range(0x80, 0xA0):
         _BYTE_OF[bytes([_b]).decode("cp1252")] = _b
     except UnicodeDecodeError:  # 0x81, 0x8d, 0x8f, 0x90, 0x9d are unassigned in cp1252
         pass
-_CONT = "[" + "".join(re.escape(c) for c, b in _BYTE_OF.items() if b < 0xC0) + "]"
+CONT = "[" + "".join(re.escape(c) for c, b in _BYTE_OF.items() if b < 0xC0) + "]"
 # A well-formed UTF-8 multi-byte sequence spelled in those characters: lead byte + continuations.
 # "â€" alone is the right double quote whose third byte (0x9d, unassigned in cp1252) got lost.
-_MOJIBAKE = re.compile(f"[\xf0-\xf4]{_CONT}{{3}}|[\xe0-\xef]{_CONT}{{2}}|[\xc2-\xdf]{_CONT}|\xe2\u20ac\ufffd?")
+_MOJIBAKE = re.compile(f"[\xf0-\xf4]{CONT}{{3}}|[\xe0-\xef]{CONT}{{2}}|[\xc2-\xdf]{CONT}|\xe2\u20ac\ufffd?")
 _LOST_QUOTE = "\xe2\u20ac"
-_LEAD_CONT = re.compile(f"[\xc2-\xf4]{_CONT}")  # every candidate above starts like this
+_LEAD_CONT = re.compile(f"[\xc2-\xf4]{CONT}")  # every candidate above starts like this
 
 
 # Where a weak two-character repair may land: Latin, Greek, Cyrillic, Hebrew, Arabic (not IPA, NKo...).
@@ -130,15 +127,14 @@ def _tidy_whitespace(text: str) -> str:
 
 # --- boilerplate lines ----------------------------------------------------------------------------
 
-_LEXICONS = Path(__file__).parent / "lexicons"
-_UI_MAX_CHARS = 40  # a button or menu label is short
+UI_MAX_CHARS = 40  # a button or menu label is short
 _PHRASE_MAX_CHARS = 300  # a longer line is a real paragraph that merely mentions a keyword
 
 
 def _load_boilerplate() -> tuple[tuple[str, ...], re.Pattern, re.Pattern]:
     """(hint substrings, whole-line UI regex, phrase regex) from lexicons/boilerplate.txt."""
     rows: dict[str, list[str]] = {"hint": [], "ui": [], "phrase": []}
-    for line in (_LEXICONS / "boilerplate.txt").read_text(encoding="utf-8").split("\n"):
+    for line in (LEXICONS / "boilerplate.txt").read_text(encoding="utf-8").split("\n"):
         if line and not line.startswith("#"):
             kind, value = line.split("\t", 1)
             rows[kind].append(value.split("\t")[-1])  # a phrase's name column is documentation
@@ -150,7 +146,7 @@ def _load_boilerplate() -> tuple[tuple[str, ...], re.Pattern, re.Pattern]:
 
 # Hints are found with `in` and str.find (C substring search): a regex alternation of 30 words
 # scans ~10x slower. Only lines holding a hint are tested against the phrase and nav-bar rules.
-_HINT_WORDS, _UI_LINE, _PHRASE = _load_boilerplate()
+HINT_WORDS, UI_LINE, _PHRASE = _load_boilerplate()
 _NEWLINE_CHAR = re.compile("\n")
 _NAV_SEP = re.compile(r"\s*[|•·»›]\s*|\s+>\s+")
 _PG_START = re.compile(r"^\*{3} ?start of (?:this|the) project gutenberg.*$", re.I | re.M)
@@ -210,7 +206,7 @@ except (ImportError, AttributeError, TypeError):
     _PHRASE_NEEDS = None
 
 
-def _is_boilerplate(line: str) -> bool:
+def is_boilerplate(line: str) -> bool:
     """For a line holding a hint: placeholder or licence text at any length, else a short phrase or menu."""
     low = line.strip().lower()
     if "lorem ipsum" in low or "project gutenberg" in low:
@@ -224,9 +220,9 @@ def _is_boilerplate(line: str) -> bool:
     return any(c in low for c in "|•·»›>") and _is_nav_bar(low)
 
 
-def _is_ui_line(line: str) -> bool:
+def is_ui_line(line: str) -> bool:
     """A whole line that is only a button or menu label ('Read more »', 'Accept all cookies')."""
-    return len(line) <= _UI_MAX_CHARS and _UI_LINE.fullmatch(line.strip().lower()) is not None
+    return len(line) <= UI_MAX_CHARS and UI_LINE.fullmatch(line.strip().lower()) is not None
 
 
 def _cut_gutenberg(text: str) -> str:
@@ -240,7 +236,7 @@ def _cut_gutenberg(text: str) -> str:
 
 def _hinted_lines(low: str) -> set[int]:
     """Indexes of the lines that hold a hint substring (found by C substring search, not per line)."""
-    present = [word for word in _HINT_WORDS if word in low]
+    present = [word for word in HINT_WORDS if word in low]
     if not present:
         return set()
     newlines = [m.start() for m in _NEWLINE_CHAR.finditer(low)]
@@ -258,7 +254,7 @@ def _strip_boilerplate(text: str) -> str:
         text = _cut_gutenberg(text)
     hinted = _hinted_lines(text.lower())  # lower() keeps every "\n", so line indexes agree
     lines = text.split("\n")
-    kept = [ln for i, ln in enumerate(lines) if not (_is_ui_line(ln) or i in hinted and _is_boilerplate(ln))]
+    kept = [ln for i, ln in enumerate(lines) if not (is_ui_line(ln) or i in hinted and is_boilerplate(ln))]
     return text if len(kept) == len(lines) else "\n".join(kept)
 
 
@@ -304,31 +300,3 @@ def clean_text(text: str, cfg: CleanConfig) -> str:
             break
         text, exposed = _clean_once(text, cfg)
     return text
-
-
-# --- shared tokenization ---------------------------------------------------------------------------
-
-# CJK ideographs, kana and hangul syllables: each one is a word of its own.
-CJK_CHARS = "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
-_ASCII_RUN = re.compile(r"[a-z0-9]+")
-_ALNUM_RUN = re.compile(r"[^\W_]+")
-_CJK_AWARE_RUN = re.compile(f"[{CJK_CHARS}]|[^\\W_{CJK_CHARS}]+")
-_CJK = re.compile(f"[{CJK_CHARS}]")
-_MAYBE_NON_ASCII_ALNUM = re.compile("[^\x00-\x7f\u2000-\u206f]")  # curly quotes and dashes are not
-
-
-class Words(NamedTuple):
-    lower: str  # text.lower()
-    words: list[str]  # its letter/digit runs, each CJK character separate; do not modify
-    has_cjk: bool
-
-
-@lru_cache(maxsize=4)
-def lower_words(text: str) -> Words:
-    """The lower-cased text and its words, cached: the filter stage passes the same (redacted) text
-    object to quality, toxicity and dedup, so three tokenizations become one."""
-    low = text.lower()
-    if low.isascii() or not _MAYBE_NON_ASCII_ALNUM.search(low):
-        return Words(low, _ASCII_RUN.findall(low), False)  # the simplest pattern scans fastest
-    has_cjk = _CJK.search(low) is not None
-    return Words(low, (_CJK_AWARE_RUN if has_cjk else _ALNUM_RUN).findall(low), has_cjk)

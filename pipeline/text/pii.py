@@ -19,7 +19,7 @@ import re
 import numpy as np
 from numba import njit
 
-from pipeline.wordarrays import DECIMAL, char_classes, code_points
+from pipeline.text.wordarrays import DECIMAL, char_classes, code_points
 
 _EMAIL = re.compile(
     r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}\b"
@@ -49,7 +49,8 @@ _EMAIL_RULE = ("EMAIL", _EMAIL, None)
 _IPV6_RULE = ("IP", _IPV6, "_is_ipv6")
 _SPACES = " \n\t\r\x0b\x0c"
 # Rules for spans with 7+ digits or digit.digit, in order: cards before phones.
-_NUMBER_RULES = (("IBAN", _IBAN, "_is_iban"), ("CREDIT_CARD", _CARD, "_is_card"), ("IP", _IPV4, None), ("PHONE", _PHONE, "_is_phone"))
+_NUMBER_RULES = (("IBAN", _IBAN, "_is_iban"), ("CREDIT_CARD", _CARD, "_is_card"), ("IP", _IPV4, None), ("PHONE", _PHONE,
+    "_is_phone"))
 # The number rules search only near number-like spans: any PII around one is shorter than this.
 _WINDOW = 64
 

@@ -4,7 +4,8 @@
     words.hashes[words.offsets[i]:words.offsets[i + 1]]   # 64-bit hashes of document i's words, in order
     words.per_doc(words.isin(hash_words(["the", "and"])))  # function words per document
 
-A word is what `textclean.lower_words` yields: a maximal run of letters/digits of the lower-cased
+A word is what `lower_words` (the per-text form, at the end of this module) yields: a maximal run of
+letters/digits of the lower-cased
 text (Python's `[^\\W_]`), each CJK ideograph, kana or hangul syllable a word of its own. Here the
 words are never Python strings: the batch is encoded once as UTF-32 code points, a 1.1 MB table
 gives every code point its character classes, and one compiled pass (numba) over the classes cuts
@@ -22,11 +23,13 @@ from __future__ import annotations
 
 import re
 from functools import cached_property, lru_cache
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
-from pipeline.textclean import CJK_CHARS
+# CJK ideographs, kana and hangul syllables: each one is a word of its own.
+CJK_CHARS = "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 
 # Character classes (bit flags) per code point.
 WORD = 1  # [^\W_]: a letter or digit (str.isalnum)
@@ -192,7 +195,7 @@ _CASED_BELOW = 0x20000  # no character from U+20000 on (ideographs, tags, privat
 
 
 @lru_cache(maxsize=1)
-def _lower_table() -> np.ndarray:
+def lower_table() -> np.ndarray:
     """uint32 per code point: its lower-case form, as str.lower gives it, for every character that lower-cases
     to one character by itself. 'İ' (two characters) and 'Σ' (final sigma depends on its neighbours) map
     to themselves: texts holding them are lower-cased as strings (_lowered_codes)."""
@@ -215,7 +218,7 @@ def _lowered_codes(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray
         classes = np.take(char_classes(), codes)
         sizes = np.fromiter(map(len, lowered), dtype=np.int64, count=len(texts))
     else:
-        codes, classes = _lower_and_classify(code_points(joined), _lower_table(), char_classes())
+        codes, classes = _lower_and_classify(code_points(joined), lower_table(), char_classes())
         sizes = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
     first = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(sizes + 1, out=first[1:])
@@ -280,7 +283,7 @@ class WordArrays:
         self.doc = np.repeat(np.arange(self.n_docs, dtype=np.int64), np.diff(self.offsets))
 
     @classmethod
-    def from_texts(cls, texts: list[str]) -> "WordArrays":
+    def from_texts(cls, texts: list[str]) -> WordArrays:
         return cls(texts)
 
     @cached_property
@@ -346,3 +349,29 @@ def _lookup(hashes, slots, vocab_hashes, shift, mask, n_vocab):
         a = slots[(hashes[w] >> shift) & mask]
         at[w], found[w] = a, (vocab_hashes[a] == hashes[w]) & (a < n_vocab)
     return at, found
+
+
+# --- one text at a time ----------------------------------------------------------------------------
+
+_ASCII_RUN = re.compile(r"[a-z0-9]+")
+_ALNUM_RUN = re.compile(r"[^\W_]+")
+_CJK_AWARE_RUN = re.compile(f"[{CJK_CHARS}]|[^\\W_{CJK_CHARS}]+")
+_CJK = re.compile(f"[{CJK_CHARS}]")
+_MAYBE_NON_ASCII_ALNUM = re.compile("[^\x00-\x7f\u2000-\u206f]")  # curly quotes and dashes are not
+
+
+class Words(NamedTuple):
+    lower: str  # text.lower()
+    words: list[str]  # its letter/digit runs, each CJK character separate; do not modify
+    has_cjk: bool
+
+
+@lru_cache(maxsize=4)
+def lower_words(text: str) -> Words:
+    """The lower-cased text and its words, cached: the filter stage passes the same (redacted) text
+    object to quality, the offensive-content scorer and dedup, so three tokenizations become one."""
+    low = text.lower()
+    if low.isascii() or not _MAYBE_NON_ASCII_ALNUM.search(low):
+        return Words(low, _ASCII_RUN.findall(low), False)  # the simplest pattern scans fastest
+    has_cjk = _CJK.search(low) is not None
+    return Words(low, (_CJK_AWARE_RUN if has_cjk else _ALNUM_RUN).findall(low), has_cjk)

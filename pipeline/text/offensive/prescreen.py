@@ -2,7 +2,7 @@
 
     offensive_candidates(words) -> bool per document of a WordArrays batch
 
-A strict superset of the documents where `toxicity.match_details` finds a match, decided without
+A strict superset of the documents where `score.match_details` finds a match, decided without
 Python per word: word hashes against the lexicon and the rules' trigger words (sparse relations
 followed per document in a compiled loop, `_fire`), the innocent senses, a scan of the code points
 for obfuscated spellings, and, only for documents that
@@ -19,8 +19,8 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from pipeline.toxicity import _LEET, _lexicon, _rule_matches
-from pipeline.wordarrays import WordArrays, WordIndex, positions
+from pipeline.text.offensive.lexicon import LEET, load_lexicon, rule_matches
+from pipeline.text.wordarrays import WordArrays, WordIndex, positions
 
 # Characters of the obfuscation scan, as flags of ASCII code points (the others have none).
 _LETTER, _SPECIAL, _HINT_SPECIAL, _BANG, _MAPPABLE = 1, 2, 4, 8, 16
@@ -40,7 +40,7 @@ class _Prescreen(NamedTuple):
     innocent_of: np.ndarray  # int64 per vocabulary word: its index among the innocent-sense words, or -1
     contexts: tuple[np.ndarray, np.ndarray]  # vocabulary word -> innocent-sense words it is a context of
     blocks: tuple[np.ndarray, np.ndarray]  # innocent-sense word -> units its innocent sense rules out
-    rule_of: np.ndarray  # int64 per unit: its rule's index in _lexicon().rules, -1 for a lexicon word
+    rule_of: np.ndarray  # int64 per unit: its rule's index in load_lexicon().rules, -1 for a lexicon word
     vocab: list[str]
     flags: np.ndarray  # uint8 per ASCII code point: _LETTER, _SPECIAL, ... for the obfuscation scan
     longest: int  # characters of the longest lexicon word or starred spelling
@@ -48,7 +48,7 @@ class _Prescreen(NamedTuple):
 
 @lru_cache(maxsize=1)
 def _prescreen() -> _Prescreen:
-    lex = _lexicon()
+    lex = load_lexicon()
     units: list[tuple[tuple[frozenset[str], ...], set[str]]] = []  # (groups, blocking words)
     rule_of: list[int] = []
     for word, entry in lex.words.items():
@@ -80,7 +80,7 @@ def _prescreen() -> _Prescreen:
             flags[ord(c)] = _LETTER
         else:
             flags[ord(c)] = _SPECIAL | (_BANG if c == "!" else _HINT_SPECIAL)
-            if c in key_chars or c.translate(_LEET) in key_chars:
+            if c in key_chars or c.translate(LEET) in key_chars:
                 flags[ord(c)] |= _MAPPABLE
     return _Prescreen(WordIndex(vocab), word_groups, group_units, need, innocent_of, contexts, blocks,
                       np.array(rule_of, dtype=np.int64), vocab, flags, max(map(len, [*lex.words, *lex.masks])))
@@ -101,7 +101,7 @@ def _run_maps(run: str) -> bool:
     An _OBFUSCATED token starts where its run starts (the lookbehind excludes every run character) and
     ends at the run's end or before a '!'; this checks each such prefix, so it finds every token
     that _obfuscated_words keeps (and may accept one the regex would not have matched)."""
-    lex, longest = _lexicon(), _prescreen().longest
+    lex, longest = load_lexicon(), _prescreen().longest
     # A token that can map is at most `longest` characters: it ends at a '!' or at the run's end.
     ends = [i for i in range(2, min(len(run), longest + 1)) if run[i] == "!"]
     ends += [len(run)] if len(run) <= longest else []
@@ -109,7 +109,7 @@ def _run_maps(run: str) -> bool:
         token = run[:e]
         if token.isalpha():
             continue  # an _OBFUSCATED token holds a special character
-        plain = token.translate(_LEET)
+        plain = token.translate(LEET)
         if plain in lex.words or plain in lex.masks or token in lex.masks:
             return True
     return False
@@ -179,14 +179,14 @@ def offensive_candidates(words: WordArrays) -> np.ndarray:
     out = fires[:, pre.rule_of < 0].any(axis=1) | _obfuscation_candidates(words, pre)
     # Where only rules remain, run them as match_details would (their regexes near their anchor words):
     # common trigger words ("back", "have", "all") satisfy many triggers, the patterns far fewer texts.
-    lex = _lexicon()
+    lex = load_lexicon()
     rule_units = fires[:, pre.rule_of >= 0]
     unit_rules = pre.rule_of[pre.rule_of >= 0]
     starts = np.searchsorted(doc, np.arange(n + 1))
     for d in np.flatnonzero(~out & rule_units.any(axis=1)).tolist():
         present_words = {pre.vocab[i] for i in word[starts[d] : starts[d + 1]].tolist()}
         for r in sorted(set(unit_rules[rule_units[d]].tolist())):
-            if _rule_matches(lex.rules[r], words.lower[d], present_words):
+            if rule_matches(lex.rules[r], words.lower[d], present_words):
                 out[d] = True
                 break
     return out

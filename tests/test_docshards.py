@@ -11,9 +11,10 @@ import pyarrow.parquet as pq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.data_report import LENGTH_EDGES, add_to_histogram, empty_histogram
-from pipeline.docs import BATCH_ROWS, DOC_SCHEMA, ShardWriter, Sieve, Tally, iter_batches, iter_docs, word_counts
-from pipeline.quality import count_words
+from pipeline.io.docshards import BATCH_ROWS, DOC_SCHEMA, ShardWriter, iter_batches, iter_docs
+from pipeline.reports import LENGTH_EDGES, add_to_histogram, empty_histogram
+from pipeline.sieve import Sieve, Tally
+from pipeline.text.quality import count_words, word_counts
 
 
 def _table(ids: range, text: str = "a few words") -> pa.Table:
@@ -69,7 +70,8 @@ def test_word_counts_on_the_arrow_buffer():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.text(alphabet="ab é!\x08\t\n\r\x0b\x0c\x0e\x1b\x1c\x1d\x1e\x1f", max_size=12), max_size=8), st.integers(0, 3))
+@given(st.lists(st.text(alphabet="ab é!\x08\t\n\r\x0b\x0c\x0e\x1b\x1c\x1d\x1e\x1f", max_size=12), max_size=8),
+       st.integers(0, 3))
 def test_word_counts_are_whitespace_tokens(texts, skip):
     # empty texts, texts that start or end with spaces, arrays that start inside their buffer, and the
     # bytes on either side of each whitespace range

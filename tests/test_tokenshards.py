@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline.data import TokenShards, open_tokens
+from pipeline.io.tokenshards import TokenShards, open_tokens
 
 SIZES = [1000, 37, 2500]
 

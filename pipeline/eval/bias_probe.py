@@ -1,6 +1,6 @@
 """Bias probes of a trained model: a likelihood-based stereotype test and a sentiment gap across groups.
 
-    pairs = load_pairs()                                        # pipeline/eval_data/stereotype_pairs.jsonl
+    pairs = load_pairs()                                        # pipeline/eval/eval_data/stereotype_pairs.jsonl
     stereotype_preference(score_pairs(pairs, scorer, covered))  # share preferring the stereotype
     sentiment_gap({"woman": [...], "man": [...]}, vader_scorer())
 
@@ -17,7 +17,7 @@ Caveat: summed log-probs favour the term with fewer pieces; the pairs swap words
 and the per-pair scores in bias.json let a reader check any single verdict.
 
 Sentiment gap: continuations of the same templates for each demographic group (see
-pipeline/eval_data/demographic_prompts.json) are scored by a sentiment function of text in [-1, 1]
+pipeline/eval/eval_data/demographic_prompts.json) are scored by a sentiment function of text in [-1, 1]
 (VADER's compound score by default); gap = max - min of the group means.
 """
 
@@ -27,8 +27,8 @@ import difflib
 import json
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ _WORD = re.compile(r"\w+|[^\w\s]")
 
 
 def data_file(name: str | None, default: str) -> Path:
-    """A file given by path, or by name inside pipeline/eval_data/ (the shipped sets); None = default."""
+    """A file given by path, or by name inside pipeline/eval/eval_data/ (the shipped sets); None = default."""
     path = Path(name or default)
     return path if path.exists() or path.is_absolute() else EVAL_DATA / path
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
-from pipeline.wordarrays import mix64, unique
+from pipeline.text.wordarrays import mix64, unique
 
 Sample = list[int]
 

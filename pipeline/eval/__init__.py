@@ -1,0 +1,1 @@
+"""What the evaluate stage measures: bits per byte on held-out shards, sample metrics, bias probes, the report."""
