@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -154,6 +154,11 @@ class QualityConfig(Section):
     )
 
 
+# Literature lines are cut sentences the classifier reads with less context than the posts it learnt from
+# (benchmarks/offensive.py measures both sides of each figure).
+CLASSIFIER_THRESHOLDS = {"prose": 0.75, "poetry": 0.75, "web": 0.5}
+
+
 class OffensiveConfig(Section):
     threshold: float = Field(0.5, ge=0, le=1, description="Offensive score at or above which a document (or line) is "
                              "dropped.")
@@ -162,13 +167,25 @@ class OffensiveConfig(Section):
     )
     line_mode_min_lines: int = Field(8, ge=1, description="In line mode, docs with fewer lines than this are dropped "
                                      "whole.")
-    classifier: Literal["none", "profanity-check"] = Field(
-        "none", description="A trained classifier voting beside the lexicon on the same units (documents, or lines of "
-        "long documents in line mode): 'profanity-check' needs pip install 'quill[classifier]'; ~half the filter's "
-        "speed.")
-    classifier_threshold: float = Field(
-        0.99, ge=0.5, le=1, description="Classifier probability at or above which it votes: the unit scores at least "
-        "that.")
+    classifier: Literal["none", "ngram"] = Field(
+        "ngram", description="The trained classifier voting beside the lexicon on the same units (lines of long "
+        "documents in line mode, else whole texts): 'ngram' is the logistic regression over word and character "
+        "n-grams shipped with Quill (DATA_SOURCES.md); 'none' leaves the lexicon alone.")
+    classifier_thresholds: dict[Literal["prose", "poetry", "web"], float] = Field(
+        default_factory=lambda: dict(CLASSIFIER_THRESHOLDS),
+        description="Per quality profile (filter.quality.profile): classifier probability at or above which it votes "
+        "(the unit then scores at least that). Literature lines are cut sentences, so prose and poetry ask more.")
+
+    @field_validator("classifier_thresholds")
+    @classmethod
+    def _thresholds_in_range(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: x for k, x in v.items() if not 0.5 <= x <= 1}
+        if bad:
+            raise ValueError(f"classifier thresholds must be in [0.5, 1]: {bad}")
+        return {**CLASSIFIER_THRESHOLDS, **v}
+
+    def classifier_threshold(self, profile: str) -> float:
+        return self.classifier_thresholds[profile]
 
 
 class PIIConfig(Section):
@@ -295,9 +312,14 @@ class EvaluateConfig(Section):
         "a JSON list; a bare name is looked up in pipeline/eval/eval_data/ (the shipped set is 'prompts.txt').",
     )
     offensive_threshold: float = Field(
-        0.5, ge=0, le=1, description="Offensive score (the filter stage's classifier) at or above which a generated "
+        0.5, ge=0, le=1, description="Offensive score (the filter stage's lexicon and classifier) at or above which a "
+        "generated "
         "sample counts in offensive_sample_rate.",
     )
+    offensive_classifier_threshold: float | None = Field(
+        CLASSIFIER_THRESHOLDS["prose"], ge=0.5, le=1, description="Probability at or above which the filter stage's "
+        "trained classifier votes on a generated sample (as filter.offensive.classifier_thresholds.prose); None: the "
+        "lexicon alone.")
     novelty_n: int = Field(8, ge=1, description="n of the token n-grams looked up verbatim in the training shards "
                            "(memorisation).")
     stereotype_pairs_file: str | None = Field(

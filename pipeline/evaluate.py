@@ -38,7 +38,7 @@ from pipeline.eval.bpb import evaluate_loss
 from pipeline.eval.report import plot_attention, render_html, render_markdown
 from pipeline.io.tokenshards import TokenShards
 from pipeline.manifest import Manifest, input_refs, read_manifest, run_stage
-from pipeline.text.offensive.score import offensive_score
+from pipeline.text.offensive.classifier import offensive_scores
 from pipeline.tracking import NullTracker, Tracker
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,8 @@ def _evaluate(train_manifest: Path, stage_dir: Path, cfg: EvaluateConfig, tracke
     metrics = {"val_loss": val["loss"], "val_perplexity": val["perplexity"], "val_bpb": val["bpb"],
                "val_bpc": val["bpc"], "val_tokens": val["tokens"],
                **sample_metrics(samples, tok_m.output_list("train"), cfg),
-               "offensive_sample_rate": em.share(offensive_score(t) >= cfg.offensive_threshold for t in texts),
+               "offensive_sample_rate": em.share(offensive_scores(texts, cfg.offensive_classifier_threshold)
+                                                 >= cfg.offensive_threshold),
                **bias}
     first = samples[0]
     plot_attention(model, tok, tok.encode_prompt(first["prompt"]) + first["new_tokens"],

@@ -21,7 +21,7 @@ import logging
 import shutil
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -107,40 +107,41 @@ def _line_mode(text: str, cfg: FilterConfig) -> bool:
     return cfg.offensive.mode == "line" and text.count("\n") + 1 >= cfg.offensive.line_mode_min_lines
 
 
-def _classifier_votes(texts: list[str], reasons: list[str | None], cfg: FilterConfig) -> dict[int, list[float]]:
+def _classifier_votes(words: WordArrays, texts: list[str], reasons: list[str | None],
+                      cfg: FilterConfig) -> dict[int, list[float]]:
     """{document: the classifier's votes on its units} for the documents it votes on: units are the lines
     of a long text in line mode, else the whole text (the units the lexicon scores)."""
     if cfg.offensive.classifier == "none":
         return {}
-    units, owner = [], []
-    for i, text in enumerate(texts):
-        if reasons[i] is None:
-            parts = text.split("\n") if _line_mode(text, cfg) else [text]
-            units += parts
-            owner += [i] * len(parts)
-    off = cfg.offensive
-    found = classifier_votes(units, off.classifier_threshold, off.classifier, [texts[i] for i in owner])
-    votes: dict[int, list[float]] = {}
-    for i, vote in zip(owner, found.tolist()):
-        votes.setdefault(i, []).append(vote)
-    return {i: v for i, v in votes.items() if any(v)}
+    threshold = cfg.offensive.classifier_threshold(cfg.quality.profile)
+    votes = classifier_votes(words, texts, threshold, [_line_mode(t, cfg) for t in texts])
+    return {i: v for i, v in votes.items() if reasons[i] is None}
 
 
-def _score_offensive(text: str, cfg: FilterConfig,
-                     votes: list[float] | None = None) -> tuple[str, float, list[tuple[int, str, float]]]:
-    """(text, score, removed lines): in line mode a long document loses only its offending lines. A unit
-    (line or whole text) scores the higher of the lexicon's score and the classifier's vote on it."""
+class _Scored(NamedTuple):
+    text: str  # what is left of the document
+    score: float
+    removed: list[tuple[int, str, float]]  # (line number, line, score) of the lines removed in line mode
+    lexicon: int  # units (lines, or the whole text) the lexicon alone would drop
+    classifier: int  # units the classifier's vote alone would drop
+
+
+def _score_offensive(text: str, cfg: FilterConfig, votes: list[float] | None = None) -> _Scored:
+    """In line mode a long document loses only its offending lines. A unit (line or whole text) scores the
+    higher of the lexicon's score and the classifier's vote on it."""
     limit = cfg.offensive.threshold
     if _line_mode(text, cfg) and (votes or line_score_bound(text) >= limit):  # else no line can go
-        scores = line_scores(text)
-        if votes:
-            scores = [max(s, v) for s, v in zip(scores, votes)]
+        lexicon = line_scores(text)
+        votes = votes or [0.0] * len(lexicon)
+        scores = [max(s, v) for s, v in zip(lexicon, votes)]
         lines = text.split("\n")
         removed = [(n, line, s) for n, (line, s) in enumerate(zip(lines, scores), 1) if s >= limit]
         if removed:
             text = "\n".join(line for line, s in zip(lines, scores) if s < limit).strip("\n")
-        return text, offensive_score(text), removed
-    return text, max(offensive_score(text), votes[0] if votes else 0.0), []
+        return _Scored(text, offensive_score(text), removed, sum(s >= limit for s in lexicon),
+                       sum(v >= limit for v in votes))
+    lexicon, vote = offensive_score(text), votes[0] if votes else 0.0
+    return _Scored(text, max(lexicon, vote), [], int(lexicon >= limit), int(vote >= limit))
 
 
 def _shifted(seen: Observations, by: int) -> Observations:
@@ -155,6 +156,7 @@ def screen_shard(job: dict[str, Any]) -> Tally:
     stage_dir, tag = Path(job["stage_dir"]), f"{job['shard']:05d}"
     sieve = Sieve(stage_dir, tag)
     pii_counts: dict[str, int] = {}
+    flagged_counts: dict[str, int] = {}  # units the lexicon and the classifier would each drop
     scratch = ShardWriter(stage_dir / SCRATCH, f"docs_{tag}", compression="none")  # read once, then deleted
     lines_out = ShardWriter(stage_dir / "excluded_lines", f"lines_{tag}", LINE_SCHEMA)
     hasher = MinHasher(cfg.dedup.num_perm, cfg.dedup.shingle_size)
@@ -168,18 +170,22 @@ def screen_shard(job: dict[str, Any]) -> Tally:
         scores = np.zeros(len(texts))
         details = [f"profile={cfg.quality.profile}" if r else "" for r in reasons]
         edited = []  # docs that lost offending lines: their words changed
-        votes = _classifier_votes(texts, reasons, cfg)
+        votes = _classifier_votes(words, texts, reasons, cfg)
         for i in sorted(set(np.flatnonzero(offensive_candidates(words)).tolist()) | votes.keys()):
             if reasons[i] is not None:
                 continue
-            text, scores[i], removed = _score_offensive(texts[i], cfg, votes.get(i))
-            if scores[i] >= cfg.offensive.threshold or not text.strip():
+            scored = _score_offensive(texts[i], cfg, votes.get(i))
+            scores[i], unit = scored.score, "lines" if scored.removed else "docs"
+            if scored.lexicon or scored.classifier:
+                flagged = {f"lexicon_{unit}": scored.lexicon, f"classifier_{unit}": scored.classifier}
+                add_counts(flagged_counts, {k: v for k, v in flagged.items() if v})
+            if scores[i] >= cfg.offensive.threshold or not scored.text.strip():
                 # whole: the doc's row explains its lines
                 reasons[i], details[i] = "offensive", f"score={scores[i]:.2f}"
-            elif removed:
-                texts[i] = text
+            elif scored.removed:
+                texts[i] = scored.text
                 edited.append(i)
-                for n, line, s in removed:
+                for n, line, s in scored.removed:
                     lines_out.add({"id": table.column("id")[i].as_py(), "line_no": n, "line": line, "score": s})
         if redacted or edited:  # the Arrow columns are rebuilt only when some text changed
             table = table.set_column(1, "text", pa.array(texts, pa.string()))
@@ -207,7 +213,8 @@ def screen_shard(job: dict[str, Any]) -> Tally:
         survivors = survivors.set_column(3, "meta", _with_scores(survivors.column("meta"), scores[kept]))
         scratch.add_table(survivors, pc.binary_length(survivors.column("text")).to_numpy(zero_copy_only=False))
     tally = sieve.close()
-    tally.counts.update(pii_redacted=pii_counts, offensive_lines_dropped=lines_out.count)
+    tally.counts.update(pii_redacted=pii_counts, offensive_lines_dropped=lines_out.count,
+                        offensive_flagged=dict(sorted(flagged_counts.items())))
     arrays = stage_dir / SCRATCH / f"dedup_{tag}.npz"
     arrays.parent.mkdir(parents=True, exist_ok=True)
     audit = {f"audit_{k}": np.concatenate([getattr(o, k) for o in seen]) for k in Observations._fields} if seen else {}
@@ -319,8 +326,8 @@ def _warm_up(cfg: FilterConfig) -> None:
     observe(words)
     exact_keys(words)
     MinHasher(cfg.dedup.num_perm, cfg.dedup.shingle_size).signatures(words)
-    if cfg.offensive.classifier != "none":  # loads the model (or says which extra is missing) before any work
-        classifier_votes(texts, cfg.offensive.classifier_threshold, cfg.offensive.classifier)
+    if cfg.offensive.classifier != "none":  # loads the weights and compiles the kernels once, before any work
+        classifier_votes(words, texts, 0.5, [False])
 
 
 def _filter(in_manifest: Path, stage_dir: Path, cfg: FilterConfig, executor: Any) -> tuple[dict, dict]:

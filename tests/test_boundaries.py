@@ -25,7 +25,6 @@ PACKAGES = ("pipeline", "model", "flows")
 SEAMS = {"config", "manifest", "sieve", "reports", "tracking", "pyfunc"}  # pipeline/*.py besides the stages
 MLFLOW_MODULES = {"pipeline.tracking", "pipeline.register", "pipeline.pyfunc"}
 TEXT_ALLOWED = {"numpy", "numba", "pyarrow"}
-OPTIONAL_CLASSIFIER = {"profanity_check"}  # filter.offensive.classifier = "profanity-check", imported only when chosen
 MODEL_ALLOWED = {"torch", "safetensors", "sentencepiece"}
 
 
@@ -102,7 +101,7 @@ def test_text_kernels_import_only_numeric_libraries_and_the_config():
                 allowed = in_folder(name, "pipeline.text") or name in ("pipeline", "pipeline.config")
                 assert allowed, f"{module} imports {name}"
             else:
-                allowed = TEXT_ALLOWED | OPTIONAL_CLASSIFIER | set(sys.stdlib_module_names)
+                allowed = TEXT_ALLOWED | set(sys.stdlib_module_names)
                 assert top(name) in allowed, f"{module} imports {name}"
 
 

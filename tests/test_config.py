@@ -66,8 +66,8 @@ def test_old_section_name_still_works_with_a_warning(tmp_path: Path):
     assert cfg.filter.offensive.threshold == 0.3 and cfg.filter.offensive.mode == "document"
     assert cfg.filter.offensive.line_mode_min_lines == 8  # the rest of the section keeps its defaults
     with pytest.warns(FutureWarning):
-        old = FilterConfig.model_validate({"toxicity": {"classifier_threshold": 0.9}})
-    assert old.offensive.classifier_threshold == 0.9
+        old = FilterConfig.model_validate({"toxicity": {"classifier_thresholds": {"web": 0.9}}})
+    assert old.offensive.classifier_threshold("web") == 0.9 and old.offensive.classifier_threshold("prose") == 0.75
     assert "toxicity" not in cfg.filter.model_dump()
 
 

@@ -72,11 +72,16 @@ def _innocent_senses(hits: set[str], present: set[str], lex: Lexicon) -> set[str
     return {w for w in hits if not lex.words[w].innocent.isdisjoint(present)}
 
 
-def has_innocent_sense(text: str) -> bool:
-    """Whether `text` uses a lexicon word in its harmless sense ("the ass brayed", "the cock crowed")."""
+def has_innocent_sense(text: str, context: str | None = None) -> bool:
+    """Whether `text` uses a lexicon word in its harmless sense ("the ass brayed", "the cock crowed"): the
+    word in `text`, the words that select its harmless sense in `text` or in `context` (its document)."""
     lex = load_lexicon()
     present = set(lower_words(text)[1])
-    return bool(_innocent_senses(present & lex.words.keys(), present, lex))
+    hits = present & lex.words.keys()
+    if not hits:
+        return False
+    around = present if context is None else present | set(lower_words(context)[1])
+    return bool(_innocent_senses(hits, around, lex))
 
 
 def _combine(weights: list[float], n_words: int) -> float:
