@@ -172,7 +172,11 @@ def text_functions(corpus: str, package: str = "pipeline") -> tuple[type, dict[s
              "offensive": (False, offensive), "exact_keys": (False, lambda b, w: dedup.exact_keys(w)),
              "MinHash": (False, lambda b, w: hasher.signatures(w)),
              "Audit.add_batch": (False, lambda b, w: load("text.audit").Audit().add_batch(w))}
-    if importlib.util.find_spec(f"{package}.text.offensive.model"):  # the trained classifier, on by default
+    try:  # the trained classifier, on by default (a revision before it has none)
+        has_model = importlib.util.find_spec(f"{package}.text.offensive.model") is not None
+    except ModuleNotFoundError:
+        has_model = False
+    if has_model:
         votes, threshold = load("text.offensive.classifier").classifier_votes, fcfg.offensive.classifier_threshold
         calls["offensive classifier"] = (False, lambda b, w: votes(w, b, threshold(fcfg.quality.profile),
                                                                    [t.count("\n") >= 7 for t in b]))

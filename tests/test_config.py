@@ -77,7 +77,9 @@ def test_config_hashes_survive_the_rename():
     from pipeline.filter import PERF_ONLY
 
     cfg = load_config("tiny")
-    assert config_hash(cfg.filter.model_dump(mode="json", exclude=PERF_ONLY)) == "ba271bd6af5994da"
+    # The filter's hash changed once since (issue 17: the trained classifier is on by default, which changes the
+    # filter's output, so earlier filter folders must rerun); the ingest stage's still holds.
+    assert config_hash(cfg.filter.model_dump(mode="json", exclude=PERF_ONLY)) == "918b16586acfb3c7"
     assert config_hash(cfg.ingest) == "808076c198169272"
     changed = cfg.filter.model_copy(update={"offensive": cfg.filter.offensive.model_copy(update={"threshold": 0.4})})
-    assert config_hash(changed.model_dump(mode="json", exclude=PERF_ONLY)) != "ba271bd6af5994da"
+    assert config_hash(changed.model_dump(mode="json", exclude=PERF_ONLY)) != "918b16586acfb3c7"

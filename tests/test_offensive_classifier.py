@@ -93,8 +93,7 @@ def test_the_classifier_finds_slur_free_hate_the_lexicon_misses():
 def test_harmless_senses_veto_the_classifier(monkeypatch):
     # Whatever the model says, a unit using a lexicon word in its harmless sense (read with its document) gets
     # no vote; other units of the same document still do.
-    monkeypatch.setattr(clf, "line_probs", lambda words: (np.full(5, 0.99), np.array([0, 4, 5])))
-    monkeypatch.setattr(clf, "text_probs", lambda words: np.full(2, 0.99))
+    monkeypatch.setattr(clf, "unit_probs", lambda words: (np.full(5, 0.99), np.array([0, 4, 5]), np.full(2, 0.99)))
     doc = "The old ass\nwould not move.\nYou filthy animal, I said."  # "ass" here, "brayed" three lines on
     texts = [doc + "\nIt brayed.", "The cock crowed."]
     words = WordArrays.from_texts(texts)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.text.offensive.model import line_probs, text_probs
+from pipeline.text.offensive.model import unit_probs
 from pipeline.text.offensive.score import has_innocent_sense, offensive_score
 from pipeline.text.wordarrays import WordArrays
 
@@ -34,8 +34,7 @@ def classifier_votes(words: WordArrays, texts: list[str], threshold: float,
                      line_mode: list[bool]) -> dict[int, list[float]]:
     """{document: votes} for the documents of the batch with at least one vote: one per line of
     text.split("\\n") where `line_mode[i]`, else one for the whole text. `words` is `WordArrays` of `texts`."""
-    per_line, first = line_probs(words)
-    whole = text_probs(words)
+    per_line, first, whole = unit_probs(words)
     out: dict[int, list[float]] = {}
     # Only lines at or over the threshold need Python (the veto); the rest vote 0.
     hot = np.flatnonzero(per_line >= threshold)

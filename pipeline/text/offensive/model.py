@@ -1,16 +1,17 @@
 """The trained offensive-content classifier: logistic regression over hashed word and character n-grams.
 
+    lines, first, texts = unit_probs(words)           P(offensive) of every line and every text of a batch
     probs = text_probs(texts)                         P(offensive) of each text taken whole
-    lines = line_probs(words)                         P(offensive) of every line of a WordArrays batch
-    rows = feature_rows(words, units)                 the hashed features of each unit (for training)
+    rows = feature_rows(words, bits, char_sizes)      the hashed features of each text (for training)
 
 Features of a unit (a line, or a whole text) are read off the batch's `WordArrays` (the lower-cased
 words the filter cuts once per batch): each word's hash (unigram), the pair of it and the previous word
 on the same line (bigram), and the character 3- and 4-grams of the word with boundary marks ("<ki",
 "ill>"), each hashed into one table of 2**bits weights. A unit's logit is bias + sum(weights of its
 feature occurrences) / sqrt(their number), the same normalisation training used, so a long text is not
-more offensive for being long. One compiled pass over the words scores a whole batch: ~2 table look-ups
-per character.
+more offensive for being long; a whole text adds up its lines (no bigram spans a line break). One compiled
+pass over the words scores every line and text of a batch; a word's own features are summed once per
+distinct word, so a frequent word costs two look-ups (itself and its bigram).
 
 The weights (`lexicons/offensive_model.npz`, written by `python -m benchmarks.offensive_train`, sources in
 DATA_SOURCES.md) are loaded once per process with allow_pickle=False. Scores are deterministic: fixed
@@ -153,35 +154,25 @@ def _unit_sums(hashes, first_char, lengths, codes, unit, n_units, char_sizes, sh
 
 
 @njit(cache=True, nogil=True)
-def _rows(hashes, first_char, lengths, codes, unit, n_units, char_sizes, shift, buf):
-    """CSR (ptr, buckets) of every unit's feature occurrences, in the order _unit_sums adds them."""
+def _rows(hashes, first_char, lengths, codes, line, row, n_rows, char_sizes, shift, buf):
+    """CSR (ptr, buckets) of every row's feature occurrences (a row: a document; bigrams stay within a line),
+    the features _unit_sums adds."""
     total = 0
     for w in range(len(hashes)):
         total += 2 + max(0, min(lengths[w], _MAX_CHAR_WORD) + 3) * len(char_sizes)
     idx = np.empty(total, np.int64)
-    ptr = np.zeros(n_units + 1, np.int64)
+    ptr = np.zeros(n_rows + 1, np.int64)
     n_idx = 0
     for w in range(len(hashes)):
-        u = unit[w]
-        has_prev = w > 0 and unit[w - 1] == u
+        has_prev = w > 0 and line[w - 1] == line[w]
         prev = hashes[w - 1] if has_prev else np.uint64(0)
         n = _word_features(hashes[w], prev, has_prev, codes, first_char[w], lengths[w], char_sizes, shift, buf)
         idx[n_idx : n_idx + n] = buf[:n]
         n_idx += n
-        ptr[u + 1] += n
-    for u in range(n_units):
+        ptr[row[w] + 1] += n
+    for u in range(n_rows):
         ptr[u + 1] += ptr[u]
     return ptr, idx[:n_idx].copy()
-
-
-def _sums(words: WordArrays, by_line: bool, model: Model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if by_line:
-        unit, first = _line_units(words.codes, words.first_char, words.lengths, words.doc_first_char, words.offsets)
-    else:
-        unit, first = words.doc, np.arange(words.n_docs + 1)
-    sums, counts = _unit_sums(words.hashes, words.first_char, words.lengths, words.codes, unit, int(first[-1]),
-                              model.char_sizes, np.uint64(64 - model.bits), model.weights, _buffer(model.char_sizes))
-    return sums, counts, first
 
 
 def _probs(sums: np.ndarray, counts: np.ndarray, bias: float) -> np.ndarray:
@@ -189,24 +180,33 @@ def _probs(sums: np.ndarray, counts: np.ndarray, bias: float) -> np.ndarray:
     return np.where(counts > 0, 1.0 / (1.0 + np.exp(-logits)), 0.0)
 
 
-def line_probs(words: WordArrays) -> tuple[np.ndarray, np.ndarray]:
-    """(P(offensive) of every line of every document, first line of each document (n_docs + 1)): document
-    d's lines (text.split("\\n")) are probs[first[d]:first[d + 1]]; a line without words scores 0."""
+def unit_probs(words: WordArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(P(offensive) of every line of every document, first line of each document (n_docs + 1), P(offensive)
+    of each document taken whole), from one pass: document d's lines (text.split("\\n")) are
+    lines[first[d]:first[d + 1]]; a whole text adds up its lines' features. A unit without words scores 0."""
     model = load_model()
-    sums, counts, first = _sums(words, True, model)
-    return _probs(sums, counts, model.bias), first
+    line, first = _line_units(words.codes, words.first_char, words.lengths, words.doc_first_char, words.offsets)
+    sums, counts = _unit_sums(words.hashes, words.first_char, words.lengths, words.codes, line, int(first[-1]),
+                              model.char_sizes, np.uint64(64 - model.bits), model.weights, _buffer(model.char_sizes))
+    cum_sums, cum_counts = np.r_[0.0, np.cumsum(sums)], np.r_[0, np.cumsum(counts)]
+    doc_sums, doc_counts = cum_sums[first[1:]] - cum_sums[first[:-1]], cum_counts[first[1:]] - cum_counts[first[:-1]]
+    return _probs(sums, counts, model.bias), first, _probs(doc_sums, doc_counts, model.bias)
+
+
+def line_probs(words: WordArrays) -> tuple[np.ndarray, np.ndarray]:
+    """(P(offensive) of every line, first line of each document): `unit_probs` without the whole texts."""
+    lines, first, _ = unit_probs(words)
+    return lines, first
 
 
 def text_probs(texts: list[str] | WordArrays) -> np.ndarray:
-    """P(offensive) of each text taken whole (its lines together); a text without words scores 0."""
-    words = texts if isinstance(texts, WordArrays) else WordArrays.from_texts(texts)
-    model = load_model()
-    sums, counts, _ = _sums(words, False, model)
-    return _probs(sums, counts, model.bias)
+    """P(offensive) of each text taken whole (its lines' features together); a text without words scores 0."""
+    return unit_probs(texts if isinstance(texts, WordArrays) else WordArrays.from_texts(texts))[2]
 
 
 def feature_rows(words: WordArrays, bits: int, char_sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """CSR (ptr, buckets) of each document's feature occurrences, for training a model of 2**bits weights."""
     sizes = np.array(char_sizes, dtype=np.int64)
-    return _rows(words.hashes, words.first_char, words.lengths, words.codes, words.doc, words.n_docs, sizes,
+    line, _ = _line_units(words.codes, words.first_char, words.lengths, words.doc_first_char, words.offsets)
+    return _rows(words.hashes, words.first_char, words.lengths, words.codes, line, words.doc, words.n_docs, sizes,
                  np.uint64(64 - bits), _buffer(sizes))

@@ -77,10 +77,10 @@ def has_innocent_sense(text: str, context: str | None = None) -> bool:
     word in `text`, the words that select its harmless sense in `text` or in `context` (its document)."""
     lex = load_lexicon()
     present = set(lower_words(text)[1])
-    hits = present & lex.words.keys()
+    hits = {w for w in present & lex.words.keys() if lex.words[w].innocent}
     if not hits:
         return False
-    around = present if context is None else present | set(lower_words(context)[1])
+    around = present if context is None else present | set(lower_words(context)[1])  # lower_words is cached
     return bool(_innocent_senses(hits, around, lex))
 
 
