@@ -101,6 +101,15 @@ def test_harmless_senses_veto_the_classifier(monkeypatch):
     assert votes == {0: [0.0, 0.99, 0.99, 0.99]}  # the first line's "ass" is the animal; the short text is vetoed
 
 
+def test_a_text_taken_whole_votes_with_its_most_offensive_line():
+    # Document mode (and short documents): one offending line among harmless ones makes the text go, as a
+    # strong lexicon word does, however long the rest.
+    doc = "\n".join(STORIES[1].split(". ")[:6] + [HATE])
+    words = WordArrays.from_texts([doc])
+    assert text_probs(words)[0] < text_probs([HATE])[0]
+    assert classifier_votes(words, [doc], WEB, [False]) == {0: [round(float(text_probs([HATE])[0]), 4)]}
+
+
 def test_literature_lines_keep_their_place():
     lines = ["Tired with all these, for restful death I cry,",  # Sonnet 66
              "'Off with her head!' the Queen shouted at the top of her voice.",
