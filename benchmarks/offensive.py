@@ -93,12 +93,15 @@ def labelled_sets(shipped_only: bool) -> dict[str, list[tuple[int, str]]]:
 
 
 def literature(classifier_threshold: float | None) -> tuple[int, int, float]:
-    """(lines the filter would remove, books it would drop whole, classifier MB/s) on the seven books, line mode."""
+    """(lines the filter would remove, books it would drop whole, classifier MB/s: its votes, veto included, on
+    the books' WordArrays, best of 3) on the seven books, line mode."""
     texts = [p.read_text(encoding="utf-8") for p in sorted(GUTENBERG.glob("*.txt"))]
     words = WordArrays.from_texts(texts)
-    start = time.perf_counter()
-    votes = classifier_votes(words, texts, classifier_threshold, [True] * len(texts)) if classifier_threshold else {}
-    took = time.perf_counter() - start
+    took, votes = float("inf"), {}
+    for _ in range(3 if classifier_threshold else 0):  # the least of three: the machine is shared
+        start = time.perf_counter()
+        votes = classifier_votes(words, texts, classifier_threshold, [True] * len(texts))
+        took = min(took, time.perf_counter() - start)
     removed, whole = 0, 0
     for i, text in enumerate(texts):
         scores = np.maximum(line_scores(text), votes.get(i, 0.0))
