@@ -6,7 +6,8 @@
 
 Sets, each line scored alone as the filter scores a short text (pipeline.text.offensive.classifier.offensive_scores):
 - eval_offensive_blind3.tsv   written for the classifier before any of its results were seen, by category;
-- OLID test (official OffensEval 2019 test split), ToxiGen and Multitarget-CONAN held-out splits, HateCheck
+- OLID test (official OffensEval 2019 test split), ConvAbuse test split, ToxiGen and Multitarget-CONAN held-out
+  splits, HateCheck
   (functional tests, never trained on) from the fetched repositories (benchmarks.offensive_data; skipped when
   absent), with "slur-free hate" = HateCheck's hateful cases without slurs, profanity or spelling tricks
   against its non-hateful cases that name the same groups;
@@ -83,6 +84,7 @@ def labelled_sets(shipped_only: bool) -> dict[str, list[tuple[int, str]]]:
     sets["OLID test (OffensEval 2019)"] = data["olid_test"]
     sets["ToxiGen held-out"] = data["toxigen_test"]
     sets["Multitarget-CONAN held-out"] = data["conan_test"]
+    sets["ConvAbuse test (abuse of chatbots)"] = data["convabuse_test"]
     sets["HateCheck slur-free hate vs. group mentions"] = [
         (int(f in HATECHECK_SLUR_FREE_HATE), t) for f, _, t in data["hatecheck"]
         if f in HATECHECK_SLUR_FREE_HATE + HATECHECK_GROUP_NOT_HATE]

@@ -25,6 +25,7 @@ REPOS = {  # name -> default git directory (the search library's fetch puts snap
     "toxigen": MIRRORS / "microsoft+TOXIGEN" / "repo",
     "hatecheck": MIRRORS / "paul-rottger+hatecheck-data" / "repo",
     "conan": MIRRORS / "marcoguerini+CONAN" / "repo",
+    "convabuse": MIRRORS / "amandacurry+convabuse" / "repo",
 }
 CORPORA = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpora"
 _TWITTER_NOISE = re.compile(r"@USER|\bURL\b|#")
@@ -99,6 +100,19 @@ def conan(repo: Path) -> list[tuple[int, str]]:
     return [(label, text) for text, label in seen.items()]
 
 
+def convabuse(repo: Path, split: str) -> list[tuple[int, str]]:
+    """ConvAbuse (user turns to two chatbots): 1 where more annotators chose an abusive level (-1, -2 or -3)
+    than "not abusive", 0 where fewer; ties and "ambiguous" majorities are left out."""
+    out = []
+    for r in csv.DictReader(io.StringIO(git_show(repo, f"2_splits/ConvAbuseEMNLP{split}.csv"))):
+        votes = [k.rsplit(".", 1)[1] for k, v in r.items() if "_is_abuse." in k and v in ("1", "1.0")]
+        abusive, fine = sum(v in ("-1", "-2", "-3") for v in votes), votes.count("1")
+        text = " ".join(r["user"].split())
+        if text and abusive != fine:
+            out.append((int(abusive > fine), text))
+    return out
+
+
 def hatecheck(repo: Path) -> list[tuple[str, int, str]]:
     """(functionality, 1 if hateful, text) of every HateCheck test case."""
     return [(r["functionality"], int(r["label_gold"] == "hateful"), r["test_case"].strip())
@@ -168,6 +182,8 @@ def load_all(repos: dict[str, Path] | None = None) -> dict[str, list]:
         "olid_train": olid_train, "olid_test": olid_test,
         "toxigen_train": [r for r in tox if not held_out(r[1])], "toxigen_test": [r for r in tox if held_out(r[1])],
         "conan_train": [r for r in cn if not held_out(r[1])], "conan_test": [r for r in cn if held_out(r[1])],
+        "convabuse_train": convabuse(repos["convabuse"], "train") + convabuse(repos["convabuse"], "valid"),
+        "convabuse_test": convabuse(repos["convabuse"], "test"),
         "clean_train": [r for r in negatives if not held_out(r[1])],
         "fragment_train": fragments([r for r in negatives if not held_out(r[1])]),
         "clean_test": [r for r in negatives if held_out(r[1])],

@@ -33,7 +33,7 @@ def test_weights_load_without_pickle_and_once():
     assert WEIGHTS.stat().st_size <= 20e6
     model = load_model()
     assert load_model() is model and len(model.weights) == 1 << model.bits
-    assert set(model.meta["commits"]) >= {"olid", "toxigen", "conan"}  # DATA_SOURCES.md names these commits
+    assert set(model.meta["commits"]) >= {"olid", "toxigen", "conan", "convabuse"}  # as in DATA_SOURCES.md
 
 
 def test_same_text_same_score_alone_or_in_any_batch():
