@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from pipeline import STAGES
@@ -31,6 +33,20 @@ def _quiet_defaults() -> None:
         "PREFECT_LOGGING_EXTRA_LOGGERS": "pipeline,model",
     }.items():
         os.environ.setdefault(key, value)
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _finite_float(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {raw}")
+    return value
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -269,14 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "%(default)s)")
     p.add_argument("--strategy", choices=["greedy", "sample", "beam"], default="sample")
     p.add_argument("--max-new-tokens", type=int, default=100)
-    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--temperature", type=_finite_float, default=0.8)
     p.add_argument("--top-k", type=int, default=50, help="0 = off")
-    p.add_argument("--top-p", type=float, default=0.95, help="0 = off")
-    p.add_argument("--min-p", type=float, default=None)
-    p.add_argument("--repetition-penalty", type=float, default=1.1)
+    p.add_argument("--top-p", type=_finite_float, default=0.95, help="0 = off")
+    p.add_argument("--min-p", type=_finite_float, default=None)
+    p.add_argument("--repetition-penalty", type=_finite_float, default=1.1)
     p.add_argument("--no-repeat-ngram", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n", type=int, default=1, help="number of samples")
+    p.add_argument("--n", type=_positive_int, default=1, help="number of samples")
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_generate)
@@ -296,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_defaults()
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FloatingPointError) as exc:
+    except (ValueError, OSError, FloatingPointError) as exc:  # bad input or environment: say what, not where
+        if args.verbose:
+            traceback.print_exc()
         print(f"quill: error: {exc}", file=sys.stderr)
         return 2
 
