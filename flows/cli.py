@@ -81,19 +81,27 @@ def _flow_params(args):
 
 
 def cmd_run(args) -> int:
-    from flows.corpus_to_model import StageFailed, corpus_to_model
-    from flows.runners import task_runner
-
     params = _flow_params(args)
     params.config()  # a bad preset, file or override fails here, before any server starts
-    runner = task_runner(args.task_runner, args.task_runner_address)
-    flow = corpus_to_model.with_options(task_runner=runner) if runner else corpus_to_model
-    try:
-        result = flow(params)
-    except StageFailed as exc:
-        print(f"quill: error: {exc}\nFinished stages are kept; rerun the same command to resume at that stage.",
-              file=sys.stderr)
-        return 1
+    result = None
+    if not os.environ.get("PREFECT_API_URL"):  # embedded default: no temporary server when nothing would run
+        from flows.uptodate import finished_run
+
+        result, lines = finished_run(params)
+        print("\n".join(lines) + ("\nEvery stage is up to date: nothing to run (no Prefect server started)."
+                                  if result else "\nStarting the flow."))
+    if result is None:
+        from flows.corpus_to_model import StageFailed, corpus_to_model
+        from flows.runners import task_runner
+
+        runner = task_runner(args.task_runner, args.task_runner_address)
+        flow = corpus_to_model.with_options(task_runner=runner) if runner else corpus_to_model
+        try:
+            result = flow(params)
+        except StageFailed as exc:
+            print(f"quill: error: {exc}\nFinished stages are kept; rerun the same command to resume at that stage.",
+                  file=sys.stderr)
+            return 1
     print(f"\nRegistered model {result['model_name']} version {result['version']}"
           f" ({'champion' if result['champion'] else 'challenger'}: {result['decision']})")
     print(f"Run folder: {result['run_dir']}\n")

@@ -14,6 +14,7 @@ files changed since they were written), and holds a lock on its output folder wh
 from __future__ import annotations
 
 import ast
+import contextvars
 import errno
 import fcntl
 import hashlib
@@ -45,6 +46,28 @@ class StageInputError(ValueError):
 
 class EmptyCorpus(StageInputError):
     """No documents left to pass on."""
+
+
+class NotUpToDate(Exception):
+    """Raised by run_stage under check_only() instead of running a stage."""
+
+    def __init__(self, stage: str, why: str):
+        super().__init__(f"{stage}: {why}")
+        self.stage, self.why = stage, why
+
+
+_CHECK_ONLY = contextvars.ContextVar("check_only", default=False)
+
+
+@contextmanager
+def check_only() -> Iterator[None]:
+    """Within: a stage function returns its manifest when it is up to date and raises NotUpToDate instead of
+    running (no lock, no work), so a caller can ask whether a whole run would do anything, cheaply."""
+    token = _CHECK_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _CHECK_ONLY.reset(token)
 
 
 class InputRef(BaseModel):
@@ -339,6 +362,12 @@ def run_stage(
     """
     out_dir = Path(out_dir).resolve()
     cfg_hash = config_hash(cfg)
+    if _CHECK_ONLY.get():
+        done, why = why_stale(out_dir, stage, inputs, cfg_hash)
+        if done is None or force:
+            raise NotUpToDate(stage, why or "--force")
+        done.stats["skipped"] = True
+        return done
     with output_lock(out_dir):
         done, why = why_stale(out_dir, stage, inputs, cfg_hash)
         if done and not force:
