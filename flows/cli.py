@@ -139,7 +139,12 @@ def cmd_stage(args) -> int:
         from pipeline.train import train
 
         tracker = NullTracker() if args.no_mlflow else MlflowTracker.start(cfg.register.experiment, f"train {out}")
-        m = train(single, out, cfg.train, cfg.model, tracker, force=args.force)
+        try:
+            m = train(single, out, cfg.train, cfg.model, tracker, force=args.force)
+        except BaseException as exc:  # Ctrl-C too: the run must not stay RUNNING
+            if tracker.run_id:
+                tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            raise
         if tracker.run_id:
             tracker.end()
     elif name == "evaluate":

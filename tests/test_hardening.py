@@ -248,3 +248,28 @@ def test_filter_still_runs_on_the_sample(cleaned, tmp_path):
 
     m = filter_docs(cleaned.path, tmp_path / "run" / "filter", FilterConfig(executor="local"))
     assert m.stats["docs_kept"] > 0 and m.code_hash
+
+
+# --- 8. a train that fails or is interrupted ends its MLflow run --------------------------------------
+
+@pytest.mark.parametrize(("raised", "status"), [(FloatingPointError("train: loss is nan"), "FAILED"),
+                                                 (KeyboardInterrupt(), "KILLED")])
+def test_quill_stage_train_ends_its_run_when_training_stops(raised, status, mlflow_registry, tmp_path, monkeypatch,
+                                                            capsys):
+    from mlflow import MlflowClient
+
+    import pipeline.train
+    from pipeline.tracking import experiment_id
+
+    def stops(*a, **k):
+        raise raised
+
+    monkeypatch.setattr(pipeline.train, "train", stops)
+    argv = ["stage", "train", "--input", str(tmp_path / "tokenize" / MANIFEST), "--out", str(tmp_path / "train")]
+    if isinstance(raised, KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt):
+            main(argv)
+    else:
+        assert quill(capsys, *argv)[0] == 2
+    [run] = MlflowClient().search_runs([experiment_id("quill")])
+    assert run.info.status == status
