@@ -5,7 +5,8 @@ and the reader's throughput.
     .venv/bin/python benchmarks/tokenize.py --corpus PATH ... --vocab-size 4096 --repeat 5
 
 Each corpus is ingested into a temporary folder (default IngestConfig; `--shard-docs` to cut it into
-several docs shards and so exercise the worker processes), then, in the same process:
+several docs shards and so exercise the worker processes), cleaned and filtered with the default rules
+(the tokenize stage reads only the filter stage's output), then, in the same process:
 - train: `train_tokenizer` on the training split, as the stage does;
 - stage: `quill stage tokenize` end to end (reusing that tokenizer, so training is not counted
   twice): reading docs, encoding, Parquet writing, index, manifest;
@@ -40,7 +41,9 @@ import sentencepiece as spm  # noqa: E402
 import torch  # noqa: E402
 
 from model.tokenizer import train_tokenizer  # noqa: E402
-from pipeline.config import IngestConfig, TokenizeConfig  # noqa: E402
+from pipeline.clean import clean  # noqa: E402
+from pipeline.config import CleanConfig, FilterConfig, IngestConfig, TokenizeConfig  # noqa: E402
+from pipeline.filter import filter_docs  # noqa: E402
 from pipeline.ingest import ingest  # noqa: E402
 from pipeline.io.docshards import iter_docs  # noqa: E402
 from pipeline.io.tokenshards import TokenShards  # noqa: E402
@@ -91,6 +94,8 @@ def reader_figures(paths: list[Path], block_size: int, batch_size: int, seconds:
 def bench_corpus(corpus: Path, work: Path, args) -> dict:
     ingest_cfg = IngestConfig() if args.shard_docs is None else IngestConfig(shard_docs=args.shard_docs)
     docs = ingest([str(corpus)], work / "ingest", ingest_cfg)
+    docs = clean(docs.path, work / "clean", CleanConfig(executor="local"))
+    docs = filter_docs(docs.path, work / "filter", FilterConfig(executor="local"))
     shards = docs.output_list("docs")
     texts = [d["text"] for d in iter_docs(shards)]
     cfg = TokenizeConfig(vocab_size=args.vocab_size, model_type=args.model_type, num_workers=args.workers)

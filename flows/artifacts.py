@@ -70,7 +70,8 @@ def mlflow_ui() -> str:
 
 @contextmanager
 def mlflow_run(cfg: RunConfig, name: str, tags: dict[str, str], run_dir: Path) -> Iterator[MlflowTracker]:
-    """An MLflow run for this flow run, linked from the Prefect UI; marked FAILED if the body raises.
+    """An MLflow run for this flow run, linked from the Prefect UI; marked FAILED if the body raises after a
+    stage logged or wrote something (else deleted: an empty FAILED run only clutters the experiment).
 
     When no stage ran (every manifest under `run_dir` is the one that was there before), the run
     holds nothing but parameters: it is deleted instead of cluttering the experiment, and
@@ -84,6 +85,10 @@ def mlflow_run(cfg: RunConfig, name: str, tags: dict[str, str], run_dir: Path) -
     try:
         yield tracker
     except BaseException:
+        if _manifest_stamps(run_dir) == before and not tracker.client.get_run(tracker.run_id).data.metrics:
+            tracker.client.delete_run(tracker.run_id)  # failed before any stage logged anything: nothing to keep
+            tracker.run_id = None
+            raise
         tracker.end("FAILED")
         link()
         raise

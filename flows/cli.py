@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from pipeline import STAGES
@@ -31,6 +33,20 @@ def _quiet_defaults() -> None:
         "PREFECT_LOGGING_EXTRA_LOGGERS": "pipeline,model",
     }.items():
         os.environ.setdefault(key, value)
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _finite_float(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {raw}")
+    return value
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -65,19 +81,27 @@ def _flow_params(args):
 
 
 def cmd_run(args) -> int:
-    from flows.corpus_to_model import StageFailed, corpus_to_model
-    from flows.runners import task_runner
-
     params = _flow_params(args)
     params.config()  # a bad preset, file or override fails here, before any server starts
-    runner = task_runner(args.task_runner, args.task_runner_address)
-    flow = corpus_to_model.with_options(task_runner=runner) if runner else corpus_to_model
-    try:
-        result = flow(params)
-    except StageFailed as exc:
-        print(f"quill: error: {exc}\nFinished stages are kept; rerun the same command to resume at that stage.",
-              file=sys.stderr)
-        return 1
+    result = None
+    if not os.environ.get("PREFECT_API_URL"):  # embedded default: no temporary server when nothing would run
+        from flows.uptodate import finished_run
+
+        result, lines = finished_run(params)
+        print("\n".join(lines) + ("\nEvery stage is up to date: nothing to run (no Prefect server started)."
+                                  if result else "\nStarting the flow."))
+    if result is None:
+        from flows.corpus_to_model import StageFailed, corpus_to_model
+        from flows.runners import task_runner
+
+        runner = task_runner(args.task_runner, args.task_runner_address)
+        flow = corpus_to_model.with_options(task_runner=runner) if runner else corpus_to_model
+        try:
+            result = flow(params)
+        except StageFailed as exc:
+            print(f"quill: error: {exc}\nFinished stages are kept; rerun the same command to resume at that stage.",
+                  file=sys.stderr)
+            return 1
     print(f"\nRegistered model {result['model_name']} version {result['version']}"
           f" ({'champion' if result['champion'] else 'challenger'}: {result['decision']})")
     print(f"Run folder: {result['run_dir']}\n")
@@ -115,7 +139,12 @@ def cmd_stage(args) -> int:
         from pipeline.train import train
 
         tracker = NullTracker() if args.no_mlflow else MlflowTracker.start(cfg.register.experiment, f"train {out}")
-        m = train(single, out, cfg.train, cfg.model, tracker, force=args.force)
+        try:
+            m = train(single, out, cfg.train, cfg.model, tracker, force=args.force)
+        except BaseException as exc:  # Ctrl-C too: the run must not stay RUNNING
+            if tracker.run_id:
+                tracker.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            raise
         if tracker.run_id:
             tracker.end()
     elif name == "evaluate":
@@ -269,14 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "%(default)s)")
     p.add_argument("--strategy", choices=["greedy", "sample", "beam"], default="sample")
     p.add_argument("--max-new-tokens", type=int, default=100)
-    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--temperature", type=_finite_float, default=0.8)
     p.add_argument("--top-k", type=int, default=50, help="0 = off")
-    p.add_argument("--top-p", type=float, default=0.95, help="0 = off")
-    p.add_argument("--min-p", type=float, default=None)
-    p.add_argument("--repetition-penalty", type=float, default=1.1)
+    p.add_argument("--top-p", type=_finite_float, default=0.95, help="0 = off")
+    p.add_argument("--min-p", type=_finite_float, default=None)
+    p.add_argument("--repetition-penalty", type=_finite_float, default=1.1)
     p.add_argument("--no-repeat-ngram", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n", type=int, default=1, help="number of samples")
+    p.add_argument("--n", type=_positive_int, default=1, help="number of samples")
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_generate)
@@ -296,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_defaults()
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FloatingPointError) as exc:
+    except (ValueError, OSError, FloatingPointError) as exc:  # bad input or environment: say what, not where
+        if args.verbose:
+            traceback.print_exc()
         print(f"quill: error: {exc}", file=sys.stderr)
         return 2
 

@@ -111,7 +111,11 @@ def load_checkpoint(ckpt_dir, device: str = "cpu") -> tuple[GPT, GPTConfig, dict
     if n_pieces != cfg.vocab_size:
         raise ValueError(f"tokenizer in {folder} has {n_pieces} pieces but the model's vocab_size is "
                          f"{cfg.vocab_size}; the checkpoint's tokenizer and weights do not belong together")
-    state = load_file(str(folder / WEIGHTS), device=str(device))
+    try:
+        state = load_file(str(folder / WEIGHTS), device=str(device))
+    except Exception as exc:  # safetensors' own error type: a truncated or overwritten file
+        raise ValueError(f"{folder / WEIGHTS}: cannot read the weights ({exc}); the file is damaged or truncated: "
+                         "copy it again, or retrain (quill stage train --force)") from exc
     if cfg.tie_weights:
         state[TIED_KEY] = state[EMBEDDING_KEY]
     model = GPT(cfg).to(device)

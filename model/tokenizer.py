@@ -79,6 +79,9 @@ def _train(texts, buf, vocab_size, model_type, character_coverage, control_token
         character_coverage=character_coverage,
         byte_fallback=True,
         normalization_rule_name="identity",
+        # No "▁" before each document: the text's own bytes are all the tokens hold, so bits per byte
+        # (token_bytes) counts exactly the document's UTF-8 bytes.
+        add_dummy_prefix=False,
         remove_extra_whitespaces=False,
         allow_whitespace_only_pieces=True,
         split_digits=True,
@@ -102,6 +105,9 @@ class Tokenizer:
         self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
         self.vocab_size = self.sp.get_piece_size()
         self.eos_id, self.bos_id, self.pad_id = self.sp.eos_id(), self.sp.bos_id(), self.sp.pad_id()
+        # Tokenizers trained before add_dummy_prefix=False put a "▁" (one byte in token_bytes) before every
+        # encoded text that the text does not hold.
+        self.dummy_prefix = self.sp.encode("a", out_type=str)[0].startswith("\u2581")
 
     def encode(self, text: str) -> list[int]:
         return self.sp.encode(text)

@@ -22,8 +22,8 @@ import pyarrow as pa
 from pipeline.config import CleanConfig
 from pipeline.io.docshards import iter_batches
 from pipeline.io.executor import run_shards
-from pipeline.manifest import Manifest, input_refs, read_manifest, run_stage
-from pipeline.sieve import Sieve, Tally, finish, merge_tallies
+from pipeline.manifest import Manifest, read_manifest, run_stage, stage_inputs
+from pipeline.sieve import Sieve, Tally, finish, merge_tallies, require_documents
 from pipeline.text.langid import detect_languages
 from pipeline.text.normalize_batch import clean_texts
 
@@ -36,7 +36,7 @@ def clean(in_manifest: Path, out_dir: Path, cfg: CleanConfig, force: bool = Fals
     """The clean stage; `executor` (a name or an Executor/dask Client) overrides `cfg.executor`."""
     stage_cfg = cfg.model_dump(mode="json", exclude=PERF_ONLY)
     work = partial(_clean, Path(in_manifest), cfg=cfg, executor=executor or cfg.executor)
-    return run_stage("clean", out_dir, input_refs([in_manifest]), stage_cfg, work, force=force)
+    return run_stage("clean", out_dir, stage_inputs(in_manifest, "clean"), stage_cfg, work, force=force)
 
 
 def clean_reasons(texts: list[str], cfg: CleanConfig) -> list[tuple[str, str, float | None]]:
@@ -79,6 +79,7 @@ def clean_shard(job: dict[str, Any]) -> Tally:
 
 def _clean(in_manifest: Path, stage_dir: Path, cfg: CleanConfig, executor: Any) -> tuple[dict, dict]:
     shards = read_manifest(in_manifest).output_list("docs")
+    require_documents("clean", shards)
     clean_reasons(clean_texts(["Warm up: the tables are built here once, and forked workers inherit them."], cfg), cfg)
     jobs = [{"shard": i, "path": str(p), "stage_dir": str(stage_dir), "cfg": cfg} for i, p in enumerate(shards)]
     tally = merge_tallies(run_shards(clean_shard, jobs, executor, cfg.num_workers, cfg.dask_address))

@@ -270,6 +270,19 @@ class ModelConfig(Section):
     mlp_ratio: int = Field(4, ge=1, description="MLP hidden width as a multiple of n_embd.")
     qk_norm: bool = Field(False, description="RMS-normalise each head's queries and keys (bounds attention logits).")
 
+    @model_validator(mode="after")
+    def _shape(self) -> ModelConfig:
+        # The same rules as model.GPTConfig, checked here so `quill config` and the flow's up-front check
+        # refuse a model that train could not build.
+        if self.n_embd % self.n_head:
+            raise ValueError(f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
+        if self.pos_encoding == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"model.pos_encoding='rope' needs an even head size (n_embd / n_head), got "
+                             f"{self.n_embd // self.n_head}")
+        if self.pos_encoding == "sinusoidal" and self.n_embd % 2:
+            raise ValueError(f"model.pos_encoding='sinusoidal' needs an even n_embd, got {self.n_embd}")
+        return self
+
 
 class TrainConfig(Section):
     max_steps: int = Field(300, ge=1, description="Optimizer steps.")
@@ -285,7 +298,8 @@ class TrainConfig(Section):
     eval_every: int = Field(100, ge=1, description="Evaluate on validation every N steps.")
     eval_tokens: int = Field(50_000, ge=1, description="Max validation tokens per evaluation (fixed windows).")
     ckpt_every: int = Field(0, ge=0, description="Checkpoint every N steps (0 = only at the end).")
-    device: str = Field("auto", description="'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+                        description="'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'.")
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="Autocast dtype; 'auto' = bf16 on CUDA, "
                                                           "fp32 elsewhere.")
     compile: bool = Field(False, description="torch.compile the model.")
@@ -349,6 +363,17 @@ class RegisterConfig(Section):
         0.0, ge=0, le=1, description="How much higher than the champion's the challenger's offensive_sample_rate may "
         "be and still be promoted (0 = not worse).",
     )
+    # Logged as the pyfunc's model_config: what one request to `mlflow models serve` may ask for (HTTP 400 beyond).
+    serve_max_new_tokens: int = Field(512, ge=1, description="Served model: most max_new_tokens a request may ask.")
+    serve_max_prompt_chars: int = Field(4000, ge=1, description="Served model: longest prompt, in characters.")
+    serve_max_prompts: int = Field(64, ge=1, description="Served model: most prompts in one request.")
+    serve_time_limit_s: float = Field(30.0, gt=0, description="Served model: seconds one request may generate for; "
+                                      "then every row stops where it is (also when the client has gone).")
+
+    def serve_limits(self) -> dict[str, float]:
+        """The pyfunc's model_config (pipeline.pyfunc.LIMITS)."""
+        return {"max_new_tokens": self.serve_max_new_tokens, "max_prompt_chars": self.serve_max_prompt_chars,
+                "max_prompts": self.serve_max_prompts, "time_limit_s": self.serve_time_limit_s}
 
 
 class ScheduleConfig(Section):

@@ -37,7 +37,7 @@ from pipeline.eval import metrics as em
 from pipeline.eval.bpb import evaluate_loss
 from pipeline.eval.report import plot_attention, render_html, render_markdown
 from pipeline.io.tokenshards import TokenShards
-from pipeline.manifest import Manifest, input_refs, read_manifest, run_stage
+from pipeline.manifest import Manifest, read_manifest, run_stage, stage_inputs
 from pipeline.text.offensive.classifier import offensive_scores
 from pipeline.tracking import NullTracker, Tracker
 
@@ -48,7 +48,7 @@ BATCH_ROWS = 64  # prompts generated together; more only costs memory
 def evaluate(train_manifest: Path, out_dir: Path, cfg: EvaluateConfig, force: bool = False,
              tracker: Tracker | None = None) -> Manifest:
     """Run the evaluation stage; with a tracker, its output files are logged under `evaluation/`."""
-    return run_stage("evaluate", out_dir, input_refs([train_manifest]), cfg,
+    return run_stage("evaluate", out_dir, stage_inputs(train_manifest, "evaluate"), cfg,
                      lambda tmp: _evaluate(Path(train_manifest), tmp, cfg, tracker or NullTracker()), force=force)
 
 
@@ -125,6 +125,7 @@ def _evaluate(train_manifest: Path, stage_dir: Path, cfg: EvaluateConfig, tracke
     val = evaluate_loss(
         model, TokenShards(tok_m.output_list("val")), np.load(tok_m.output("token_bytes"), allow_pickle=False),
         gpt_cfg.block_size, 16, device, None, tok_m.stats["bytes_val"] / max(1, tok_m.stats["chars_val"]),
+        prefix_after=tok.eos_id if tok.dummy_prefix else None,
     )
     samples = sample_rows(model, tok, load_prompts(cfg), sampling_config(cfg, tok.eos_id, cfg.max_new_tokens, cfg.seed),
                           cfg.samples_per_prompt)

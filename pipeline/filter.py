@@ -31,8 +31,8 @@ import pyarrow.parquet as pq
 from pipeline.config import FilterConfig
 from pipeline.io.docshards import ShardWriter, iter_batches, rel_paths
 from pipeline.io.executor import run_shards
-from pipeline.manifest import Manifest, input_refs, read_manifest, run_stage
-from pipeline.sieve import Sieve, Tally, add_counts, finish, merge_tallies
+from pipeline.manifest import Manifest, read_manifest, run_stage, stage_inputs
+from pipeline.sieve import Sieve, Tally, add_counts, finish, merge_tallies, require_documents
 from pipeline.text.audit import Audit, Observations, gender_swap, observe, report_lines, sorted_counts
 from pipeline.text.dedup import MinHasher, exact_keys, near_duplicate_groups
 from pipeline.text.offensive.classifier import classifier_votes
@@ -53,7 +53,7 @@ def filter_docs(in_manifest: Path, out_dir: Path, cfg: FilterConfig, force: bool
     """The filter stage; `executor` (a name or an Executor/dask Client) overrides `cfg.executor`."""
     stage_cfg = cfg.model_dump(mode="json", exclude=PERF_ONLY)
     work = partial(_filter, Path(in_manifest), cfg=cfg, executor=executor or cfg.executor)
-    return run_stage("filter", out_dir, input_refs([in_manifest]), stage_cfg, work, force=force)
+    return run_stage("filter", out_dir, stage_inputs(in_manifest, "filter"), stage_cfg, work, force=force)
 
 
 # --- pass 1: screening ---------------------------------------------------------------------------
@@ -332,6 +332,7 @@ def _warm_up(cfg: FilterConfig) -> None:
 
 def _filter(in_manifest: Path, stage_dir: Path, cfg: FilterConfig, executor: Any) -> tuple[dict, dict]:
     shards = read_manifest(in_manifest).output_list("docs")
+    require_documents("filter", shards)
     _warm_up(cfg)
     jobs = [{"shard": i, "path": str(p), "stage_dir": str(stage_dir), "cfg": cfg} for i, p in enumerate(shards)]
     run = partial(run_shards, executor=executor, num_workers=cfg.num_workers, dask_address=cfg.dask_address)

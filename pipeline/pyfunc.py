@@ -10,9 +10,19 @@ signature's input is one unnamed string column, so MLflow accepts all of these);
 one text per prompt, the prompt followed by what the model wrote. The params are those of the
 signature (`PARAMS`): a request may set any of them, the rest keep these defaults.
 
+A request cannot exhaust the server: `LIMITS` (overridden by the model_config the register stage logs,
+from register.serve_*) caps max_new_tokens, the prompts' length and count, and the seconds one request
+may generate for; past that time every row stops where it is, whether or not the client still waits
+(the scoring server does not tell the model that a client went away, so the time limit is what ends an
+abandoned request). Values beyond the caps, NaN or infinite numbers and unknown param names are answered
+with HTTP 400. MLflow's scoring server itself drops param names outside the signature (with a warning)
+before they reach `predict`; called in-process, unknown names are refused here.
+
 This file must not import `pipeline`: a served model needs only `model` (logged with it as code).
 """
 
+import math
+import time
 from typing import Any
 
 import mlflow
@@ -23,6 +33,26 @@ from mlflow.pyfunc import PythonModel
 
 PARAMS = {"max_new_tokens": 60, "temperature": 0.8, "top_k": 50, "top_p": 0.95, "seed": 0, "strategy": "sample"}
 DEFAULT_PARAMS = PARAMS  # the earlier name
+LIMITS = {"max_new_tokens": 512, "max_prompt_chars": 4000, "max_prompts": 64, "time_limit_s": 30.0}
+
+
+def _invalid(message: str) -> MlflowException:
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def check_request(prompts: list[str], params: dict[str, Any] | None, limits: dict[str, Any]) -> None:
+    """Refuse (HTTP 400) what would run unbounded or mean nothing: see the module docstring."""
+    if len(prompts) > limits["max_prompts"]:
+        raise _invalid(f"{len(prompts)} prompts in one request; at most {limits['max_prompts']}")
+    longest = max(map(len, prompts), default=0)
+    if longest > limits["max_prompt_chars"]:
+        raise _invalid(f"a prompt of {longest} characters; at most {limits['max_prompt_chars']}")
+    for key, value in (params or {}).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _invalid(f"param {key} is {value}; give a finite number")
+    asked = (params or {}).get("max_new_tokens")
+    if asked is not None and int(asked) > limits["max_new_tokens"]:
+        raise _invalid(f"max_new_tokens={asked} is over this server's limit of {limits['max_new_tokens']}")
 
 
 def prompts_of(model_input: Any) -> list[str]:
@@ -70,6 +100,8 @@ class QuillTextGenerator(PythonModel):
         ckpt = context.artifacts["checkpoint"]
         self.model, _, _ = load_checkpoint(ckpt)
         self.tokenizer = Tokenizer(f"{ckpt}/tokenizer.model")
+        given = getattr(context, "model_config", None) or {}
+        self.limits = {k: type(v)(given.get(k, v)) for k, v in LIMITS.items()}
 
     # The pd.DataFrame hint is one MLflow infers no schema from: the logged signature stays the
     # contract, and MLflow stops warning that predict has no type hints.
@@ -80,11 +112,15 @@ class QuillTextGenerator(PythonModel):
         prompts = prompts_of(model_input)
         if not prompts:
             return []
+        limits = getattr(self, "limits", LIMITS)
+        check_request(prompts, params, limits)
         cfg = sampling_config(params, self.tokenizer.eos_id)
         # A prompt is the start of a document: after an eos, as in the training stream (and as
         # the evaluate stage samples), which also gives an empty prompt a context.
         ids = [self.tokenizer.encode_prompt(p) for p in prompts]
-        return [p + self.tokenizer.decode(new) for p, new in zip(prompts, generate(self.model, ids, cfg))]
+        deadline = time.monotonic() + limits["time_limit_s"]
+        out = generate(self.model, ids, cfg, stop=lambda _: time.monotonic() > deadline)
+        return [p + self.tokenizer.decode(new) for p, new in zip(prompts, out)]
 
 
 mlflow.models.set_model(QuillTextGenerator())

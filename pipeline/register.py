@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import RegisterConfig
-from pipeline.manifest import Manifest, input_refs, read_manifest, run_stage
+from pipeline.manifest import Manifest, read_manifest, run_stage, stage_inputs
 from pipeline.tracking import MlflowTracker, configure
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ RUNTIME_PACKAGES = ("mlflow", "torch", "sentencepiece", "safetensors", "numpy", 
 def register(eval_manifest: Path, out_dir: Path, cfg: RegisterConfig, run_id: str | None = None,
              force: bool = False) -> Manifest:
     """Register the model evaluated by `eval_manifest`, run the gate, write registration.json."""
-    inputs = input_refs([eval_manifest])
+    inputs = stage_inputs(eval_manifest, "register")
     return run_stage("register", out_dir, inputs, cfg,
                      lambda tmp: _register(Path(eval_manifest), inputs[0].sha256, tmp, cfg, run_id), force=force)
 
@@ -158,7 +158,20 @@ def _existing_version(client, name: str, eval_sha: str):
 
 
 def _log_model(eval_m: Manifest, train_m: Manifest, cfg: RegisterConfig, run_id: str | None) -> str:
-    """Log metrics, the manifest chain, the evaluation files and the pyfunc to a run; returns the model URI."""
+    """Log metrics, the manifest chain, the evaluation files and the pyfunc to a run (train's, else a new one
+    that is deleted again if logging fails); returns the model URI."""
+    run_id = run_id or train_m.stats.get("mlflow_run_id")
+    if run_id:
+        return _log_to_run(eval_m, train_m, cfg, MlflowTracker(run_id))
+    tracker = MlflowTracker.start(cfg.experiment, "register")
+    try:
+        return _log_to_run(eval_m, train_m, cfg, tracker)
+    except BaseException:
+        tracker.client.delete_run(tracker.run_id)  # a run of our own that holds no model: no empty FAILED run
+        raise
+
+
+def _log_to_run(eval_m: Manifest, train_m: Manifest, cfg: RegisterConfig, tracker: MlflowTracker) -> str:
     import mlflow
     import pandas as pd
     from mlflow.models import infer_signature
@@ -166,8 +179,6 @@ def _log_model(eval_m: Manifest, train_m: Manifest, cfg: RegisterConfig, run_id:
     import model as model_pkg
     from pipeline.pyfunc import PARAMS
 
-    run_id = run_id or train_m.stats.get("mlflow_run_id")
-    tracker = MlflowTracker(run_id) if run_id else MlflowTracker.start(cfg.experiment, "register")
     tracker.log_metrics({f"eval/{k}": v for k, v in eval_m.stats.items() if isinstance(v, (int, float))}, step=0)
     for m in manifest_chain(eval_m):
         tracker.log_artifact(m.path, f"manifests/{m.stage}")
@@ -185,6 +196,7 @@ def _log_model(eval_m: Manifest, train_m: Manifest, cfg: RegisterConfig, run_id:
             # The model code travels with the weights: a version loads with the code it was registered with.
             code_paths=[str(Path(model_pkg.__file__).parent)],
             signature=signature, input_example=(example, {**PARAMS, "max_new_tokens": 8}),
+            model_config=cfg.serve_limits(),
             pip_requirements=pip_requirements(),
         )  # leaving start_run marks the run FINISHED; a flow that owns it ends it again with its own status
     return info.model_uri

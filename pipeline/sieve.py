@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipeline.io.docshards import BATCH_ROWS, DOC_SCHEMA, EXCLUDED_SCHEMA, SHARD_BYTES, ShardWriter, rel_paths
+from pipeline.manifest import EmptyCorpus
 from pipeline.reports import LENGTH_EDGES, SCORE_EDGES, empty_histogram, write_data_report
 from pipeline.text.quality import word_counts
 
@@ -89,6 +91,14 @@ class Tally:
         return {"docs_in": self.kept + sum(self.dropped.values()), "docs_kept": self.kept,
                 "dropped": dict(sorted(self.dropped.items())), "bytes_kept": self.bytes_kept,
                 "examples": self.examples, **self.counts}
+
+
+def require_documents(stage: str, shards: list[Path]) -> int:
+    """The number of documents in the input shards; EmptyCorpus when there are none."""
+    n = sum(pq.ParquetFile(p).metadata.num_rows for p in shards)
+    if n == 0:
+        raise EmptyCorpus(f"empty corpus: {stage} got no documents ({len(shards)} input shards, 0 rows)")
+    return n
 
 
 def merge_tallies(tallies: list[Tally]) -> Tally:
@@ -182,7 +192,12 @@ class Sieve:
 
 def finish(stage_dir: Path, stage: str, tally: Tally, extra: dict[str, Any] | None = None,
            sections: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(outputs, stats) of a data stage from its merged tally, after writing the stage's data report."""
+    """(outputs, stats) of a data stage from its merged tally, after writing the stage's data report.
+    A stage that kept no document stops here (EmptyCorpus): the next stage would have nothing to read."""
+    if tally.kept == 0:
+        n_in = sum(tally.dropped.values())
+        raise EmptyCorpus(f"empty corpus: {stage} kept 0 of {n_in} documents (dropped: {tally.dropped or 'none'}); "
+                          f"why each went is in {Path(stage_dir) / 'excluded'}/")
     stats = {**tally.stats(), **(extra or {})}
     outputs: dict[str, Any] = {name: list(paths) for name, paths in tally.outputs.items()}
     outputs.setdefault("docs", [])

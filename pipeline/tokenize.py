@@ -49,7 +49,8 @@ from tqdm import tqdm
 
 from model.tokenizer import Tokenizer, train_tokenizer
 from pipeline.config import TokenizeConfig
-from pipeline.manifest import InputRef, Manifest, input_refs, read_manifest, run_stage, sha256_file
+from pipeline.manifest import InputRef, Manifest, read_manifest, run_stage, sha256_file, stage_inputs
+from pipeline.sieve import require_documents
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val")
@@ -72,7 +73,7 @@ def is_val(doc_id: str, val_fraction: float) -> bool:
 
 def tokenize(in_manifest: Path, out_dir: Path, cfg: TokenizeConfig, force: bool = False) -> Manifest:
     in_manifest = Path(in_manifest)
-    refs = input_refs([in_manifest])
+    refs = stage_inputs(in_manifest, "tokenize")
     reuse = None
     if cfg.reuse_tokenizer:
         reuse = resolve_tokenizer(cfg.reuse_tokenizer)
@@ -272,11 +273,15 @@ def _get_tokenizer(shards: list[Path], path: Path, cfg: TokenizeConfig, reuse: P
     missing = [t for t in cfg.control_tokens if tok.sp.piece_to_id(t) == tok.sp.unk_id()]
     if missing:
         log.warning("tokenize: reused tokenizer %s lacks control tokens %s", reuse, missing)
+    if tok.dummy_prefix:
+        log.warning("tokenize: reused tokenizer %s puts a dummy '\u2581' before each document; bits per byte "
+                    "takes that byte off again", reuse)
     return tok
 
 
 def _tokenize(in_manifest: Path, stage_dir: Path, cfg: TokenizeConfig, reuse: Path | None) -> tuple[dict, dict]:
     shards = read_manifest(in_manifest).output_list("docs")
+    require_documents("tokenize", shards)
     tok = _get_tokenizer(shards, stage_dir / "tokenizer.model", cfg, reuse)
     jobs, workers = _jobs(shards, tok, stage_dir, cfg)
     outputs: dict[str, list[str]] = {s: [] for s in SPLITS}
@@ -299,6 +304,7 @@ def _tokenize(in_manifest: Path, stage_dir: Path, cfg: TokenizeConfig, reuse: Pa
         **{k: t[k] for k in ("tokens_train", "tokens_val", "docs_train", "docs_val", "bytes_val", "chars_val")},
         "bytes_per_token": round((t["bytes_train"] + t["bytes_val"]) / max(1, t["tokens_train"] + t["tokens_val"]), 3),
         "shards_train": len(outputs["train"]), "shards_val": len(outputs["val"]), "workers": workers,
+        "dummy_prefix": tok.dummy_prefix,
     }
     log.info("tokenize: vocab %d, %d train / %d val tokens", tok.vocab_size, t["tokens_train"], t["tokens_val"])
     return {"tokenizer": "tokenizer.model", "token_bytes": "token_bytes.npy", "index": "docs.parquet", **outputs}, stats

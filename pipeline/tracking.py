@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -89,6 +90,39 @@ def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
+OWNER_HOST, OWNER_PID = "quill.host", "quill.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def close_abandoned_runs(exp_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs that a process on this host started and that process is gone (a train
+    killed with SIGKILL cannot end its own run); returns their ids. Runs of other hosts are left alone."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    host = socket.gethostname()
+    runs = client.search_runs([exp_id], filter_string=f"attributes.status = 'RUNNING' and tags.`{OWNER_HOST}` = "
+                              f"'{host}'", max_results=200)
+    closed = []
+    for run in runs:
+        pid = run.data.tags.get(OWNER_PID, "")
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            client.set_tag(run.info.run_id, "quill.ended", f"process {pid} was gone; closed by the next run")
+            client.set_terminated(run.info.run_id, "KILLED")
+            closed.append(run.info.run_id)
+            log.warning("MLflow run %s of process %s (gone) marked KILLED", run.info.run_id, pid)
+    return closed
+
+
 class MlflowTracker:
     """Logs to one MLflow run by id."""
 
@@ -101,10 +135,14 @@ class MlflowTracker:
 
     @classmethod
     def start(cls, experiment: str, run_name: str, tags: dict[str, str] | None = None) -> MlflowTracker:
+        """A new run, tagged with this process (host and pid), after closing the runs of dead processes."""
         from mlflow import MlflowClient
 
         configure()
-        run = MlflowClient().create_run(experiment_id(experiment), run_name=run_name, tags=tags or {})
+        exp = experiment_id(experiment)
+        close_abandoned_runs(exp)
+        owner = {OWNER_HOST: socket.gethostname(), OWNER_PID: str(os.getpid())}
+        run = MlflowClient().create_run(exp, run_name=run_name, tags={**owner, **(tags or {})})
         return cls(run.info.run_id)
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -175,12 +213,23 @@ def download_checkpoint(model_uri: str, cache: Path | None = None) -> Path:
     first call, `quill generate` starts without a download. An alias is resolved on every call,
     so a new champion is fetched as soon as the alias moves.
     """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    configure()
+    try:
+        return _download_checkpoint(model_uri, cache)
+    except MlflowException as exc:  # unknown model, version or alias: one line, not MLflow's traceback
+        raise FileNotFoundError(f"{model_uri}: no such model in the MLflow registry at {mlflow.get_tracking_uri()} "
+                                f"({exc.message.splitlines()[0] if exc.message else exc})") from exc
+
+
+def _download_checkpoint(model_uri: str, cache: Path | None) -> Path:
     import hashlib
     import shutil
 
     import mlflow
 
-    configure()
     pinned = _pinned(model_uri)
     if pinned is None:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))

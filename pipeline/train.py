@@ -45,9 +45,9 @@ from pipeline.manifest import (
     Manifest,
     config_hash,
     current_manifest,
-    input_refs,
     read_manifest,
     run_stage,
+    stage_inputs,
 )
 from pipeline.tracking import NullTracker, Tracker
 
@@ -94,7 +94,7 @@ def train(tok_manifest: Path, out_dir: Path, cfg: TrainConfig, model_cfg: ModelC
         torch.set_num_threads(cfg.threads)
     try:
         if rank.world_size == 1:
-            return run_stage("train", out_dir, input_refs([tok_manifest]), stage_cfg, work, force=force,
+            return run_stage("train", out_dir, stage_inputs(tok_manifest, "train"), stage_cfg, work, force=force,
                              keep_partial=True)
         return _train_ranks(tok_manifest, Path(out_dir).resolve(), stage_cfg, work, rank, force)
     finally:
@@ -120,7 +120,7 @@ def _join_process_group(device_name: str) -> tuple[Rank, bool]:
 
 def _train_ranks(tok_manifest, out_dir: Path, stage_cfg: dict, work, rank: Rank, force: bool) -> Manifest:
     """Every rank trains; rank 0 alone publishes the stage folder. Rank 0 decides whether to skip."""
-    refs = input_refs([tok_manifest])
+    refs = stage_inputs(tok_manifest, "train")
     skip = [None if force else current_manifest(out_dir, "train", refs, config_hash(stage_cfg)) is not None]
     dist.broadcast_object_list(skip, src=0)
     if rank.main:
@@ -190,6 +190,7 @@ class Run:
     val: TokenShards
     token_bytes: np.ndarray
     bytes_per_char: float
+    prefix_after: int | None  # see pipeline.eval.bpb: the eos id of a tokenizer with a dummy prefix
     history: list[dict] = field(default_factory=list)
 
     @property
@@ -205,7 +206,13 @@ class Run:
 
     def evaluate(self) -> dict[str, float]:
         return evaluate_loss(self.model, self.val, self.token_bytes, self.model.config.block_size, self.cfg.batch_size,
-                             self.device, self.cfg.eval_tokens, self.bytes_per_char, self.autocast)
+                             self.device, self.cfg.eval_tokens, self.bytes_per_char, self.autocast, self.prefix_after)
+
+
+def prefix_after(tok_m: Manifest) -> int | None:
+    """The eos id when the stage's tokenizer puts a dummy "▁" before each document (see pipeline.eval.bpb)."""
+    tok = Tokenizer(tok_m.output("tokenizer"))
+    return tok.eos_id if tok.dummy_prefix else None
 
 
 def build_run(tok_m: Manifest, cfg: TrainConfig, model_cfg: ModelConfig, vocab_size: int, rank: Rank = Rank()) -> Run:
@@ -222,7 +229,7 @@ def build_run(tok_m: Manifest, cfg: TrainConfig, model_cfg: ModelConfig, vocab_s
     return Run(cfg, rank, device, autocast_for(device, cfg.dtype), model, step_model, optimizer, lanes,
                TokenShards(tok_m.output_list("val"), rank=rank.rank, world_size=rank.world_size),
                np.load(tok_m.output("token_bytes"), allow_pickle=False),
-               tok_m.stats["bytes_val"] / max(1, tok_m.stats["chars_val"]))
+               tok_m.stats["bytes_val"] / max(1, tok_m.stats["chars_val"]), prefix_after(tok_m))
 
 
 def _train(tok_manifest: Path, stage_dir: Path, *, cfg: TrainConfig, model_cfg: ModelConfig, tracker: Tracker,
@@ -299,7 +306,7 @@ def _loop(run: Run, start: int, checkpoint: Callable[[int], None], tracker: Trac
 
 def _resume(ckpt_dir: Path, run_cfg: dict, run: Run) -> int:
     """Load the last checkpoint of an interrupted run in this partial folder; returns the start step."""
-    state = load_train_state(ckpt_dir) if ckpt_dir.exists() else None
+    state = load_train_state(ckpt_dir)  # also from `.checkpoint.old`, left by a save killed between its renames
     start, world = 0, run.rank.world_size
     if state:
         loaded, _, saved_cfg = load_checkpoint(ckpt_dir, device=str(run.device))

@@ -131,6 +131,29 @@ def mlflow_registry(tmp_path: Path, mlflow_blank_db: Path):
         yield uri
 
 
+# Clean and filter with every rule that could drop or change a fixture document turned off: tests of the
+# later stages read a filter manifest (a stage reads only the stage before it) with the texts they wrote.
+PASS_CLEAN = {"unicode_form": "none", "fix_mojibake": False, "strip_boilerplate": False, "min_chars": 1,
+              "languages": [], "executor": "local"}
+PASS_FILTER = {
+    "executor": "local",
+    "quality": {"min_words": 0, "min_mean_word_len": 0, "max_mean_word_len": 1e9, "max_symbol_ratio": 1e9,
+                "min_alpha_word_ratio": 0, "max_dup_line_ratio": 1, "max_top_ngram_ratio": 1, "min_stopwords": 0},
+    "offensive": {"threshold": 1.0}, "pii": {"redact": False}, "dedup": {"exact": False, "near": False},
+    "audit": {"enabled": False},
+}
+
+
+def passed_through(ingest_manifest, run: Path):
+    """The filter manifest of clean -> filter over `ingest_manifest` keeping every document as it is."""
+    from pipeline.clean import clean
+    from pipeline.config import CleanConfig, FilterConfig
+    from pipeline.filter import filter_docs
+
+    cl = clean(ingest_manifest.path, run / "clean", CleanConfig(**PASS_CLEAN))
+    return filter_docs(cl.path, run / "filter", FilterConfig.model_validate(PASS_FILTER))
+
+
 @pytest.fixture(scope="session")
 def tiny_evaluated(tmp_path_factory):
     """The evaluate manifest of ingest -> tokenize -> train (4 steps, 1 layer) -> evaluate on a small corpus."""
@@ -146,7 +169,7 @@ def tiny_evaluated(tmp_path_factory):
     (corpus / "stories.txt").write_text("\n<|endoftext|>\n".join(STORIES * 3) + "\n", encoding="utf-8")
     (corpus / "poems.txt").write_text((POEM + "\n%\n") * 4, encoding="utf-8")
     run = root / "run"
-    m = ingest([str(corpus)], run / "ingest", IngestConfig())
+    m = passed_through(ingest([str(corpus)], run / "ingest", IngestConfig()), run)
     m = tokenize(m.path, run / "tokenize", TokenizeConfig(vocab_size=400, val_fraction=0.2))
     m = train(m.path, run / "train", TrainConfig(max_steps=4, batch_size=4, eval_every=4, warmup_steps=1),
               ModelConfig(block_size=32, n_layer=1, n_head=2, n_embd=32))

@@ -66,5 +66,6 @@ def test_the_base_revision_imports_only_its_own_modules(rev, tmp_path: Path):
 
 
 def test_an_unknown_revision_is_refused(tmp_path: Path):
-    with pytest.raises(Exception, match="exit status"):
+    with pytest.raises(subprocess.CalledProcessError) as info:
         export_base("no-such-revision", tmp_path)
+    assert info.value.cmd[-2:] == ["--verify", "no-such-revision^{commit}"] and not any(tmp_path.iterdir())

@@ -105,10 +105,27 @@ def test_trivial_inputs(sigs):
     assert near_duplicate_groups(sigs, bands=16, threshold=0.8) == {}
 
 
-def test_s_curve_of_the_default_banding():
-    # P(candidate) = 1 - (1 - s**r)**b with b=16 bands of r=8 rows: the docstring's numbers.
-    p = lambda s: 1 - (1 - s**8) ** 16  # noqa: E731
-    assert p(0.5) < 0.07 and 0.55 < p(0.7) < 0.65 and p(0.8) > 0.94 and p(0.9) > 0.999
+@pytest.mark.parametrize(("similarity", "low", "high"), [(0.5, 0.03, 0.10), (0.7, 0.55, 0.67), (0.8, 0.92, 0.98),
+                                                         (0.9, 0.995, 1.0)])
+def test_candidate_rate_follows_the_docstrings_s_curve_with_the_default_banding(similarity, low, high):
+    """near_duplicate_groups with the config's banding makes pairs whose positions agree independently with
+    probability s candidates at the docstring's rates (s=0.5 -> 6%, 0.7 -> 61%, 0.8 -> 95%, 0.9 -> 99.99%);
+    a threshold near 0 turns every candidate into a duplicate, so the groups count the candidates."""
+    from pipeline.config import DedupConfig
+
+    cfg = DedupConfig()
+    n_pairs = 3000
+    rng = np.random.default_rng(7)
+    first = rng.integers(1, 2**32, size=(n_pairs, cfg.num_perm), dtype=np.uint64).astype(np.uint32)
+    other = rng.integers(1, 2**32, size=(n_pairs, cfg.num_perm), dtype=np.uint64).astype(np.uint32)
+    second = np.where(rng.random((n_pairs, cfg.num_perm)) < similarity, first, other)
+    sigs = np.empty((2 * n_pairs, cfg.num_perm), dtype=np.uint32)
+    sigs[0::2], sigs[1::2] = first, second
+    groups = near_duplicate_groups(sigs, bands=cfg.bands, threshold=1e-9)
+    assert all(k % 2 == 1 and v == k - 1 for k, v in groups.items())  # only the planted pairs
+    rate = len(groups) / n_pairs
+    expected = 1 - (1 - similarity ** (cfg.num_perm // cfg.bands)) ** cfg.bands
+    assert low <= expected <= high and low <= rate <= high, (rate, expected)
 
 
 # --- batches -------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.eval import bias_probe
 from pipeline.eval import metrics as em
+from tests.conftest import passed_through
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -149,14 +150,14 @@ EVAL = dict(max_new_tokens=12, samples_per_prompt=2, bias_max_new_tokens=6, bias
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, corpus_dir_module):
-    """ingest -> tokenize -> train (a few steps) on the small fixture corpus: the train manifest."""
+    """ingest -> clean, filter (keeping all) -> tokenize -> train (a few steps) on the small corpus."""
     from pipeline.config import IngestConfig, ModelConfig, TokenizeConfig, TrainConfig
     from pipeline.ingest import ingest
     from pipeline.tokenize import tokenize
     from pipeline.train import train
 
     run = tmp_path_factory.mktemp("eval") / "run"
-    m = ingest([str(corpus_dir_module)], run / "ingest", IngestConfig())
+    m = passed_through(ingest([str(corpus_dir_module)], run / "ingest", IngestConfig()), run)
     m = tokenize(m.path, run / "tokenize", TokenizeConfig(vocab_size=400, val_fraction=0.2))
     return train(m.path, run / "train", TrainConfig(max_steps=4, batch_size=4, eval_every=4, warmup_steps=1),
                  ModelConfig(block_size=32, n_layer=2, n_head=2, n_embd=32))

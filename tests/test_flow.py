@@ -246,3 +246,40 @@ def test_io_stages_retry_only_transient_errors():
     assert [transient(None, None, State(e)) for e in (ConnectionError("reset"), TimeoutError(), Busy())] == [True] * 3
     assert [transient(None, None, State(e)) for e in (FileNotFoundError("x"), ValueError("bad config"))] == [False] * 2
     assert ingest_task.retries == register_task.retries == 3 and tokenize_task.retries == 0
+
+
+def test_a_no_op_rerun_is_found_without_prefect(scenario, monkeypatch, capsys):
+    """`quill run` on the embedded default checks the manifests first: nothing to do, no server started."""
+    import flows.corpus_to_model
+    from flows.cli import main
+    from flows.params import FlowParams
+    from flows.uptodate import finished_run
+
+    monkeypatch.chdir(scenario["tmp"])
+    latest = FAST + [TRAIN_CHANGE, FILTER_CHANGE]
+    result, lines = finished_run(FlowParams(preset="tiny", sources=["corpus"], overrides=latest))
+    assert result is not None and [line.split(":")[0] for line in lines] == STAGES
+    assert result["version"] == scenario["results"]["resumed"]["version"] == 3
+    assert result["samples"] == scenario["results"]["resumed"]["samples"]
+
+    changed, lines = finished_run(FlowParams(preset="tiny", sources=["corpus"], overrides=latest + ["train.lr=0.001"]))
+    assert changed is None and lines[-1] == "train: must run: its config changed"
+
+    def no_flow(*a, **k):
+        raise AssertionError("the flow (and its Prefect server) started for a no-op rerun")
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setattr(flows.corpus_to_model, "corpus_to_model", no_flow)
+    argv = ["run", "--preset", "tiny", "--source", "corpus"] + [a for o in latest for a in ("--set", o)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Every stage is up to date: nothing to run (no Prefect server started)." in out
+    assert "Registered model quill version 3" in out
+
+    # With a Prefect server configured, the flow runs (and the server records it) even when nothing changed.
+    calls = []
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:4200/api")
+    monkeypatch.setattr(flows.corpus_to_model, "corpus_to_model",
+                        lambda params: calls.append(params) or scenario["results"]["resumed"])
+    assert main(argv) == 0 and len(calls) == 1
+    assert "Every stage is up to date" not in capsys.readouterr().out

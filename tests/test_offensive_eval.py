@@ -1,9 +1,13 @@
-"""Offensive-content scorer on the held-out labelled set, and hard negatives of both sets.
+"""Offensive-content scorer on the two labelled sets the lexicon was tuned on, and their hard negatives.
 
-The held-out set (pipeline/text/lexicons/eval_offensive_heldout.tsv) was written before the lexicon was
-read; its blind recall was 0.67, and the tuning round it prompted brought it to 0.99 (see
-benchmarks/offensive.py). Hard negatives are the clean lines that name violence, a group of people,
-a word with an innocent sense, anatomy or slurs: the lines a lexicon is most tempted to drop.
+Both sets asserted on here are tuning sets: eval_offensive.tsv from the start, and
+eval_offensive_heldout.tsv (named for how it began: written before the lexicon was read, blind recall
+0.67) since the tuning round its misses prompted brought it to 0.99. These tests guard against
+regressions on them; they do not measure how the rules generalise. That figure comes only from a set
+nothing was tuned on: eval_offensive_blind2.tsv, which benchmarks/offensive.py reports and which is
+deliberately not asserted on here (a test on it would invite tuning to it). Hard negatives are the clean
+lines that name violence, a group of people, a word with an innocent sense, anatomy or slurs: the lines
+a lexicon is most tempted to drop.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ def _hard_negatives(name: str) -> list[str]:
     return [text for label, text in load(name) if not label and HARD_CUES.search(text)]
 
 
-def test_heldout_set_size_and_precision_recall():
+def test_second_tuning_set_formerly_heldout_size_and_precision_recall():
     rows = load("eval_offensive_heldout.tsv")
     assert sum(label for label, _ in rows) >= 60 and sum(1 - label for label, _ in rows) >= 120
     assert len(_hard_negatives("eval_offensive_heldout.tsv")) >= 40
@@ -43,7 +47,7 @@ def test_heldout_set_size_and_precision_recall():
     assert r["recall"] >= 0.90, f"recall {r['recall']:.3f}: {r['wrong']}"
 
 
-def test_precision_on_the_tuning_set_holds():
+def test_precision_on_the_first_tuning_set_holds():
     r = measure(load("eval_offensive.tsv"), THRESHOLD)
     assert r["precision"] >= 0.95 and r["recall"] >= 0.90, r["wrong"]
 
@@ -51,5 +55,5 @@ def test_precision_on_the_tuning_set_holds():
 @pytest.mark.parametrize(
     "text", _hard_negatives("eval_offensive_heldout.tsv") + _hard_negatives("eval_offensive.tsv")
 )
-def test_hard_negatives_are_not_flagged(text: str):
+def test_hard_negatives_of_the_tuning_sets_are_not_flagged(text: str):
     assert offensive_score(text) < THRESHOLD

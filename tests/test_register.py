@@ -232,3 +232,43 @@ def test_checkpoint_downloads_are_cached_per_version(champion_env, tmp_path, mon
     assert download_checkpoint("models:/quill/1", cache=tmp_path) == first  # the alias names version 1
     assert len(calls) == 1 and calls[0]["artifact_uri"] == "models:/quill/1"
     assert (first / "model.safetensors").exists() and not list(tmp_path.glob(".*tmp*"))
+
+
+# --- runs that nobody ends ----------------------------------------------------------------------------
+
+def test_a_run_whose_process_died_is_closed_by_the_next_one(mlflow_registry):
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    from pipeline.tracking import OWNER_PID, MlflowTracker
+
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    killed = MlflowTracker.start("quill", "train killed with SIGKILL")
+    killed.set_tags({OWNER_PID: str(gone)})  # as if that process had started it, then died without ending it
+    elsewhere = MlflowTracker.start("quill", "another live process")
+    elsewhere.set_tags({OWNER_PID: "1"})  # pid 1 is alive
+    new = MlflowTracker.start("quill", "next run")
+    client = MlflowClient()
+    status = {t.run_id: client.get_run(t.run_id).info.status for t in (killed, elsewhere, new)}
+    assert status == {killed.run_id: "KILLED", elsewhere.run_id: "RUNNING", new.run_id: "RUNNING"}
+    assert "was gone" in client.get_run(killed.run_id).data.tags["quill.ended"]
+
+
+def test_a_failed_register_leaves_no_empty_run(tiny_evaluated, tmp_path, mlflow_registry, monkeypatch):
+    from mlflow import MlflowClient
+
+    import pipeline.register as reg
+    from pipeline.config import RegisterConfig
+    from pipeline.tracking import experiment_id
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(reg, "serving_checkpoint", broken)
+    with pytest.raises(OSError, match="disk full"):
+        reg.register(tiny_evaluated.path, tmp_path / "register", RegisterConfig())
+    assert MlflowClient().search_runs([experiment_id("quill")]) == []
+    assert not (tmp_path / "register").exists()

@@ -16,7 +16,7 @@ from pipeline.ingest import ingest
 from pipeline.io.docshards import iter_docs
 from pipeline.io.tokenshards import TokenShards
 from pipeline.tokenize import tokenize
-from tests.conftest import POEM, STORIES
+from tests.conftest import POEM, STORIES, passed_through
 
 EXOTIC = [
     "床前明月光，疑是地上霜。\n举头望明月，低头思故乡。",
@@ -38,7 +38,7 @@ def docs(tmp_path_factory):
     (corpus / "stories.txt").write_text("\n<|endoftext|>\n".join(STORIES * 3) + "\n", encoding="utf-8")
     (corpus / "poems.txt").write_text(POEM + "\n%\n" + POEM.replace("moon", "sun") + "\n", encoding="utf-8")
     (corpus / "exotic.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in EXOTIC) + "\n", encoding="utf-8")
-    return ingest([str(corpus)], root / "run" / "ingest", IngestConfig(shard_docs=8))
+    return passed_through(ingest([str(corpus)], root / "run" / "ingest", IngestConfig(shard_docs=8)), root / "run")
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +92,26 @@ def test_token_bytes_and_manifest(tok_run):
     assert m.stats["shards_train"] == len(m.output_list("train")) > 1
     assert {"tokenizer", "token_bytes", "index", "train", "val"} <= set(m.outputs)
     assert pq.read_schema(m.output_list("train")[0]).field("tokens").type == "uint16"
+
+
+def test_token_bytes_of_every_shard_are_the_texts_utf8_bytes(tok_run):
+    """Bits per byte divides by the summed token_bytes of the predicted tokens: exact only if they are the
+    bytes of the text, with nothing for eos and no "▁" SentencePiece would put before each document."""
+    docs, m, _ = tok_run
+    tb = np.load(m.output("token_bytes"))
+    assert not Tokenizer(m.output("tokenizer")).dummy_prefix and m.stats["dummy_prefix"] is False
+    by_id = _texts(docs)
+    index = pq.read_table(m.output("index")).to_pylist()
+    for split in ("train", "val"):
+        shards = TokenShards(m.output_list(split))
+        rows = [r for r in index if r["split"] == split]
+        for r in rows:
+            ids = shards.arrays[r["shard"]][r["offset"] : r["offset"] + r["length"]]
+            assert int(tb[ids].sum()) == len(by_id[r["id"]].encode("utf-8")), r["id"]
+        for k, shard in enumerate(shards.arrays):
+            texts = [by_id[r["id"]] for r in rows if r["shard"] == k]
+            assert int(tb[np.asarray(shard)].sum()) == sum(len(t.encode("utf-8")) for t in texts)
+    assert int(tb[TokenShards(m.output_list("val")).tokens].sum()) == m.stats["bytes_val"]
 
 
 def _files(m) -> dict[str, bytes]:

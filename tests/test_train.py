@@ -184,6 +184,29 @@ def test_resume_repeats_dropout_draws_too(tmp_path, tok_manifest, monkeypatch):
     assert losses(resumed.stage_dir) == pytest.approx(losses(whole.stage_dir), rel=1e-6)
 
 
+def test_resume_from_the_checkpoint_a_kill_between_the_two_renames_left_aside(tmp_path, tok_manifest, monkeypatch):
+    """save_checkpoint renames the old folder to .checkpoint.old, then the new one into place: a kill in
+    between leaves no `checkpoint/` at all, and training must resume from `.checkpoint.old`, not step 0."""
+    cfg = TrainConfig(max_steps=6, ckpt_every=3, **FAST)
+    real_save = train_mod.save_checkpoint
+
+    def save_then_crash(*a, **k):
+        real_save(*a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(tok_manifest, tmp_path / "r", cfg, MODEL)
+    monkeypatch.setattr(train_mod, "save_checkpoint", real_save)
+    partial = tmp_path / "r.partial"
+    (partial / "checkpoint").rename(partial / ".checkpoint.old")  # the first rename done, the second not
+    (partial / ".checkpoint.tmp").mkdir()  # the new folder, complete or not, never published
+    resumed = train(tok_manifest, tmp_path / "r", cfg, MODEL)
+    assert resumed.stats["resumed_from"] == 3
+    whole = train(tok_manifest, tmp_path / "w", cfg, MODEL)
+    assert losses(resumed.stage_dir) == pytest.approx(losses(whole.stage_dir), rel=1e-6)
+
+
 # One rank of a torchrun job: trains through the real stage, then saves its replica's weights.
 DDP_RANK = """
 import os, sys, torch

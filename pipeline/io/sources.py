@@ -111,6 +111,9 @@ def _download(url: str, dest: Path, cfg: IngestConfig) -> str:
         if 400 <= exc.code < 500 and exc.code not in (408, 429):  # the URL is wrong: retrying cannot help
             raise IngestError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
         raise OSError(f"{url}: HTTP {exc.code} {exc.reason}") from exc  # OSError: the flow's retries apply
+    except (urllib.error.URLError, TimeoutError) as exc:  # no answer: unknown host, refused, timed out
+        reason = getattr(exc, "reason", exc)
+        raise OSError(f"{url}: cannot download: {reason}; check the URL and the network") from exc
     h, size = hashlib.sha256(), 0
     with response, open(dest, "wb") as out:
         length = response.headers.get("Content-Length")
