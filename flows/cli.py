@@ -4,6 +4,7 @@
     quill serve --preset small --cron "0 3 * * 1"      # scheduled retraining + per-stage flows (needs PREFECT_API_URL)
     quill stage tokenize --input data/runs/tiny/filter/manifest.json --out /tmp/tok
     quill generate "Once upon a time" --model models:/quill@champion --stream
+    quill export --model models:/quill@champion --format hf out/quill-hf
     quill config --preset small --set train.max_steps=100
 
 Heavy imports (torch, prefect, mlflow) happen inside the commands so `quill --help` stays fast.
@@ -167,26 +168,54 @@ def resolve_checkpoint(model: str) -> Path:
         if not (path / "model.safetensors").exists():
             raise SystemExit(f"{model}: not a checkpoint folder (no model.safetensors) and not a models:/ URI")
         return path
-    from pipeline.tracking import download_checkpoint
+    from pipeline.tracking import configure, download_checkpoint, pinned_uri
 
+    if "@" in model:  # an alias moves: say which version it named this time
+        configure()
+        print(f"quill: {model} is {pinned_uri(model)}", file=sys.stderr)
     return download_checkpoint(model)
 
 
+def _sampling_defaults() -> tuple[dict, tuple]:
+    """model/sampling.py's SETTINGS and STRATEGIES, for the help text. The file is loaded by path: importing
+    model.sampling would run model/__init__.py, which imports torch, and `quill --help` must stay fast."""
+    import importlib.util
+
+    package = importlib.util.find_spec("model").submodule_search_locations[0]  # finds, does not run, the package
+    spec = importlib.util.spec_from_file_location("quill_sampling_defaults", Path(package) / "sampling.py")
+    module = sys.modules.setdefault(spec.name, importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(module)  # (the dataclass looks its module up in sys.modules)
+    return module.SETTINGS, module.STRATEGIES
+
+
+def sampling_settings(args) -> dict:
+    """The sampling settings given on the command line (None: not given, so the shared default)."""
+    from model.sampling import SETTINGS
+
+    return {name: getattr(args, name) for name in SETTINGS}
+
+
+def sample_separator(n: int, total: int) -> str:
+    """The line that opens sample n of total (1-based): a sample may hold blank lines, so they are not enough."""
+    return f"===== sample {n}/{total} =====" if total > 1 else ""
+
+
 def cmd_generate(args) -> int:
-    from model import SamplingConfig, generate, load_checkpoint, stream
+    from model import generate, load_checkpoint, stream
+    from model.sampling import SamplingConfig
     from model.tokenizer import Tokenizer
 
     ckpt = resolve_checkpoint(args.model)
     model, _, _ = load_checkpoint(ckpt)
     tok = Tokenizer(ckpt / "tokenizer.model")
-    cfg = SamplingConfig(strategy=args.strategy, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                         top_k=args.top_k or None, top_p=args.top_p or None, min_p=args.min_p,
-                         repetition_penalty=args.repetition_penalty, no_repeat_ngram=args.no_repeat_ngram,
-                         seed=args.seed, eos_id=tok.eos_id)
+    cfg = SamplingConfig.from_settings(sampling_settings(args), eos_id=tok.eos_id)
+    seed = cfg.seed
     ids = tok.encode_prompt(args.prompt)
     if args.stream and not args.json:
         for n in range(args.n):
-            cfg.seed = args.seed + n
+            cfg.seed = seed + n
+            if args.n > 1:
+                sys.stdout.write(("\n" if n else "") + sample_separator(n + 1, args.n) + "\n")
             new: list[int] = []
             shown = ""
             sys.stdout.write(args.prompt)
@@ -196,16 +225,31 @@ def cmd_generate(args) -> int:
                 sys.stdout.write(text[len(shown):])
                 sys.stdout.flush()
                 shown = text
-            sys.stdout.write("\n\n" if n + 1 < args.n else "\n")
+            sys.stdout.write("\n")
         return 0
     outs = []
     for n in range(args.n):
-        cfg.seed = args.seed + n
+        cfg.seed = seed + n
         outs.append(args.prompt + tok.decode(generate(model, [ids], cfg)[0]))
     if args.json:
         print(json.dumps({"model": args.model, "prompt": args.prompt, "samples": outs}, ensure_ascii=False, indent=2))
+    elif args.n == 1:
+        print(outs[0])
     else:
-        print("\n\n".join(outs))
+        print("\n\n".join(f"{sample_separator(n, args.n)}\n{text}" for n, text in enumerate(outs, 1)))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from model.checkpoint import load_checkpoint
+    from model.hf_export import architecture, export_hf
+
+    ckpt = resolve_checkpoint(args.model)
+    card = ckpt / "MODEL_CARD.md"  # registered versions carry theirs (pipeline/register.py)
+    out = export_hf(ckpt, Path(args.out), model_card=card.read_text(encoding="utf-8") if card.is_file() else None)
+    arch = architecture(load_checkpoint(ckpt)[1])
+    print(f"{out}: Hugging Face transformers folder ({arch}); load it with "
+          f"AutoModelForCausalLM.from_pretrained({str(out)!r}) and AutoTokenizer.from_pretrained(...)")
     return 0
 
 
@@ -263,23 +307,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stage)
 
     p = sub.add_parser("generate", help="write text with a trained model",
-                       description="Generate text from a checkpoint folder or a registered model.")
+                       description="Generate text from a checkpoint folder or a registered model. The sampling "
+                       "defaults are the ones the served model and the evaluate stage use (model/sampling.py).")
     p.add_argument("prompt")
     p.add_argument("--model", default="models:/quill@champion", help="checkpoint folder or MLflow URI (default: "
                    "%(default)s)")
-    p.add_argument("--strategy", choices=["greedy", "sample", "beam"], default="sample")
-    p.add_argument("--max-new-tokens", type=int, default=100)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=50, help="0 = off")
-    p.add_argument("--top-p", type=float, default=0.95, help="0 = off")
-    p.add_argument("--min-p", type=float, default=None)
-    p.add_argument("--repetition-penalty", type=float, default=1.1)
-    p.add_argument("--no-repeat-ngram", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
+    SETTINGS, STRATEGIES = _sampling_defaults()
+
+    def default(name: str) -> str:
+        return f"default: {SETTINGS[name]}" + (", 0 = off" if name in ("top_k", "top_p", "min_p") else "")
+
+    p.add_argument("--strategy", choices=STRATEGIES, help=default("strategy"))
+    p.add_argument("--max-new-tokens", type=int, help=default("max_new_tokens"))
+    p.add_argument("--temperature", type=float, help=default("temperature") + "; 0 = greedy")
+    p.add_argument("--top-k", type=int, help=default("top_k"))
+    p.add_argument("--top-p", type=float, help=default("top_p"))
+    p.add_argument("--min-p", type=float, help=default("min_p"))
+    p.add_argument("--repetition-penalty", type=float, help=default("repetition_penalty") + "; 1 = off")
+    p.add_argument("--no-repeat-ngram", type=int, help=default("no_repeat_ngram") + "; 0 = off")
+    p.add_argument("--num-beams", type=int, help=default("num_beams") + " (strategy beam)")
+    p.add_argument("--seed", type=int, help=default("seed") + "; sample i uses seed + i")
     p.add_argument("--n", type=int, default=1, help="number of samples")
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("export", help="write a model in a format other tools load",
+                       description="Export a checkpoint folder or registered model. --format hf writes a Hugging Face "
+                       "transformers folder (config.json, model.safetensors, tokenizer.json, MODEL_CARD.md): rope "
+                       "models as GPTNeoXForCausalLM, learned/sinusoidal positions as GPT2LMHeadModel; qk_norm models "
+                       "cannot be exported.")
+    p.add_argument("out", metavar="OUT", help="output folder (replaced if it exists)")
+    p.add_argument("--model", default="models:/quill@champion", help="checkpoint folder or MLflow URI (default: "
+                   "%(default)s)")
+    p.add_argument("--format", choices=["hf"], default="hf", help="hf: Hugging Face transformers (default)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("config", help="print the resolved config as JSON")
     _config_args(p)

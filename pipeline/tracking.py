@@ -154,7 +154,7 @@ class MlflowTracker:
 MODEL_CACHE = Path("data/cache/models")
 
 
-def _pinned(model_uri: str) -> str | None:
+def pinned_uri(model_uri: str) -> str | None:
     """The immutable form of a model URI (models:/quill@champion -> models:/quill/3), None if it has none."""
     if model_uri.startswith("runs:/"):
         return model_uri
@@ -181,7 +181,7 @@ def download_checkpoint(model_uri: str, cache: Path | None = None) -> Path:
     import mlflow
 
     configure()
-    pinned = _pinned(model_uri)
+    pinned = pinned_uri(model_uri)
     if pinned is None:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
     else:

@@ -156,7 +156,8 @@ def test_pyfunc_round_trip_and_params(champion_env):
 
     model = mlflow.pyfunc.load_model("models:/quill@champion")
     assert {p.name for p in model.metadata.get_params_schema().params} == {
-        "max_new_tokens", "temperature", "top_k", "top_p", "seed", "strategy"}
+        "max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "no_repeat_ngram",
+        "num_beams", "seed", "strategy"}
     prompts = pd.DataFrame({"prompt": ["Once upon", "The sea"]})
     greedy = {"max_new_tokens": 5, "seed": 3, "strategy": "greedy"}
     out = model.predict(prompts, params=greedy)
@@ -232,3 +233,62 @@ def test_checkpoint_downloads_are_cached_per_version(champion_env, tmp_path, mon
     assert download_checkpoint("models:/quill/1", cache=tmp_path) == first  # the alias names version 1
     assert len(calls) == 1 and calls[0]["artifact_uri"] == "models:/quill/1"
     assert (first / "model.safetensors").exists() and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_cli_pyfunc_and_evaluate_share_one_sampling_config(champion_env, capsys):
+    """The same prompt, seed and settings give the same text through `quill generate`, the served model and the
+    evaluate stage; left unset, every settings falls back to the one set of defaults (model/sampling.py)."""
+    import os
+
+    import mlflow
+
+    from flows.cli import main
+    from model import load_checkpoint
+    from model.tokenizer import Tokenizer
+    from pipeline.config import EvaluateConfig
+    from pipeline.evaluate import sample_rows, sampling_config
+    from pipeline.tracking import download_checkpoint
+
+    served = mlflow.pyfunc.load_model("models:/quill@champion")
+    ckpt = download_checkpoint("models:/quill@champion")
+    model, _, _ = load_checkpoint(ckpt)
+    tok = Tokenizer(ckpt / "tokenizer.model")
+    prompt = "Once upon"
+    tuned = {"temperature": 1.2, "min_p": 0.02, "repetition_penalty": 1.3, "no_repeat_ngram": 2}
+    saved = dict(os.environ)
+    try:
+        for settings in ({}, tuned):
+            flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+            capsys.readouterr()
+            assert main(["generate", prompt, "--model", "models:/quill@champion", "--max-new-tokens", "12",
+                         "--seed", "7", "--json", *flags]) == 0
+            cli = json.loads(capsys.readouterr().out)["samples"][0]
+            pyfunc = served.predict([prompt], params={"max_new_tokens": 12, "seed": 7, **settings})[0]
+            sampling = sampling_config(EvaluateConfig(**settings), tok.eos_id, 12, seed=7)
+            evaluate = sample_rows(model, tok, [prompt], sampling, n=1)[0]["text"]
+            assert cli == pyfunc == evaluate, settings
+    finally:  # main() sets environment defaults for the whole process
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def test_cli_generate_separates_samples_and_names_the_version(champion_env, capsys):
+    import os
+
+    from flows.cli import main
+
+    saved = dict(os.environ)
+    try:
+        for stream in ([], ["--stream"]):
+            capsys.readouterr()
+            assert main(["generate", "Once upon", "--model", "models:/quill@champion", "--max-new-tokens", "6",
+                         "--n", "3", *stream]) == 0
+            out = capsys.readouterr()
+            assert "quill: models:/quill@champion is models:/quill/1" in out.err
+            lines = out.out.splitlines()
+            assert [line for line in lines if line.startswith("=====")] == [
+                f"===== sample {i}/3 =====" for i in (1, 2, 3)]
+            assert sum(line.startswith("Once upon") for line in lines) == 3
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
