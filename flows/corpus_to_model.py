@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.artifacts import mlflow_run
+from flows.logs import show_stage_logs
 from flows.params import FlowParams
 from flows.tasks import (
     StageFailed,
@@ -40,6 +41,7 @@ __all__ = ["FlowParams", "StageFailed", "corpus_to_model"]
 def corpus_to_model(params: FlowParams = FlowParams()) -> dict:
     """Ingest, clean, filter, tokenize, train, evaluate and register a writing model; stages that are up to date
     are skipped."""
+    show_stage_logs()
     cfg = params.config()
     root = params.run_dir(cfg)
     tags = {"prefect.flow_run_id": str(flow_run.get_id()), "quill.preset": cfg.preset}

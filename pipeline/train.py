@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from model import GPT, GPTConfig, load_checkpoint, load_train_state, resolve_device, save_checkpoint
 from model.tokenizer import Tokenizer
@@ -275,6 +276,13 @@ def _loop(run: Run, start: int, checkpoint: Callable[[int], None], tracker: Trac
     bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="train", unit="step",
                dynamic_ncols=True, mininterval=1.0, disable=not main)
     t0 = time.perf_counter()
+    with logging_redirect_tqdm():  # log lines print above the bar instead of through it
+        _steps(run, bar, start, t0, checkpoint, tracker)
+    bar.close()
+
+
+def _steps(run: Run, bar, start: int, t0: float, checkpoint: Callable[[int], None], tracker: Tracker) -> None:
+    cfg, main = run.cfg, run.rank.main
     for step in bar:
         lr = lr_at(step, cfg)
         loss = train_step(run.step_model, run.optimizer, run.batches(step), lr=lr, grad_clip=cfg.grad_clip,
@@ -286,15 +294,15 @@ def _loop(run: Run, start: int, checkpoint: Callable[[int], None], tracker: Trac
         if done % cfg.eval_every == 0 or done == cfg.max_steps:
             val = run.evaluate()  # every rank: its share of the windows, all-reduced
             record.update({f"val_{k}": v for k, v in val.items() if k != "tokens"})
-            if main:
-                bar.write(f"step {done}: train loss {loss:.4f}, val loss {val['loss']:.4f}, val bpb {val['bpb']:.4f}")
+            if main:  # a log line (not bar.write), so it also reaches the Prefect UI's logs
+                log.info("train: step %d: train loss %.4f, val loss %.4f, val bpb %.4f", done, loss, val["loss"],
+                         val["bpb"])
         run.history.append(record)
         if main:
             tracker.log_metrics({k.replace("_", "/", 1) if k.startswith("val_") else k: v
                                  for k, v in record.items() if k != "step"}, step=done)
         if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < cfg.max_steps:
             checkpoint(done)
-    bar.close()
 
 
 def _resume(ckpt_dir: Path, run_cfg: dict, run: Run) -> int:

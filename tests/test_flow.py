@@ -246,3 +246,21 @@ def test_io_stages_retry_only_transient_errors():
     assert [transient(None, None, State(e)) for e in (ConnectionError("reset"), TimeoutError(), Busy())] == [True] * 3
     assert [transient(None, None, State(e)) for e in (FileNotFoundError("x"), ValueError("bad config"))] == [False] * 2
     assert ingest_task.retries == register_task.retries == 3 and tokenize_task.retries == 0
+
+
+def test_stage_logs_reach_the_flow_runs_logs(scenario):
+    """The stages' own INFO lines (pipeline and model loggers) are in the flow run's logs, which the UI shows."""
+    import logging
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    first = scenario["results"]["first"]
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[first["flow_run_id"]])))
+    lines = {(log.name, log.message.split(":")[0]) for log in logs if log.level == logging.INFO}
+    for logger, prefix in [("pipeline.ingest", "ingest"), ("pipeline.clean", "clean"), ("pipeline.filter", "filter"),
+                           ("pipeline.tokenize", "tokenize"), ("pipeline.train", "train"),
+                           ("pipeline.evaluate", "evaluate"), ("pipeline.register", "register")]:
+        assert (logger, prefix) in lines, f"no INFO line of {logger} in the flow run's logs"
+    assert any("train loss" in log.message and log.task_run_id for log in logs)  # tied to the train task's run
