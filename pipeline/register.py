@@ -10,7 +10,10 @@ are never used (deprecated); aliases are. The decision, its reason, the metrics 
 to version tags and to the log, so every version stays auditable.
 
 Lineage: the MLflow run behind a version holds every upstream stage manifest (`manifests/<stage>/`)
-and the evaluation report, so a version leads back to its data, tokenizer and config.
+and the evaluation report, so a version leads back to its data, tokenizer and config. Each version's
+description is its model card (`pipeline.reports.model_card`: data, filters, tokenizer, architecture,
+training tokens and FLOPs, bits per byte, bias probes, intended use and limits), which is also the
+run's description, the run artifact `MODEL_CARD.md`, and a file in the logged checkpoint folder.
 
 Idempotent: registering the same evaluation again (found by a tag holding the evaluation
 manifest's sha256) returns the existing version and its recorded decision, and moves no alias.
@@ -33,12 +36,14 @@ from typing import Any
 
 from pipeline.config import RegisterConfig
 from pipeline.manifest import Manifest, input_refs, read_manifest, run_stage
+from pipeline.reports import model_card
 from pipeline.tracking import MlflowTracker, configure
 
 log = logging.getLogger(__name__)
 PYFUNC_FILE = Path(__file__).with_name("pyfunc.py")
 EVAL_SHA_TAG = "quill.eval_sha256"
 DECISION_TAG = "gate.decision"
+MODEL_CARD = "MODEL_CARD.md"
 # What the pyfunc imports when it loads; pinned so that logging skips MLflow's requirement
 # inference (a subprocess that loads the model: ~10 s here) and a fresh environment gets these.
 RUNTIME_PACKAGES = ("mlflow", "torch", "sentencepiece", "safetensors", "numpy", "pandas")
@@ -168,6 +173,7 @@ def _log_model(eval_m: Manifest, train_m: Manifest, cfg: RegisterConfig, run_id:
 
     run_id = run_id or train_m.stats.get("mlflow_run_id")
     tracker = MlflowTracker(run_id) if run_id else MlflowTracker.start(cfg.experiment, "register")
+    card = card_of(eval_m, train_m, cfg)
     tracker.log_metrics({f"eval/{k}": v for k, v in eval_m.stats.items() if isinstance(v, (int, float))}, step=0)
     for m in manifest_chain(eval_m):
         tracker.log_artifact(m.path, f"manifests/{m.stage}")
@@ -180,6 +186,9 @@ def _log_model(eval_m: Manifest, train_m: Manifest, cfg: RegisterConfig, run_id:
     example = pd.DataFrame({"prompt": ["Once upon a time"]})
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=tracker.run_id):
         ckpt = serving_checkpoint(train_m.output("checkpoint"), Path(tmp))
+        (ckpt / MODEL_CARD).write_text(card, encoding="utf-8")  # travels with the weights: `quill export` copies it
+        tracker.log_artifact(ckpt / MODEL_CARD)
+        tracker.set_tags({"mlflow.note.content": card})  # the run's description in the MLflow UI
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(PYFUNC_FILE), artifacts={"checkpoint": str(ckpt)},
             # The model code travels with the weights: a version loads with the code it was registered with.
@@ -187,7 +196,16 @@ def _log_model(eval_m: Manifest, train_m: Manifest, cfg: RegisterConfig, run_id:
             signature=signature, input_example=(example, {**PARAMS, "max_new_tokens": 8}),
             pip_requirements=pip_requirements(),
         )  # leaving start_run marks the run FINISHED; a flow that owns it ends it again with its own status
-    return info.model_uri
+    return info.model_uri, card
+
+
+def card_of(eval_m: Manifest, train_m: Manifest, cfg: RegisterConfig) -> str:
+    """The model card of the model that eval_m evaluated (pipeline.reports.model_card over its manifest chain)."""
+    from model.checkpoint import MODEL_CONFIG
+
+    manifests = {m.stage: m for m in manifest_chain(eval_m)}
+    model_config = json.loads((train_m.output("checkpoint") / MODEL_CONFIG).read_text(encoding="utf-8"))
+    return model_card(manifests, model_config, cfg.model_name)
 
 
 def _champion(client, name: str):
@@ -237,8 +255,9 @@ def _register(eval_manifest: Path, eval_sha: str, stage_dir: Path, cfg: Register
         is_champion = champion is not None and str(champion.version) == str(mv.version)
         return _result(stage_dir, cfg, mv, is_champion, mv.tags.get("gate.reason", ""), mv.tags[DECISION_TAG])
     if mv is None:
-        model_uri = _log_model(eval_m, read_manifest(eval_m.inputs[0].path), cfg, run_id)
+        model_uri, card = _log_model(eval_m, read_manifest(eval_m.inputs[0].path), cfg, run_id)
         mv = mlflow.register_model(model_uri, cfg.model_name, tags={EVAL_SHA_TAG: eval_sha})
+        client.update_model_version(cfg.model_name, mv.version, description=card)
     candidate = scores_from(eval_m.stats, f"evaluation {eval_manifest}")
     promote, why, champion = _decide(client, cfg, mv, candidate)
     client.set_registered_model_alias(cfg.model_name, "challenger", mv.version)

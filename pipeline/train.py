@@ -262,9 +262,12 @@ def _train(tok_manifest: Path, stage_dir: Path, *, cfg: TrainConfig, model_cfg: 
     plot_loss_curve(run.history, stage_dir / "loss_curve.png")
     tracker.log_artifact(stage_dir / "loss_curve.png", "plots")
     final = run.history[-1] if run.history else {}
+    tokens_seen = cfg.max_steps * run.tokens_per_step
+    flops = run.model.flops_per_token() * tokens_seen  # the PaLM/nanoGPT estimate at full context
+    tracker.log_metrics({"train/tokens": tokens_seen, "train/flops": flops}, step=cfg.max_steps)  # compared across runs
     stats = {
         "steps": cfg.max_steps, "resumed_from": start, "n_params": run.model.num_params(),
-        "tokens_seen": cfg.max_steps * run.tokens_per_step, "world_size": rank.world_size, "device": str(run.device),
+        "tokens_seen": tokens_seen, "train_flops": flops, "world_size": rank.world_size, "device": str(run.device),
         "mlflow_run_id": tracker.run_id, "train_seconds": round(time.perf_counter() - t0, 2),
         **{k: v for k, v in final.items() if k.startswith("val_") or k == "train_loss"},
     }

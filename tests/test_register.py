@@ -292,3 +292,32 @@ def test_cli_generate_separates_samples_and_names_the_version(champion_env, caps
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def test_every_version_has_a_model_card(champion_env, tiny_evaluated, tmp_path, capsys):
+    """The card is the version's description, the run's description and artifact, and what export writes."""
+    import os
+
+    from mlflow import MlflowClient
+
+    from flows.cli import main
+
+    client = MlflowClient()
+    mv = client.get_model_version("quill", "1")
+    card = mv.description
+    for heading in ("## Data", "## Tokenizer", "## Architecture", "## Training", "## Evaluation",
+                    "### Bias and safety probes", "## Intended use and limits"):
+        assert heading in card
+    stats = tiny_evaluated.stats
+    assert f"| validation bits per byte | {stats['val_bpb']:.4g} |" in card
+    assert f"| stereotype preference (0.5 = none) | {stats['stereotype_preference']:.4g} |" in card
+    assert "| training FLOPs |" in card and "| layers / heads / width | 1 / 2 / 32 |" in card
+    assert "MODEL_CARD.md" in {a.path for a in client.list_artifacts(mv.run_id)}
+    assert client.get_run(mv.run_id).data.tags["mlflow.note.content"] == card
+    saved = dict(os.environ)
+    try:
+        assert main(["export", "--model", "models:/quill@champion", str(tmp_path / "hf")]) == 0
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert (tmp_path / "hf" / "MODEL_CARD.md").read_text(encoding="utf-8") == card
