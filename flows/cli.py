@@ -62,7 +62,7 @@ def _flow_params(args):
     from flows.params import FlowParams
 
     return FlowParams(preset=args.preset or "tiny", sources=args.source or [], overrides=args.overrides,
-                      config_file=args.config, run_name=args.run_name, train_processes=args.train_processes)
+                      config_file=args.config, run_folder=args.run_folder, train_processes=args.train_processes)
 
 
 def cmd_run(args) -> int:
@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--source", action="append", metavar="PATH", help="corpus file/folder/glob (repeatable; default: "
                    "data/sample)")
-    p.add_argument("--run-name",
+    p.add_argument("--run-folder", "--run-name", dest="run_folder",
                    help="folder under data/runs/ (default: the preset name); reruns reuse finished stages")
     _runner_args(p)
     p.set_defaults(func=cmd_run)
@@ -283,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--source", action="append", metavar="PATH", help="corpus file/folder/glob (repeatable; default: "
                    "the config's)")
-    p.add_argument("--run-name", help="folder under data/runs/ (default: the preset name)")
+    p.add_argument("--run-folder", "--run-name", dest="run_folder",
+                   help="folder under data/runs/ (default: the preset name)")
     p.add_argument("--cron", help="cron string, e.g. '0 3 * * 1' (default: schedule.cron)")
     p.add_argument("--timezone", help="IANA time zone of the cron string (default: schedule.timezone)")
     p.add_argument("--name", help="deployment name of corpus_to_model (default: schedule.deployment)")

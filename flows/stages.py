@@ -1,10 +1,10 @@
 """One flow per stage, so a single stage can be triggered from the Prefect UI (or `prefect deployment run`).
 
     quill serve                       # serves these next to corpus_to_model (deployments stage-<name>/manual)
-    python -c "from flows.stages import train_flow, StageParams; train_flow(StageParams(run_name='tiny'))"
+    python -c "from flows.stages import train_flow, StageParams; train_flow(StageParams(run_folder='tiny'))"
 
-Each takes `StageParams` (a UI form): with only `run_name` set, a stage reads the previous stage's
-manifest in data/runs/<run_name>/ and writes its own folder there, exactly as `corpus_to_model` does;
+Each takes `StageParams` (a UI form): with only `run_folder` set, a stage reads the previous stage's
+manifest in data/runs/<run_folder>/ and writes its own folder there, exactly as `corpus_to_model` does;
 `input`/`out` point it anywhere else, like `quill stage`. Each returns its manifest path.
 """
 

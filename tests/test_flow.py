@@ -166,9 +166,12 @@ def test_flow_run_artifacts(scenario):
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[first["flow_run_id"]])))
-    by_key = {a.key: a for a in arts}
-    assert {f"{s}-report" for s in STAGES} | {"token-stats", "training-summary", "training-progress",
-                                             "evaluation-report", "mlflow-run", "mlflow-model"} <= set(by_key)
+    # Keys sort in flow order: the stage's number first, 0 for the run's own MLflow link.
+    by_key = {a.key.split("-", 1)[1]: a for a in arts}
+    assert sorted(a.key for a in arts) == [
+        "0-mlflow-run", "1-ingest-report", "2-clean-report", "3-filter-report", "4-token-stats", "4-tokenize-report",
+        "5-train-report", "5-training-progress", "5-training-summary", "6-evaluate-report", "6-evaluation-report",
+        "7-mlflow-model", "7-register-report"]
     assert by_key["training-progress"].type == "progress" and by_key["training-progress"].data == 100
     assert by_key["token-stats"].type == "table" and "total" in str(by_key["token-stats"].data)
     assert "**10** steps" in by_key["training-summary"].data
@@ -182,7 +185,7 @@ def test_single_stage_flow_uses_the_run_folder(scenario):
     root = scenario["root"]
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(scenario["tmp"])
-        path = evaluate_flow(StageParams(preset="tiny", run_name=root.name,
+        path = evaluate_flow(StageParams(preset="tiny", run_folder=root.name,
                                          overrides=FAST + [TRAIN_CHANGE, FILTER_CHANGE]))
     assert path == str(root / "evaluate" / "manifest.json")
     assert rerun({"a": scenario["stamps"]["resumed"], "b": stamps(root)}, "a", "b") == []  # up to date: skipped
@@ -212,7 +215,7 @@ def test_progress_tracker_moves_and_forwards(monkeypatch):
 def test_stage_params_default_to_the_run_folder():
     from flows.params import StageParams
 
-    cfg, inputs, out = StageParams(run_name="r1").resolve("tokenize")
+    cfg, inputs, out = StageParams(run_folder="r1").resolve("tokenize")
     assert (inputs == [str(Path(cfg.data_root) / "r1" / "filter" / "manifest.json")]
             and out == str(Path(cfg.data_root) / "r1" / "tokenize"))
     assert StageParams().resolve("ingest")[1] == cfg.sources
