@@ -93,6 +93,8 @@ def cmd_stage(args) -> int:
     name = args.name
     inputs = list(args.input)  # ingest sources stay strings: Path() would fold the '//' of a URL
     single = Path(inputs[0]) if inputs else None
+    # Local stage runs log apart from the scheduled flow's runs ("quill" -> "quill-local").
+    local_experiment = cfg.register.experiment = f"{cfg.register.experiment}-local"
     if name != "ingest" and (len(inputs) != 1):
         raise SystemExit(f"quill stage {name}: give exactly one --input manifest (the previous stage's manifest.json)")
     if name == "ingest":
@@ -115,7 +117,7 @@ def cmd_stage(args) -> int:
         from pipeline.tracking import MlflowTracker, NullTracker
         from pipeline.train import train
 
-        tracker = NullTracker() if args.no_mlflow else MlflowTracker.start(cfg.register.experiment, f"train {out}")
+        tracker = NullTracker() if args.no_mlflow else MlflowTracker.start(local_experiment, f"train {out}")
         m = train(single, out, cfg.train, cfg.model, tracker, force=args.force)
         if tracker.run_id:
             tracker.end()
@@ -126,6 +128,10 @@ def cmd_stage(args) -> int:
     else:
         from pipeline.register import register
 
+        if cfg.register.move_aliases and not args.move_aliases:
+            cfg.register.move_aliases = False
+            print("quill stage register: aliases left alone (--move-aliases moves challenger/champion)",
+                  file=sys.stderr)
         m = register(single, out, cfg.register, force=args.force)
     print(m.path)
     return 0
@@ -304,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder; manifest.json is written there last")
     p.add_argument("--force", action="store_true", help="recompute even if the manifest is up to date")
     p.add_argument("--no-mlflow", action="store_true", help="train: do not log to MLflow")
+    p.add_argument("--move-aliases", action="store_true",
+                   help="register: point challenger (and champion, if the gate says so) at the new version")
     _config_args(p)
     p.set_defaults(func=cmd_stage)
 

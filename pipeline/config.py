@@ -336,6 +336,9 @@ class RegisterConfig(Section):
         0.0, ge=0, le=1, description="How much higher than the champion's the challenger's offensive_sample_rate may "
         "be and still be promoted (0 = not worse).",
     )
+    move_aliases: bool = Field(True, description="Point `challenger` (and, if the gate says so, `champion`) at the new "
+                               "version. `quill stage register` turns it off unless given --move-aliases: a local "
+                               "experiment does not change what is served.")
 
 
 class ScheduleConfig(Section):

@@ -15,6 +15,10 @@ description is its model card (`pipeline.reports.model_card`: data, filters, tok
 training tokens and FLOPs, bits per byte, bias probes, intended use and limits), which is also the
 run's description, the run artifact `MODEL_CARD.md`, and a file in the logged checkpoint folder.
 
+With `move_aliases` off (`quill stage register` without --move-aliases) the version is registered and
+the gate's verdict recorded, but no alias moves (decision tag `aliases_unchanged`); registering it
+again with the aliases on runs the gate and moves them.
+
 Idempotent: registering the same evaluation again (found by a tag holding the evaluation
 manifest's sha256) returns the existing version and its recorded decision, and moves no alias.
 The decision tag is written last, so a registration cut short is completed by the next rerun.
@@ -43,6 +47,7 @@ log = logging.getLogger(__name__)
 PYFUNC_FILE = Path(__file__).with_name("pyfunc.py")
 EVAL_SHA_TAG = "quill.eval_sha256"
 DECISION_TAG = "gate.decision"
+UNMOVED = "aliases_unchanged"  # the decision tag of a version registered with move_aliases off
 MODEL_CARD = "MODEL_CARD.md"
 # What the pyfunc imports when it loads; pinned so that logging skips MLflow's requirement
 # inference (a subprocess that loads the model: ~10 s here) and a fresh environment gets these.
@@ -175,6 +180,9 @@ def _log_model(eval_m: Manifest, train_m: Manifest, cfg: RegisterConfig, run_id:
     tracker = MlflowTracker(run_id) if run_id else MlflowTracker.start(cfg.experiment, "register")
     card = card_of(eval_m, train_m, cfg)
     tracker.log_metrics({f"eval/{k}": v for k, v in eval_m.stats.items() if isinstance(v, (int, float))}, step=0)
+    # Headline metrics, unprefixed like train_tokens and train_flops (the train stage's): charted across runs first.
+    tracker.log_metrics({k: eval_m.stats[k] for k in ("val_bpb", "val_bpc") if k in eval_m.stats},
+                        step=int(train_m.stats.get("steps", 0)))
     for m in manifest_chain(eval_m):
         tracker.log_artifact(m.path, f"manifests/{m.stage}")
     for name, rel in eval_m.outputs.items():  # the same paths the evaluate stage logs to its tracker, if any
@@ -236,7 +244,8 @@ def _tags(metrics: Mapping[str, Any], promote: bool, why: str, champion, cfg: Re
         "gate.reason": why, "gate.margin": repr(cfg.margin), "gate.offensive_tolerance": repr(cfg.offensive_tolerance),
         "gate.champion_version": str(champion.version) if champion is not None else "none",
     })
-    tags[DECISION_TAG] = "promoted" if promote else "kept_champion"  # last: marks the registration complete
+    decision = "promoted" if promote else "kept_champion" if cfg.move_aliases else UNMOVED
+    tags[DECISION_TAG] = decision  # last: marks the registration complete
     return tags
 
 
@@ -248,7 +257,7 @@ def _register(eval_manifest: Path, eval_sha: str, stage_dir: Path, cfg: Register
     client = MlflowClient()
     eval_m = read_manifest(eval_manifest)
     mv = _existing_version(client, cfg.model_name, eval_sha)
-    if mv is not None and DECISION_TAG in mv.tags:
+    if mv is not None and DECISION_TAG in mv.tags and not (cfg.move_aliases and mv.tags[DECISION_TAG] == UNMOVED):
         log.info("register: evaluation already registered as %s version %s (%s); aliases unchanged",
                  cfg.model_name, mv.version, mv.tags[DECISION_TAG])
         champion = _champion(client, cfg.model_name)
@@ -260,9 +269,12 @@ def _register(eval_manifest: Path, eval_sha: str, stage_dir: Path, cfg: Register
         client.update_model_version(cfg.model_name, mv.version, description=card)
     candidate = scores_from(eval_m.stats, f"evaluation {eval_manifest}")
     promote, why, champion = _decide(client, cfg, mv, candidate)
-    client.set_registered_model_alias(cfg.model_name, "challenger", mv.version)
-    if promote:
-        client.set_registered_model_alias(cfg.model_name, "champion", mv.version)
+    if cfg.move_aliases:
+        client.set_registered_model_alias(cfg.model_name, "challenger", mv.version)
+        if promote:
+            client.set_registered_model_alias(cfg.model_name, "champion", mv.version)
+    elif why != "already champion":
+        promote, why = False, f"aliases left alone (register.move_aliases off); the gate said: {why}"
     tags = _tags(eval_m.stats, promote, why, champion, cfg)
     for key, value in tags.items():
         client.set_model_version_tag(cfg.model_name, mv.version, key, value)

@@ -264,7 +264,8 @@ def _train(tok_manifest: Path, stage_dir: Path, *, cfg: TrainConfig, model_cfg: 
     final = run.history[-1] if run.history else {}
     tokens_seen = cfg.max_steps * run.tokens_per_step
     flops = run.model.flops_per_token() * tokens_seen  # the PaLM/nanoGPT estimate at full context
-    tracker.log_metrics({"train/tokens": tokens_seen, "train/flops": flops}, step=cfg.max_steps)  # compared across runs
+    # Headline metrics (no prefix: the first chart group in MLflow, next to train_loss), compared across runs.
+    tracker.log_metrics({"train_tokens": tokens_seen, "train_flops": flops}, step=cfg.max_steps)
     stats = {
         "steps": cfg.max_steps, "resumed_from": start, "n_params": run.model.num_params(),
         "tokens_seen": tokens_seen, "train_flops": flops, "world_size": rank.world_size, "device": str(run.device),

@@ -100,6 +100,8 @@ def test_first_run_registers_a_champion(scenario):
     assert "val/bpb" in mlrun.data.metrics and "eval/val_bpb" in mlrun.data.metrics
     assert mlrun.data.tags["prefect.flow_run_id"] == first["flow_run_id"]
     assert {"manifests", "evaluation", "plots"} <= {a.path for a in client.list_artifacts(champion.run_id)}
+    assert {f"manifests/{s}" for s in STAGES} == {a.path for a in client.list_artifacts(champion.run_id, "manifests")}
+    assert {"val_bpb", "val_bpc", "train_tokens", "train_flops"} <= set(mlrun.data.metrics)
     # The model card counts what each data stage kept (its description in the registry).
     clean = read_manifest(root / "clean").stats
     assert f"| clean | {clean['docs_in']:,} | {clean['docs_kept']:,} |" in champion.description

@@ -321,3 +321,35 @@ def test_every_version_has_a_model_card(champion_env, tiny_evaluated, tmp_path, 
         os.environ.clear()
         os.environ.update(saved)
     assert (tmp_path / "hf" / "MODEL_CARD.md").read_text(encoding="utf-8") == card
+
+
+def test_local_stage_register_logs_apart_and_moves_no_alias_unless_asked(mlflow_registry, tiny_evaluated, tmp_path):
+    import os
+
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from flows.cli import main
+
+    saved = dict(os.environ)
+    try:
+        assert main(["stage", "register", "--input", str(tiny_evaluated.path), "--out", str(tmp_path / "r1")]) == 0
+        client = MlflowClient()
+        [mv] = client.search_model_versions("name='quill'")
+        assert mv.tags["gate.decision"] == "aliases_unchanged" and "first version" in mv.tags["gate.reason"]
+        with pytest.raises(MlflowException):
+            client.get_model_version_by_alias("quill", "challenger")
+        run = client.get_run(mv.run_id)
+        assert client.get_experiment(run.info.experiment_id).name == "quill-local"
+        assert {"val_bpb", "val_bpc", "eval/val_bpb"} <= set(run.data.metrics)
+        assert run.data.metrics["val_bpb"] == tiny_evaluated.stats["val_bpb"]
+
+        assert main(["stage", "register", "--input", str(tiny_evaluated.path), "--out", str(tmp_path / "r2"),
+                     "--move-aliases"]) == 0
+        assert len(client.search_model_versions("name='quill'")) == 1  # the same version, now with its aliases
+        assert client.get_model_version_by_alias("quill", "champion").version == mv.version
+        assert client.get_model_version_by_alias("quill", "challenger").version == mv.version
+        assert client.get_model_version("quill", mv.version).tags["gate.decision"] == "promoted"
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
