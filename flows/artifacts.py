@@ -8,7 +8,6 @@ progress artifact moves with every logged step and no Prefect import enters `pip
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ from pipeline import STAGES
 from pipeline.config import RunConfig
 from pipeline.manifest import Manifest, read_manifest
 from pipeline.reports import stage_summary, token_stats, training_summary
-from pipeline.tracking import MlflowTracker, NullTracker, Tracker
+from pipeline.tracking import MlflowTracker, NullTracker, Tracker, ui_url
 
 
 def key(stage: str, name: str) -> str:
@@ -54,7 +53,7 @@ def _evaluation_report(m: Manifest) -> None:
 
 def _model_link(m: Manifest) -> None:
     s = m.stats
-    create_link_artifact(f"{mlflow_ui()}/#/models/{s['model_name']}/versions/{s['version']}",
+    create_link_artifact(f"{ui_url()}/#/models/{s['model_name']}/versions/{s['version']}",
                          key=key("register", "mlflow-model"),
                          link_text=f"{s['model_name']} version {s['version']}",
                          description=f"Registered model ({'champion' if s['champion'] else 'challenger'}: "
@@ -71,10 +70,6 @@ def publish(manifest_path: str) -> None:
                              description=f"stage {STAGES.index(m.stage) + 1} of {len(STAGES)}: {m.stage}")
     if m.stage in EXTRA:
         EXTRA[m.stage](m)
-
-
-def mlflow_ui() -> str:
-    return os.environ.get("QUILL_MLFLOW_UI", "http://127.0.0.1:5000").rstrip("/")
 
 
 @contextmanager

@@ -305,8 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run one stage and print the path of its manifest.json. A stage whose manifest "
                        "matches its inputs and config is skipped (use --force to redo it).")
     p.add_argument("name", choices=STAGES)
-    p.add_argument("--input", action="append", default=[], metavar="PATH",
-                   help="the previous stage's manifest.json (for ingest: corpus files/folders/globs, repeatable)")
+    p.add_argument("--input", action="extend", nargs="+", default=[], metavar="PATH",
+                   help="the previous stage's manifest.json (for ingest: one or more corpus files/folders/globs/URLs; "
+                   "--input a b and --input a --input b are the same)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder; manifest.json is written there last")
     p.add_argument("--force", action="store_true", help="recompute even if the manifest is up to date")
     p.add_argument("--no-mlflow", action="store_true", help="train: do not log to MLflow")
