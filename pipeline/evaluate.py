@@ -95,9 +95,11 @@ def sample_rows(model, tok: Tokenizer, prompts: list[str], sampling: SamplingCon
 
 def sample_metrics(samples: list[dict], train_shards: list[Path], cfg: EvaluateConfig) -> dict[str, float]:
     new = [s["new_tokens"] for s in samples]
+    # diversity on the words each sample added (comparable across tokenizers); memorisation on token ids
+    said = [em.words(s["text"][len(s["prompt"]):]) for s in samples]
     rate = em.memorised_share(new, TokenShards(train_shards).arrays, cfg.novelty_n)
-    return {**{f"distinct_{n}": em.distinct_n(new, n) for n in (1, 2, 3)},
-            "self_bleu": em.self_bleu(new), "seq_rep_4": em.seq_rep_n(new, 4), "mean_length": em.mean_length(new),
+    return {**{f"distinct_{n}": em.distinct_n(said, n) for n in (1, 2, 3)},
+            "self_bleu": em.self_bleu(said), "seq_rep_4": em.seq_rep_n(said, 4), "mean_length": em.mean_length(new),
             "eos_stop_rate": em.share(s["stopped_on_eos"] for s in samples),
             "memorised_ngram_rate": rate, "novelty": 1.0 - rate}
 
