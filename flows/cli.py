@@ -247,13 +247,12 @@ def cmd_generate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from model.checkpoint import load_checkpoint
-    from model.hf_export import architecture, export_hf
+    from model.hf_export import export_hf
 
     ckpt = resolve_checkpoint(args.model)
     card = ckpt / "MODEL_CARD.md"  # registered versions carry theirs (pipeline/register.py)
     out = export_hf(ckpt, Path(args.out), model_card=card.read_text(encoding="utf-8") if card.is_file() else None)
-    arch = architecture(load_checkpoint(ckpt)[1])
+    [arch] = json.loads((out / "config.json").read_text(encoding="utf-8"))["architectures"]
     print(f"{out}: Hugging Face transformers folder ({arch}); load it with "
           f"AutoModelForCausalLM.from_pretrained({str(out)!r}) and AutoTokenizer.from_pretrained(...)")
     return 0
@@ -322,12 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompt")
     p.add_argument("--model", default="models:/quill@champion", help="checkpoint folder or MLflow URI (default: "
                    "%(default)s)")
-    SETTINGS, STRATEGIES = _sampling_defaults()
+    defaults, strategies = _sampling_defaults()
 
     def default(name: str) -> str:
-        return f"default: {SETTINGS[name]}" + (", 0 = off" if name in ("top_k", "top_p", "min_p") else "")
+        return f"default: {defaults[name]}" + (", 0 = off" if name in ("top_k", "top_p", "min_p") else "")
 
-    p.add_argument("--strategy", choices=STRATEGIES, help=default("strategy"))
+    p.add_argument("--strategy", choices=strategies, help=default("strategy"))
     p.add_argument("--max-new-tokens", type=int, help=default("max_new_tokens"))
     p.add_argument("--temperature", type=float, help=default("temperature") + "; 0 = greedy")
     p.add_argument("--top-k", type=int, help=default("top_k"))

@@ -17,7 +17,8 @@ Which architecture each GPTConfig maps to (both compute exactly what Quill compu
 - `tie_weights`: the output head is the embedding (`tie_word_embeddings`); untied, it is written apart.
 
 Refused with ExportError: `qk_norm=True` (neither architecture RMS-normalises queries and keys per
-head without a gain), and `mlp_ratio` or head layouts these configs cannot express do not arise.
+head without a gain). Every other GPTConfig setting (sizes, `mlp_ratio`, `block_size`) maps exactly;
+dropout is 0 in the export (inference).
 
 The tokenizer becomes a `tokenizer.json` (Hugging Face `tokenizers` format) written from the
 SentencePiece model (see `tokenizer_json`): the same pieces, ids and merge order, byte fallback, the
@@ -66,9 +67,9 @@ def export_hf(ckpt_dir, out_dir, *, model_card: str | None = None) -> Path:
     arch = architecture(cfg)
     sp = spm.SentencePieceProcessor(model_file=str(ckpt_dir / TOKENIZER))
     if arch == "GPTNeoXForCausalLM":
-        config, state = _neox(model, cfg), _neox_state(model, cfg)
+        config, state = _neox(cfg), _neox_state(model, cfg)
     else:
-        config, state = _gpt2(model, cfg), _gpt2_state(model, cfg)
+        config, state = _gpt2(cfg), _gpt2_state(model, cfg)
     config.update(architectures=[arch], vocab_size=cfg.vocab_size, bos_token_id=sp.eos_id(), eos_token_id=sp.eos_id(),
                   pad_token_id=sp.pad_id(), tie_word_embeddings=cfg.tie_weights, torch_dtype="float32",
                   quill_config=asdict(cfg))
@@ -108,7 +109,7 @@ def _zeros_if_none(t: torch.Tensor | None, n: int) -> torch.Tensor:
     return torch.zeros(n) if t is None else t
 
 
-def _neox(model: GPT, cfg: GPTConfig) -> dict:
+def _neox(cfg: GPTConfig) -> dict:
     return {
         "model_type": "gpt_neox", "hidden_size": cfg.n_embd, "num_hidden_layers": cfg.n_layer,
         "num_attention_heads": cfg.n_head, "intermediate_size": cfg.mlp_ratio * cfg.n_embd, "hidden_act": "gelu",
@@ -143,7 +144,7 @@ def _neox_state(model: GPT, cfg: GPTConfig) -> dict[str, torch.Tensor]:
     return out
 
 
-def _gpt2(model: GPT, cfg: GPTConfig) -> dict:
+def _gpt2(cfg: GPTConfig) -> dict:
     return {
         "model_type": "gpt2", "n_embd": cfg.n_embd, "n_layer": cfg.n_layer, "n_head": cfg.n_head,
         "n_inner": cfg.mlp_ratio * cfg.n_embd, "n_positions": cfg.block_size, "n_ctx": cfg.block_size,
