@@ -23,13 +23,13 @@ from pipeline import STAGES
 
 
 def _quiet_defaults() -> None:
-    """Embedded-defaults environment: no telemetry, a patient ephemeral Prefect server, our loggers in its UI."""
+    """Embedded-defaults environment: no telemetry, a patient ephemeral Prefect server (the stage loggers reach
+    its UI through flows/logs.py)."""
     for key, value in {
         "DO_NOT_TRACK": "true",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-        "PREFECT_LOGGING_EXTRA_LOGGERS": "pipeline,model",
     }.items():
         os.environ.setdefault(key, value)
 
