@@ -353,3 +353,28 @@ def test_local_stage_register_logs_apart_and_moves_no_alias_unless_asked(mlflow_
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def test_local_stage_train_logs_to_its_own_experiment(mlflow_registry, tiny_evaluated, tmp_path):
+    import os
+
+    from mlflow import MlflowClient
+
+    from flows.cli import main
+    from pipeline.manifest import read_manifest
+
+    tok_manifest = read_manifest(read_manifest(tiny_evaluated.inputs[0].path).inputs[0].path).path
+    saved = dict(os.environ)
+    try:
+        assert main(["stage", "train", "--input", str(tok_manifest), "--out", str(tmp_path / "train"),
+                     "--set", "train.max_steps=2", "--set", "train.eval_every=2", "--set", "train.batch_size=2",
+                     "--set", "train.eval_tokens=256", "--set", "model.block_size=32", "--set", "model.n_layer=1"]) == 0
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    client = MlflowClient()
+    local = client.get_experiment_by_name("quill-local")
+    [run] = client.search_runs([local.experiment_id])
+    assert {"train_tokens", "train_flops", "train_loss"} <= set(run.data.metrics)
+    flow_experiment = client.get_experiment_by_name("quill")
+    assert flow_experiment is None or not client.search_runs([flow_experiment.experiment_id])
