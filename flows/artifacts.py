@@ -8,7 +8,6 @@ progress artifact moves with every logged step and no Prefect import enters `pip
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,30 +23,38 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from pipeline import STAGES
 from pipeline.config import RunConfig
 from pipeline.manifest import Manifest, read_manifest
 from pipeline.reports import stage_summary, token_stats, training_summary
-from pipeline.tracking import MlflowTracker, NullTracker, Tracker
+from pipeline.tracking import MlflowTracker, NullTracker, Tracker, ui_url
+
+
+def key(stage: str, name: str) -> str:
+    """An artifact key that sorts in flow order: the stage's number first ("4-token-stats"); 0 is the whole run."""
+    return f"{STAGES.index(stage) + 1 if stage in STAGES else 0}-{name}"
 
 
 def _token_stats(m: Manifest) -> None:
-    create_table_artifact(token_stats(m), key="token-stats",
+    create_table_artifact(token_stats(m), key=key("tokenize", "token-stats"),
                           description=f"Tokens per split: vocabulary {m.stats['vocab_size']}, "
                                       f"{m.stats['bytes_per_token']} bytes/token")
 
 
 def _training_summary(m: Manifest) -> None:
-    create_markdown_artifact(training_summary(m), key="training-summary", description="Training summary")
+    create_markdown_artifact(training_summary(m), key=key("train", "training-summary"), description="Training summary")
 
 
 def _evaluation_report(m: Manifest) -> None:
-    create_markdown_artifact(m.output("report").read_text(encoding="utf-8"), key="evaluation-report",
+    create_markdown_artifact(m.output("report").read_text(encoding="utf-8"),
+                             key=key("evaluate", "evaluation-report"),
                              description="Evaluation report (bits per byte, samples)")
 
 
 def _model_link(m: Manifest) -> None:
     s = m.stats
-    create_link_artifact(f"{mlflow_ui()}/#/models/{s['model_name']}/versions/{s['version']}", key="mlflow-model",
+    create_link_artifact(f"{ui_url()}/#/models/{s['model_name']}/versions/{s['version']}",
+                         key=key("register", "mlflow-model"),
                          link_text=f"{s['model_name']} version {s['version']}",
                          description=f"Registered model ({'champion' if s['champion'] else 'challenger'}: "
                                      f"{s['decision']})")
@@ -59,13 +66,10 @@ EXTRA = {"tokenize": _token_stats, "train": _training_summary, "evaluate": _eval
 def publish(manifest_path: str) -> None:
     """The stage's data report, plus its own artifact for tokenize, train, evaluate and register."""
     m = read_manifest(manifest_path)
-    create_markdown_artifact(stage_summary(m), key=f"{m.stage}-report", description=f"{m.stage} stage")
+    create_markdown_artifact(stage_summary(m), key=key(m.stage, f"{m.stage}-report"),
+                             description=f"stage {STAGES.index(m.stage) + 1} of {len(STAGES)}: {m.stage}")
     if m.stage in EXTRA:
         EXTRA[m.stage](m)
-
-
-def mlflow_ui() -> str:
-    return os.environ.get("QUILL_MLFLOW_UI", "http://127.0.0.1:5000").rstrip("/")
 
 
 @contextmanager
@@ -80,7 +84,7 @@ def mlflow_run(cfg: RunConfig, name: str, tags: dict[str, str], run_dir: Path) -
     before = _manifest_stamps(run_dir)
     tracker = MlflowTracker.start(cfg.register.experiment, run_name=name, tags=tags)
     tracker.log_params(cfg.model_dump(mode="json"))
-    link = lambda: create_link_artifact(tracker.url, key="mlflow-run", link_text="MLflow run",  # noqa: E731
+    link = lambda: create_link_artifact(tracker.url, key=key("run", "mlflow-run"), link_text="MLflow run",  # noqa: E731
                                         description="Tracking for this flow run")
     try:
         yield tracker
@@ -113,7 +117,8 @@ class ProgressTracker:
     updated at most every `min_interval` seconds (always at the last step), so the API is not hit per step.
     """
 
-    def __init__(self, inner: Tracker, total_steps: int, key: str = "training-progress", min_interval: float = 2.0):
+    def __init__(self, inner: Tracker, total_steps: int, key: str = key("train", "training-progress"),
+                 min_interval: float = 2.0):
         self.inner, self.total, self.key, self.min_interval = inner, max(1, total_steps), key, min_interval
         self.artifact_id = None
         self._last = 0.0

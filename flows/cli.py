@@ -4,6 +4,7 @@
     quill serve --preset small --cron "0 3 * * 1"      # scheduled retraining + per-stage flows (needs PREFECT_API_URL)
     quill stage tokenize --input data/runs/tiny/filter/manifest.json --out /tmp/tok
     quill generate "Once upon a time" --model models:/quill@champion --stream
+    quill export --model models:/quill@champion --format hf out/quill-hf
     quill config --preset small --set train.max_steps=100
 
 Heavy imports (torch, prefect, mlflow) happen inside the commands so `quill --help` stays fast.
@@ -24,13 +25,13 @@ from pipeline import STAGES
 
 
 def _quiet_defaults() -> None:
-    """Embedded-defaults environment: no telemetry, a patient ephemeral Prefect server, our loggers in its UI."""
+    """Embedded-defaults environment: no telemetry, a patient ephemeral Prefect server (the stage loggers reach
+    its UI through flows/logs.py)."""
     for key, value in {
         "DO_NOT_TRACK": "true",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-        "PREFECT_LOGGING_EXTRA_LOGGERS": "pipeline,model",
     }.items():
         os.environ.setdefault(key, value)
 
@@ -77,7 +78,7 @@ def _flow_params(args):
     from flows.params import FlowParams
 
     return FlowParams(preset=args.preset or "tiny", sources=args.source or [], overrides=args.overrides,
-                      config_file=args.config, run_name=args.run_name, train_processes=args.train_processes)
+                      config_file=args.config, run_folder=args.run_folder, train_processes=args.train_processes)
 
 
 def cmd_run(args) -> int:
@@ -116,6 +117,8 @@ def cmd_stage(args) -> int:
     name = args.name
     inputs = list(args.input)  # ingest sources stay strings: Path() would fold the '//' of a URL
     single = Path(inputs[0]) if inputs else None
+    # Local stage runs log apart from the scheduled flow's runs ("quill" -> "quill-local").
+    local_experiment = cfg.register.experiment = f"{cfg.register.experiment}-local"
     if name != "ingest" and (len(inputs) != 1):
         raise SystemExit(f"quill stage {name}: give exactly one --input manifest (the previous stage's manifest.json)")
     if name == "ingest":
@@ -138,7 +141,7 @@ def cmd_stage(args) -> int:
         from pipeline.tracking import MlflowTracker, NullTracker
         from pipeline.train import train
 
-        tracker = NullTracker() if args.no_mlflow else MlflowTracker.start(cfg.register.experiment, f"train {out}")
+        tracker = NullTracker() if args.no_mlflow else MlflowTracker.start(local_experiment, f"train {out}")
         try:
             m = train(single, out, cfg.train, cfg.model, tracker, force=args.force)
         except BaseException as exc:  # Ctrl-C too: the run must not stay RUNNING
@@ -154,6 +157,10 @@ def cmd_stage(args) -> int:
     else:
         from pipeline.register import register
 
+        if cfg.register.move_aliases and not args.move_aliases:
+            cfg.register.move_aliases = False
+            print("quill stage register: aliases left alone (--move-aliases moves challenger/champion)",
+                  file=sys.stderr)
         m = register(single, out, cfg.register, force=args.force)
     print(m.path)
     return 0
@@ -196,26 +203,54 @@ def resolve_checkpoint(model: str) -> Path:
         if not (path / "model.safetensors").exists():
             raise SystemExit(f"{model}: not a checkpoint folder (no model.safetensors) and not a models:/ URI")
         return path
-    from pipeline.tracking import download_checkpoint
+    from pipeline.tracking import configure, download_checkpoint, pinned_uri
 
+    if "@" in model:  # an alias moves: say which version it named this time
+        configure()
+        print(f"quill: {model} is {pinned_uri(model)}", file=sys.stderr)
     return download_checkpoint(model)
 
 
+def _sampling_defaults() -> tuple[dict, tuple]:
+    """model/sampling.py's SETTINGS and STRATEGIES, for the help text. The file is loaded by path: importing
+    model.sampling would run model/__init__.py, which imports torch, and `quill --help` must stay fast."""
+    import importlib.util
+
+    package = importlib.util.find_spec("model").submodule_search_locations[0]  # finds, does not run, the package
+    spec = importlib.util.spec_from_file_location("quill_sampling_defaults", Path(package) / "sampling.py")
+    module = sys.modules.setdefault(spec.name, importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(module)  # (the dataclass looks its module up in sys.modules)
+    return module.SETTINGS, module.STRATEGIES
+
+
+def sampling_settings(args) -> dict:
+    """The sampling settings given on the command line (None: not given, so the shared default)."""
+    from model.sampling import SETTINGS
+
+    return {name: getattr(args, name) for name in SETTINGS}
+
+
+def sample_separator(n: int, total: int) -> str:
+    """The line that opens sample n of total (1-based): a sample may hold blank lines, so they are not enough."""
+    return f"===== sample {n}/{total} =====" if total > 1 else ""
+
+
 def cmd_generate(args) -> int:
-    from model import SamplingConfig, generate, load_checkpoint, stream
+    from model import generate, load_checkpoint, stream
+    from model.sampling import SamplingConfig
     from model.tokenizer import Tokenizer
 
     ckpt = resolve_checkpoint(args.model)
     model, _, _ = load_checkpoint(ckpt)
     tok = Tokenizer(ckpt / "tokenizer.model")
-    cfg = SamplingConfig(strategy=args.strategy, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                         top_k=args.top_k or None, top_p=args.top_p or None, min_p=args.min_p,
-                         repetition_penalty=args.repetition_penalty, no_repeat_ngram=args.no_repeat_ngram,
-                         seed=args.seed, eos_id=tok.eos_id)
+    cfg = SamplingConfig.from_settings(sampling_settings(args), eos_id=tok.eos_id)
+    seed = cfg.seed
     ids = tok.encode_prompt(args.prompt)
     if args.stream and not args.json:
         for n in range(args.n):
-            cfg.seed = args.seed + n
+            cfg.seed = seed + n
+            if args.n > 1:
+                sys.stdout.write(("\n" if n else "") + sample_separator(n + 1, args.n) + "\n")
             new: list[int] = []
             shown = ""
             sys.stdout.write(args.prompt)
@@ -225,16 +260,30 @@ def cmd_generate(args) -> int:
                 sys.stdout.write(text[len(shown):])
                 sys.stdout.flush()
                 shown = text
-            sys.stdout.write("\n\n" if n + 1 < args.n else "\n")
+            sys.stdout.write("\n")
         return 0
     outs = []
     for n in range(args.n):
-        cfg.seed = args.seed + n
+        cfg.seed = seed + n
         outs.append(args.prompt + tok.decode(generate(model, [ids], cfg)[0]))
     if args.json:
         print(json.dumps({"model": args.model, "prompt": args.prompt, "samples": outs}, ensure_ascii=False, indent=2))
+    elif args.n == 1:
+        print(outs[0])
     else:
-        print("\n\n".join(outs))
+        print("\n\n".join(f"{sample_separator(n, args.n)}\n{text}" for n, text in enumerate(outs, 1)))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from model.hf_export import export_hf
+
+    ckpt = resolve_checkpoint(args.model)
+    card = ckpt / "MODEL_CARD.md"  # registered versions carry theirs (pipeline/register.py)
+    out = export_hf(ckpt, Path(args.out), model_card=card.read_text(encoding="utf-8") if card.is_file() else None)
+    [arch] = json.loads((out / "config.json").read_text(encoding="utf-8"))["architectures"]
+    print(f"{out}: Hugging Face transformers folder ({arch}); load it with "
+          f"AutoModelForCausalLM.from_pretrained({str(out)!r}) and AutoTokenizer.from_pretrained(...)")
     return 0
 
 
@@ -255,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--source", action="append", metavar="PATH", help="corpus file/folder/glob (repeatable; default: "
                    "data/sample)")
-    p.add_argument("--run-name",
+    p.add_argument("--run-folder", "--run-name", dest="run_folder",
                    help="folder under data/runs/ (default: the preset name); reruns reuse finished stages")
     _runner_args(p)
     p.set_defaults(func=cmd_run)
@@ -268,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--source", action="append", metavar="PATH", help="corpus file/folder/glob (repeatable; default: "
                    "the config's)")
-    p.add_argument("--run-name", help="folder under data/runs/ (default: the preset name)")
+    p.add_argument("--run-folder", "--run-name", dest="run_folder",
+                   help="folder under data/runs/ (default: the preset name)")
     p.add_argument("--cron", help="cron string, e.g. '0 3 * * 1' (default: schedule.cron)")
     p.add_argument("--timezone", help="IANA time zone of the cron string (default: schedule.timezone)")
     p.add_argument("--name", help="deployment name of corpus_to_model (default: schedule.deployment)")
@@ -283,32 +333,53 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run one stage and print the path of its manifest.json. A stage whose manifest "
                        "matches its inputs and config is skipped (use --force to redo it).")
     p.add_argument("name", choices=STAGES)
-    p.add_argument("--input", action="append", default=[], metavar="PATH",
-                   help="the previous stage's manifest.json (for ingest: corpus files/folders/globs, repeatable)")
+    p.add_argument("--input", action="extend", nargs="+", default=[], metavar="PATH",
+                   help="the previous stage's manifest.json (for ingest: one or more corpus files/folders/globs/URLs; "
+                   "--input a b and --input a --input b are the same)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder; manifest.json is written there last")
     p.add_argument("--force", action="store_true", help="recompute even if the manifest is up to date")
     p.add_argument("--no-mlflow", action="store_true", help="train: do not log to MLflow")
+    p.add_argument("--move-aliases", action="store_true",
+                   help="register: point challenger (and champion, if the gate says so) at the new version")
     _config_args(p)
     p.set_defaults(func=cmd_stage)
 
     p = sub.add_parser("generate", help="write text with a trained model",
-                       description="Generate text from a checkpoint folder or a registered model.")
+                       description="Generate text from a checkpoint folder or a registered model. The sampling "
+                       "defaults are the ones the served model and the evaluate stage use (model/sampling.py).")
     p.add_argument("prompt")
     p.add_argument("--model", default="models:/quill@champion", help="checkpoint folder or MLflow URI (default: "
                    "%(default)s)")
-    p.add_argument("--strategy", choices=["greedy", "sample", "beam"], default="sample")
-    p.add_argument("--max-new-tokens", type=int, default=100)
-    p.add_argument("--temperature", type=_finite_float, default=0.8)
-    p.add_argument("--top-k", type=int, default=50, help="0 = off")
-    p.add_argument("--top-p", type=_finite_float, default=0.95, help="0 = off")
-    p.add_argument("--min-p", type=_finite_float, default=None)
-    p.add_argument("--repetition-penalty", type=_finite_float, default=1.1)
-    p.add_argument("--no-repeat-ngram", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
+    defaults, strategies = _sampling_defaults()
+
+    def default(name: str) -> str:
+        return f"default: {defaults[name]}" + (", 0 = off" if name in ("top_k", "top_p", "min_p") else "")
+
+    p.add_argument("--strategy", choices=strategies, help=default("strategy"))
+    p.add_argument("--max-new-tokens", type=int, help=default("max_new_tokens"))
+    p.add_argument("--temperature", type=_finite_float, help=default("temperature") + "; 0 = greedy")
+    p.add_argument("--top-k", type=int, help=default("top_k"))
+    p.add_argument("--top-p", type=_finite_float, help=default("top_p"))
+    p.add_argument("--min-p", type=_finite_float, help=default("min_p"))
+    p.add_argument("--repetition-penalty", type=_finite_float, help=default("repetition_penalty") + "; 1 = off")
+    p.add_argument("--no-repeat-ngram", type=int, help=default("no_repeat_ngram") + "; 0 = off")
+    p.add_argument("--num-beams", type=int, help=default("num_beams") + " (strategy beam)")
+    p.add_argument("--seed", type=int, help=default("seed") + "; sample i uses seed + i")
     p.add_argument("--n", type=_positive_int, default=1, help="number of samples")
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("export", help="write a model in a format other tools load",
+                       description="Export a checkpoint folder or registered model. --format hf writes a Hugging Face "
+                       "transformers folder (config.json, model.safetensors, tokenizer.json, MODEL_CARD.md): rope "
+                       "models as GPTNeoXForCausalLM, learned/sinusoidal positions as GPT2LMHeadModel; qk_norm models "
+                       "cannot be exported.")
+    p.add_argument("out", metavar="OUT", help="output folder (replaced if it exists)")
+    p.add_argument("--model", default="models:/quill@champion", help="checkpoint folder or MLflow URI (default: "
+                   "%(default)s)")
+    p.add_argument("--format", choices=["hf"], default="hf", help="hf: Hugging Face transformers (default)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("config", help="print the resolved config as JSON")
     _config_args(p)

@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.artifacts import mlflow_run
+from flows.logs import show_stage_logs
 from flows.params import FlowParams
 from flows.tasks import (
     StageFailed,
@@ -40,6 +41,7 @@ __all__ = ["FlowParams", "StageFailed", "corpus_to_model"]
 def corpus_to_model(params: FlowParams = FlowParams()) -> dict:
     """Ingest, clean, filter, tokenize, train, evaluate and register a writing model; stages that are up to date
     are skipped."""
+    show_stage_logs()
     cfg = params.config()
     root = params.run_dir(cfg)
     tags = {"prefect.flow_run_id": str(flow_run.get_id()), "quill.preset": cfg.preset}
@@ -52,6 +54,9 @@ def corpus_to_model(params: FlowParams = FlowParams()) -> dict:
                  params.train_processes)
         ev = step(evaluate_task, m, str(root / "evaluate"), cfg.evaluate)
         reg = step(register_task, ev, str(root / "register"), cfg.register, tracker.run_id)
+        if tracker.run_id:  # register's own manifest is written after it logs the others: the whole chain
+            tracker.log_artifact(reg, "manifests/register")
+            tracker.log_artifact(read_manifest(reg).output("registration"), "manifests/register")
     result = json.loads(read_manifest(reg).output("registration").read_text())
     samples = [json.loads(line)["text"] for line in read_manifest(ev).output("samples").read_text().splitlines()]
     get_run_logger().info("registered %s version %s (%s)", result["model_name"], result["version"], result["decision"])

@@ -6,7 +6,7 @@
 
 Deployments: `corpus_to_model/<schedule.deployment>` (cron `schedule.cron` in `schedule.timezone`),
 and `stage-<name>/manual` without a schedule, for runs triggered from the UI or with
-`prefect deployment run 'stage-train/manual' --param params='{"run_name": "small"}'`.
+`prefect deployment run 'stage-train/manual' --param params='{"run_folder": "small"}'`.
 Their default parameters are the ones `quill serve` was given; the UI form can change any of them.
 `prefect.yaml` describes the same deployments for a process work pool (`prefect deploy --all`).
 """
@@ -49,7 +49,7 @@ def deployments(params: FlowParams, schedule: ScheduleConfig, runner: TaskRunner
     for name, stage_flow in STAGE_FLOWS.items() if stages else ():
         out.append(on_runner(stage_flow).to_deployment(
             name=STAGE_DEPLOYMENT, tags=[*TAGS, "stage"], parameters={"params": stage_params.model_dump(mode="json")},
-            description=f"Run the {name} stage alone on data/runs/<run_name>/ (or on input/out).",
+            description=f"Run the {name} stage alone on data/runs/<run_folder>/ (or on input/out).",
         ))
     return out
 

@@ -1,10 +1,10 @@
 """One flow per stage, so a single stage can be triggered from the Prefect UI (or `prefect deployment run`).
 
     quill serve                       # serves these next to corpus_to_model (deployments stage-<name>/manual)
-    python -c "from flows.stages import train_flow, StageParams; train_flow(StageParams(run_name='tiny'))"
+    python -c "from flows.stages import train_flow, StageParams; train_flow(StageParams(run_folder='tiny'))"
 
-Each takes `StageParams` (a UI form): with only `run_name` set, a stage reads the previous stage's
-manifest in data/runs/<run_name>/ and writes its own folder there, exactly as `corpus_to_model` does;
+Each takes `StageParams` (a UI form): with only `run_folder` set, a stage reads the previous stage's
+manifest in data/runs/<run_folder>/ and writes its own folder there, exactly as `corpus_to_model` does;
 `input`/`out` point it anywhere else, like `quill stage`. Each returns its manifest path.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from prefect import flow
 
 from flows.artifacts import mlflow_run
+from flows.logs import show_stage_logs
 from flows.params import StageParams
 from flows.tasks import (
     clean_task,
@@ -33,6 +34,7 @@ __all__ = ["STAGE_FLOWS", "StageParams"]
 @flow(name="stage-ingest", log_prints=True)
 def ingest_flow(params: StageParams = StageParams()) -> str:
     """Read corpus files into document shards."""
+    show_stage_logs()
     cfg, inputs, out = params.resolve("ingest")
     return step(ingest_task, inputs, out, cfg.ingest, params.force)
 
@@ -40,6 +42,7 @@ def ingest_flow(params: StageParams = StageParams()) -> str:
 @flow(name="stage-clean", log_prints=True)
 def clean_flow(params: StageParams = StageParams()) -> str:
     """Normalise text, drop too short/long and off-language documents."""
+    show_stage_logs()
     cfg, inputs, out = params.resolve("clean")
     return step(clean_task, inputs[0], out, cfg.clean, params.force)
 
@@ -47,6 +50,7 @@ def clean_flow(params: StageParams = StageParams()) -> str:
 @flow(name="stage-filter", log_prints=True)
 def filter_flow(params: StageParams = StageParams()) -> str:
     """Quality, offensive content, PII and duplicate filters."""
+    show_stage_logs()
     cfg, inputs, out = params.resolve("filter")
     return step(filter_task, inputs[0], out, cfg.filter, params.force)
 
@@ -54,6 +58,7 @@ def filter_flow(params: StageParams = StageParams()) -> str:
 @flow(name="stage-tokenize", log_prints=True)
 def tokenize_flow(params: StageParams = StageParams()) -> str:
     """Train SentencePiece and write token shards."""
+    show_stage_logs()
     cfg, inputs, out = params.resolve("tokenize")
     return step(tokenize_task, inputs[0], out, cfg.tokenize, params.force)
 
@@ -61,6 +66,7 @@ def tokenize_flow(params: StageParams = StageParams()) -> str:
 @flow(name="stage-train", log_prints=True)
 def train_flow(params: StageParams = StageParams()) -> str:
     """Train the GPT, logging to a new MLflow run."""
+    show_stage_logs()
     cfg, inputs, out = params.resolve("train")
     with mlflow_run(cfg, f"stage train {out}", {"quill.stage": "train"}, Path(out).parent) as tracker:
         return step(train_task, inputs[0], out, cfg.train, cfg.model, tracker.run_id, params.force,
@@ -70,6 +76,7 @@ def train_flow(params: StageParams = StageParams()) -> str:
 @flow(name="stage-evaluate", log_prints=True)
 def evaluate_flow(params: StageParams = StageParams()) -> str:
     """Held-out bits per byte, samples and the evaluation report."""
+    show_stage_logs()
     cfg, inputs, out = params.resolve("evaluate")
     return step(evaluate_task, inputs[0], out, cfg.evaluate, params.force)
 
@@ -77,6 +84,7 @@ def evaluate_flow(params: StageParams = StageParams()) -> str:
 @flow(name="stage-register", log_prints=True)
 def register_flow(params: StageParams = StageParams()) -> str:
     """Register the evaluated model in MLflow (to its training run) and gate the champion alias."""
+    show_stage_logs()
     cfg, inputs, out = params.resolve("register")
     return step(register_task, inputs[0], out, cfg.register, None, params.force)
 

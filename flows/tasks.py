@@ -15,6 +15,7 @@ from prefect.tasks import exponential_backoff
 
 from flows.artifacts import ProgressTracker, publish
 from flows.launch import torchrun_train
+from flows.logs import show_stage_logs
 from pipeline.clean import clean
 from pipeline.config import (
     CleanConfig,
@@ -62,27 +63,32 @@ IO = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2), 
 
 @task(name="ingest", **IO, **TASK)
 def ingest_task(sources: list[str], out_dir: str, cfg: IngestConfig, force: bool = False) -> str:
+    show_stage_logs()
     return str(ingest(sources, Path(out_dir), cfg, force=force).path)
 
 
 @task(name="clean", **TASK)
 def clean_task(in_manifest: str, out_dir: str, cfg: CleanConfig, force: bool = False) -> str:
+    show_stage_logs()
     return str(clean(Path(in_manifest), Path(out_dir), cfg, force=force).path)
 
 
 @task(name="filter", **TASK)
 def filter_task(in_manifest: str, out_dir: str, cfg: FilterConfig, force: bool = False) -> str:
+    show_stage_logs()
     return str(filter_docs(Path(in_manifest), Path(out_dir), cfg, force=force).path)
 
 
 @task(name="tokenize", **TASK)
 def tokenize_task(in_manifest: str, out_dir: str, cfg: TokenizeConfig, force: bool = False) -> str:
+    show_stage_logs()
     return str(tokenize(Path(in_manifest), Path(out_dir), cfg, force=force).path)
 
 
 @task(name="train", **TASK)
 def train_task(in_manifest: str, out_dir: str, cfg: TrainConfig, model_cfg: ModelConfig, mlflow_run_id: str | None,
                force: bool = False, nproc: int = 1) -> str:
+    show_stage_logs()
     if nproc > 1:  # torchrun, one process per GPU (flows/launch.py)
         return torchrun_train(in_manifest, out_dir, cfg, model_cfg, nproc, mlflow_run_id, force)
     tracker = ProgressTracker.for_run(mlflow_run_id, cfg.max_steps)
@@ -91,12 +97,14 @@ def train_task(in_manifest: str, out_dir: str, cfg: TrainConfig, model_cfg: Mode
 
 @task(name="evaluate", **TASK)
 def evaluate_task(in_manifest: str, out_dir: str, cfg: EvaluateConfig, force: bool = False) -> str:
+    show_stage_logs()
     return str(evaluate(Path(in_manifest), Path(out_dir), cfg, force=force).path)
 
 
 @task(name="register", **IO, **TASK)
 def register_task(in_manifest: str, out_dir: str, cfg: RegisterConfig, mlflow_run_id: str | None,
                   force: bool = False) -> str:
+    show_stage_logs()
     return str(register(Path(in_manifest), Path(out_dir), cfg, run_id=mlflow_run_id, force=force).path)
 
 

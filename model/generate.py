@@ -16,44 +16,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-STRATEGIES = ("greedy", "sample", "beam")
+from .sampling import STRATEGIES, SamplingConfig
 
-
-@dataclass
-class SamplingConfig:
-    strategy: str = "sample"  # "greedy" | "sample" | "beam"
-    max_new_tokens: int = 100
-    temperature: float = 0.8  # 0 means greedy
-    top_k: int | None = 50
-    top_p: float | None = 0.95
-    min_p: float | None = None  # drop tokens less likely than min_p * the likeliest one
-    # CTRL-style: divide positive logits / multiply negative ones of already-seen tokens
-    repetition_penalty: float = 1.0
-    no_repeat_ngram: int = 0  # 0 = off; else ban tokens that would repeat an n-gram
-    num_beams: int = 4
-    seed: int | None = None
-    eos_id: int | None = None
-
-    def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.min_p is not None and not 0.0 <= self.min_p <= 1.0:
-            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-        if self.repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-        if self.num_beams < 1 or self.max_new_tokens < 0 or self.no_repeat_ngram < 0:
-            raise ValueError("num_beams must be >= 1, max_new_tokens and no_repeat_ngram >= 0")
+__all__ = ["STRATEGIES", "SamplingConfig", "beam_search", "generate", "process_logits", "stream"]
 
 
 def process_logits(logits: torch.Tensor, history: list[list[int]], cfg: SamplingConfig) -> torch.Tensor:

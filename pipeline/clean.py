@@ -22,6 +22,7 @@ import pyarrow as pa
 from pipeline.config import CleanConfig
 from pipeline.io.docshards import iter_batches
 from pipeline.io.executor import run_shards
+from pipeline.io.progress import MB, Progress, shard_sizes
 from pipeline.manifest import Manifest, read_manifest, run_stage, stage_inputs
 from pipeline.sieve import Sieve, Tally, finish, merge_tallies, require_documents
 from pipeline.text.langid import detect_languages
@@ -82,7 +83,10 @@ def _clean(in_manifest: Path, stage_dir: Path, cfg: CleanConfig, executor: Any) 
     require_documents("clean", shards)
     clean_reasons(clean_texts(["Warm up: the tables are built here once, and forked workers inherit them."], cfg), cfg)
     jobs = [{"shard": i, "path": str(p), "stage_dir": str(stage_dir), "cfg": cfg} for i, p in enumerate(shards)]
-    tally = merge_tallies(run_shards(clean_shard, jobs, executor, cfg.num_workers, cfg.dask_address))
+    sizes = shard_sizes(shards)
+    with Progress("clean", total_mb=sum(b for _, b in sizes) / MB) as bar:
+        tally = merge_tallies(run_shards(clean_shard, jobs, executor, cfg.num_workers, cfg.dask_address,
+                                         on_result=lambda job, _: bar.update(*sizes[job["shard"]])))
     outputs, stats = finish(stage_dir, "clean", tally)
     log.info("clean: kept %d of %d, dropped %s", stats["docs_kept"], stats["docs_in"], stats["dropped"])
     return outputs, stats

@@ -317,9 +317,18 @@ class EvaluateConfig(Section):
     )
     samples_per_prompt: int = Field(1, ge=1, description="Samples generated per prompt.")
     max_new_tokens: int = Field(60, ge=1, description="Tokens generated per sample.")
-    temperature: float = Field(0.8, ge=0, description="Sampling temperature (0 = greedy).")
-    top_k: int | None = Field(50, description="Top-k sampling (None = off).")
-    top_p: float | None = Field(0.95, description="Nucleus sampling (None = off).")
+    # Sampling: None keeps the default that `quill generate` and the served model use too (model/sampling.py).
+    temperature: float | None = Field(None, ge=0, description="Sampling temperature (0 = greedy; None = the shared "
+                                      "default, 0.8).")
+    top_k: int | None = Field(None, ge=0, description="Top-k sampling (0 = off; None = the shared default, 50).")
+    top_p: float | None = Field(None, ge=0, le=1, description="Nucleus sampling (0 = off; None = the shared default, "
+                                "0.95).")
+    min_p: float | None = Field(None, ge=0, le=1, description="Min-p sampling (0 = off; None = the shared default, "
+                                "off).")
+    repetition_penalty: float | None = Field(None, gt=0, description="Repetition penalty (1 = off; None = the shared "
+                                             "default, 1.0).")
+    no_repeat_ngram: int | None = Field(None, ge=0, description="Ban repeating n-grams of this size (0 = off; None = "
+                                        "the shared default, off).")
     seed: int = Field(1234, description="Seed for sampling.")
     prompt_file: str | None = Field(
         None, description="Prompt set file used instead of `prompts`: one prompt per line ('#' lines are comments) or "
@@ -374,6 +383,9 @@ class RegisterConfig(Section):
         """The pyfunc's model_config (pipeline.pyfunc.LIMITS)."""
         return {"max_new_tokens": self.serve_max_new_tokens, "max_prompt_chars": self.serve_max_prompt_chars,
                 "max_prompts": self.serve_max_prompts, "time_limit_s": self.serve_time_limit_s}
+    move_aliases: bool = Field(True, description="Point `challenger` (and, if the gate says so, `champion`) at the new "
+                               "version. `quill stage register` turns it off unless given --move-aliases: a local "
+                               "experiment does not change what is served.")
 
 
 class ScheduleConfig(Section):

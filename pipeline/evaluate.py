@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model import SamplingConfig, generate, load_checkpoint, resolve_device
+from model import generate, load_checkpoint, resolve_device
+from model.sampling import SamplingConfig
 from model.tokenizer import Tokenizer
 from pipeline.config import EvaluateConfig
 from pipeline.eval import bias_probe
@@ -67,9 +68,13 @@ def load_prompts(cfg: EvaluateConfig) -> list[str]:
     return prompts
 
 
+SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "no_repeat_ngram")
+
+
 def sampling_config(cfg: EvaluateConfig, eos_id: int, max_new_tokens: int, seed: int) -> SamplingConfig:
-    return SamplingConfig(strategy="greedy" if cfg.temperature == 0 else "sample", max_new_tokens=max_new_tokens,
-                          temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, seed=seed, eos_id=eos_id)
+    """The shared sampling defaults (model/sampling.py) with the settings this config gives."""
+    settings = {name: getattr(cfg, name) for name in SAMPLING_FIELDS}
+    return SamplingConfig.from_settings(settings, max_new_tokens=max_new_tokens, seed=seed, eos_id=eos_id)
 
 
 def sample_rows(model, tok: Tokenizer, prompts: list[str], sampling: SamplingConfig, n: int,
@@ -90,9 +95,11 @@ def sample_rows(model, tok: Tokenizer, prompts: list[str], sampling: SamplingCon
 
 def sample_metrics(samples: list[dict], train_shards: list[Path], cfg: EvaluateConfig) -> dict[str, float]:
     new = [s["new_tokens"] for s in samples]
+    # diversity on the words each sample added (comparable across tokenizers); memorisation on token ids
+    said = [em.words(s["text"][len(s["prompt"]):]) for s in samples]
     rate = em.memorised_share(new, TokenShards(train_shards).arrays, cfg.novelty_n)
-    return {**{f"distinct_{n}": em.distinct_n(new, n) for n in (1, 2, 3)},
-            "self_bleu": em.self_bleu(new), "seq_rep_4": em.seq_rep_n(new, 4), "mean_length": em.mean_length(new),
+    return {**{f"distinct_{n}": em.distinct_n(said, n) for n in (1, 2, 3)},
+            "self_bleu": em.self_bleu(said), "seq_rep_4": em.seq_rep_n(said, 4), "mean_length": em.mean_length(new),
             "eos_stop_rate": em.share(s["stopped_on_eos"] for s in samples),
             "memorised_ngram_rate": rate, "novelty": 1.0 - rate}
 

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from pipeline.config import FilterConfig
 from pipeline.io.docshards import ShardWriter, iter_batches, rel_paths
 from pipeline.io.executor import run_shards
+from pipeline.io.progress import MB, Progress, shard_sizes
 from pipeline.manifest import Manifest, read_manifest, run_stage, stage_inputs
 from pipeline.sieve import Sieve, Tally, add_counts, finish, merge_tallies, require_documents
 from pipeline.text.audit import Audit, Observations, gender_swap, observe, report_lines, sorted_counts
@@ -336,11 +337,16 @@ def _filter(in_manifest: Path, stage_dir: Path, cfg: FilterConfig, executor: Any
     _warm_up(cfg)
     jobs = [{"shard": i, "path": str(p), "stage_dir": str(stage_dir), "cfg": cfg} for i, p in enumerate(shards)]
     run = partial(run_shards, executor=executor, num_workers=cfg.num_workers, dask_address=cfg.dask_address)
-    screened = run(screen_shard, jobs)
+    sizes = shard_sizes(shards)
+    total = sum(b for _, b in sizes) / MB
+    with Progress("filter: screen", total_mb=total) as bar:
+        screened = run(screen_shard, jobs, on_result=lambda job, _: bar.update(*sizes[job["shard"]]))
     duplicates = _duplicates_by_shard(stage_dir, screened, cfg)
-    finals = run(finish_shard, [{**job, "duplicates": d, "scratch": t.outputs.pop("scratch"),
-                                 "dedup": t.outputs.pop("dedup")[0]}
-                                for job, d, t in zip(jobs, duplicates, screened)])
+    with Progress("filter: write", total_mb=total) as bar:
+        finals = run(finish_shard, [{**job, "duplicates": d, "scratch": t.outputs.pop("scratch"),
+                                     "dedup": t.outputs.pop("dedup")[0]}
+                                    for job, d, t in zip(jobs, duplicates, screened)],
+                     on_result=lambda job, _: bar.update(*sizes[job["shard"]]))
     shutil.rmtree(stage_dir / SCRATCH, ignore_errors=True)
     tally = merge_tallies(screened + finals)
     extra, sections = {}, []

@@ -25,6 +25,7 @@ from typing import IO, Any
 import pyarrow.parquet as pq
 
 from pipeline.config import IngestConfig
+from pipeline.io.progress import Progress
 from pipeline.io.sources import IngestError, Source, expand_sources, hf_rows, kind_of, open_binary
 from pipeline.manifest import Manifest, run_stage
 from pipeline.sieve import Sieve, finish
@@ -261,9 +262,11 @@ def _route(sieve: Sieve, src: Source, record: Record, cfg: IngestConfig) -> None
 
 def _ingest(found: list[Source], stage_dir: Path, cfg: IngestConfig, skipped: dict[str, int]) -> tuple[dict, dict]:
     sieve, decoder = Sieve(stage_dir, shard_rows=cfg.shard_docs, shard_bytes=int(cfg.shard_mb * MB)), _Decoder()
-    for src in found:
-        for record in read_source(src, cfg, decoder):
-            _route(sieve, src, record, cfg)
+    with Progress("ingest") as bar:  # no total: compressed and remote sources have no text size up front
+        for src in found:
+            for record in read_source(src, cfg, decoder):
+                _route(sieve, src, record, cfg)
+                bar.update(1, len(record[1] or ""))  # characters: bytes for ASCII text, close enough for a rate
     tally = sieve.close()
     if tally.kept == 0:
         raise IngestError(f"empty corpus: no documents in {[s.label for s in found]} (dropped: {tally.dropped})")

@@ -8,7 +8,8 @@ configs, tokenizer), and `load_context` rebuilds the model from them. The input 
 prompts: a DataFrame column `prompt` (or a one-column DataFrame), a Series, or a list of str (the
 signature's input is one unnamed string column, so MLflow accepts all of these); the output is
 one text per prompt, the prompt followed by what the model wrote. The params are those of the
-signature (`PARAMS`): a request may set any of them, the rest keep these defaults.
+signature (`PARAMS`, the shared sampling settings of model/sampling.py): a request may set any
+of them, the rest keep the defaults that `quill generate` and the evaluate stage use too.
 
 A request cannot exhaust the server: `LIMITS` (overridden by the model_config the register stage logs,
 from register.serve_*) caps max_new_tokens, the prompts' length and count, and the seconds one request
@@ -31,7 +32,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
-PARAMS = {"max_new_tokens": 60, "temperature": 0.8, "top_k": 50, "top_p": 0.95, "seed": 0, "strategy": "sample"}
+from model.sampling import SETTINGS
+
+# The sampling settings and defaults of `quill generate` and the evaluate stage (model/sampling.py).
+PARAMS = dict(SETTINGS)
 DEFAULT_PARAMS = PARAMS  # the earlier name
 LIMITS = {"max_new_tokens": 512, "max_prompt_chars": 4000, "max_prompts": 64, "time_limit_s": 30.0}
 
@@ -70,23 +74,15 @@ def prompts_of(model_input: Any) -> list[str]:
 
 
 def sampling_config(params: dict[str, Any] | None, eos_id: int):
-    """A SamplingConfig from request params over PARAMS; top_k/top_p of 0 switch them off.
+    """A SamplingConfig from request params over PARAMS; top_k, top_p and min_p of 0 switch them off.
 
     Bad values raise MlflowException(INVALID_PARAMETER_VALUE), which the scoring server answers
     with HTTP 400 and the message, instead of a 500.
     """
-    from model import SamplingConfig
+    from model.sampling import SamplingConfig
 
-    p = {**PARAMS, **{k: v for k, v in (params or {}).items() if v is not None}}
-    unknown = set(p) - set(PARAMS)
-    if unknown:
-        raise MlflowException(f"unknown params {sorted(unknown)}; known: {sorted(PARAMS)}",
-                              error_code=INVALID_PARAMETER_VALUE)
     try:
-        return SamplingConfig(
-            strategy=str(p["strategy"]), max_new_tokens=int(p["max_new_tokens"]), temperature=float(p["temperature"]),
-            top_k=int(p["top_k"]) or None, top_p=float(p["top_p"]) or None, seed=int(p["seed"]), eos_id=eos_id,
-        )
+        return SamplingConfig.from_settings(params, eos_id=eos_id)
     except (TypeError, ValueError) as exc:
         raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
 

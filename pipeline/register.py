@@ -10,7 +10,14 @@ are never used (deprecated); aliases are. The decision, its reason, the metrics 
 to version tags and to the log, so every version stays auditable.
 
 Lineage: the MLflow run behind a version holds every upstream stage manifest (`manifests/<stage>/`)
-and the evaluation report, so a version leads back to its data, tokenizer and config.
+and the evaluation report, so a version leads back to its data, tokenizer and config. Each version's
+description is its model card (`pipeline.reports.model_card`: data, filters, tokenizer, architecture,
+training tokens and FLOPs, bits per byte, bias probes, intended use and limits), which is also the
+run's description, the run artifact `MODEL_CARD.md`, and a file in the logged checkpoint folder.
+
+With `move_aliases` off (`quill stage register` without --move-aliases) the version is registered and
+the gate's verdict recorded, but no alias moves (decision tag `aliases_unchanged`); registering it
+again with the aliases on runs the gate and moves them.
 
 Idempotent: registering the same evaluation again (found by a tag holding the evaluation
 manifest's sha256) returns the existing version and its recorded decision, and moves no alias.
@@ -33,12 +40,15 @@ from typing import Any
 
 from pipeline.config import RegisterConfig
 from pipeline.manifest import Manifest, read_manifest, run_stage, stage_inputs
+from pipeline.reports import model_card
 from pipeline.tracking import MlflowTracker, configure
 
 log = logging.getLogger(__name__)
 PYFUNC_FILE = Path(__file__).with_name("pyfunc.py")
 EVAL_SHA_TAG = "quill.eval_sha256"
 DECISION_TAG = "gate.decision"
+UNMOVED = "aliases_unchanged"  # the decision tag of a version registered with move_aliases off
+MODEL_CARD = "MODEL_CARD.md"
 # What the pyfunc imports when it loads; pinned so that logging skips MLflow's requirement
 # inference (a subprocess that loads the model: ~10 s here) and a fresh environment gets these.
 RUNTIME_PACKAGES = ("mlflow", "torch", "sentencepiece", "safetensors", "numpy", "pandas")
@@ -157,9 +167,9 @@ def _existing_version(client, name: str, eval_sha: str):
     return min(found, key=lambda mv: int(mv.version)) if found else None
 
 
-def _log_model(eval_m: Manifest, train_m: Manifest, cfg: RegisterConfig, run_id: str | None) -> str:
+def _log_model(eval_m: Manifest, train_m: Manifest, cfg: RegisterConfig, run_id: str | None) -> tuple[str, str]:
     """Log metrics, the manifest chain, the evaluation files and the pyfunc to a run (train's, else a new one
-    that is deleted again if logging fails); returns the model URI."""
+    that is deleted again if logging fails); returns the model URI and the model card."""
     run_id = run_id or train_m.stats.get("mlflow_run_id")
     if run_id:
         return _log_to_run(eval_m, train_m, cfg, MlflowTracker(run_id))
@@ -171,7 +181,7 @@ def _log_model(eval_m: Manifest, train_m: Manifest, cfg: RegisterConfig, run_id:
         raise
 
 
-def _log_to_run(eval_m: Manifest, train_m: Manifest, cfg: RegisterConfig, tracker: MlflowTracker) -> str:
+def _log_to_run(eval_m: Manifest, train_m: Manifest, cfg: RegisterConfig, tracker: MlflowTracker) -> tuple[str, str]:
     import mlflow
     import pandas as pd
     from mlflow.models import infer_signature
@@ -179,7 +189,11 @@ def _log_to_run(eval_m: Manifest, train_m: Manifest, cfg: RegisterConfig, tracke
     import model as model_pkg
     from pipeline.pyfunc import PARAMS
 
+    card = card_of(eval_m, train_m, cfg)
     tracker.log_metrics({f"eval/{k}": v for k, v in eval_m.stats.items() if isinstance(v, (int, float))}, step=0)
+    # Headline metrics, unprefixed like train_tokens and train_flops (the train stage's): charted across runs first.
+    tracker.log_metrics({k: eval_m.stats[k] for k in ("val_bpb", "val_bpc") if k in eval_m.stats},
+                        step=int(train_m.stats.get("steps", 0)))
     for m in manifest_chain(eval_m):
         tracker.log_artifact(m.path, f"manifests/{m.stage}")
     for name, rel in eval_m.outputs.items():  # the same paths the evaluate stage logs to its tracker, if any
@@ -191,6 +205,9 @@ def _log_to_run(eval_m: Manifest, train_m: Manifest, cfg: RegisterConfig, tracke
     example = pd.DataFrame({"prompt": ["Once upon a time"]})
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=tracker.run_id):
         ckpt = serving_checkpoint(train_m.output("checkpoint"), Path(tmp))
+        (ckpt / MODEL_CARD).write_text(card, encoding="utf-8")  # travels with the weights: `quill export` copies it
+        tracker.log_artifact(ckpt / MODEL_CARD)
+        tracker.set_tags({"mlflow.note.content": card})  # the run's description in the MLflow UI
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(PYFUNC_FILE), artifacts={"checkpoint": str(ckpt)},
             # The model code travels with the weights: a version loads with the code it was registered with.
@@ -199,7 +216,16 @@ def _log_to_run(eval_m: Manifest, train_m: Manifest, cfg: RegisterConfig, tracke
             model_config=cfg.serve_limits(),
             pip_requirements=pip_requirements(),
         )  # leaving start_run marks the run FINISHED; a flow that owns it ends it again with its own status
-    return info.model_uri
+    return info.model_uri, card
+
+
+def card_of(eval_m: Manifest, train_m: Manifest, cfg: RegisterConfig) -> str:
+    """The model card of the model that eval_m evaluated (pipeline.reports.model_card over its manifest chain)."""
+    from model.checkpoint import MODEL_CONFIG
+
+    manifests = {m.stage: m for m in manifest_chain(eval_m)}
+    model_config = json.loads((train_m.output("checkpoint") / MODEL_CONFIG).read_text(encoding="utf-8"))
+    return model_card(manifests, model_config, cfg.model_name)
 
 
 def _champion(client, name: str):
@@ -230,7 +256,8 @@ def _tags(metrics: Mapping[str, Any], promote: bool, why: str, champion, cfg: Re
         "gate.reason": why, "gate.margin": repr(cfg.margin), "gate.offensive_tolerance": repr(cfg.offensive_tolerance),
         "gate.champion_version": str(champion.version) if champion is not None else "none",
     })
-    tags[DECISION_TAG] = "promoted" if promote else "kept_champion"  # last: marks the registration complete
+    decision = "promoted" if promote else "kept_champion" if cfg.move_aliases else UNMOVED
+    tags[DECISION_TAG] = decision  # last: marks the registration complete
     return tags
 
 
@@ -242,20 +269,24 @@ def _register(eval_manifest: Path, eval_sha: str, stage_dir: Path, cfg: Register
     client = MlflowClient()
     eval_m = read_manifest(eval_manifest)
     mv = _existing_version(client, cfg.model_name, eval_sha)
-    if mv is not None and DECISION_TAG in mv.tags:
+    if mv is not None and DECISION_TAG in mv.tags and not (cfg.move_aliases and mv.tags[DECISION_TAG] == UNMOVED):
         log.info("register: evaluation already registered as %s version %s (%s); aliases unchanged",
                  cfg.model_name, mv.version, mv.tags[DECISION_TAG])
         champion = _champion(client, cfg.model_name)
         is_champion = champion is not None and str(champion.version) == str(mv.version)
         return _result(stage_dir, cfg, mv, is_champion, mv.tags.get("gate.reason", ""), mv.tags[DECISION_TAG])
     if mv is None:
-        model_uri = _log_model(eval_m, read_manifest(eval_m.inputs[0].path), cfg, run_id)
+        model_uri, card = _log_model(eval_m, read_manifest(eval_m.inputs[0].path), cfg, run_id)
         mv = mlflow.register_model(model_uri, cfg.model_name, tags={EVAL_SHA_TAG: eval_sha})
+        client.update_model_version(cfg.model_name, mv.version, description=card)
     candidate = scores_from(eval_m.stats, f"evaluation {eval_manifest}")
     promote, why, champion = _decide(client, cfg, mv, candidate)
-    client.set_registered_model_alias(cfg.model_name, "challenger", mv.version)
-    if promote:
-        client.set_registered_model_alias(cfg.model_name, "champion", mv.version)
+    if cfg.move_aliases:
+        client.set_registered_model_alias(cfg.model_name, "challenger", mv.version)
+        if promote:
+            client.set_registered_model_alias(cfg.model_name, "champion", mv.version)
+    elif why != "already champion":
+        promote, why = False, f"aliases left alone (register.move_aliases off); the gate said: {why}"
     tags = _tags(eval_m.stats, promote, why, champion, cfg)
     for key, value in tags.items():
         client.set_model_version_tag(cfg.model_name, mv.version, key, value)

@@ -147,3 +147,97 @@ def training_summary(m: Manifest) -> str:
     if s.get("mlflow_run_id"):
         lines += ["", f"MLflow run `{s['mlflow_run_id']}` holds every step's metrics and the loss-curve plot."]
     return "\n".join(lines)
+
+
+# --- model card -----------------------------------------------------------------------------------
+
+INTENDED_USE = """\
+## Intended use and limits
+
+- Intended for: drafting and experimenting with short creative text (stories, poems, dialogue) in
+  the style of the training corpus; studying small language models and the data pipeline behind them.
+- Not for: facts, advice (medical, legal, financial), decisions about people, or any text shown to
+  users without a person reading it first. A model of this size makes things up, repeats itself and
+  loses the thread over long passages.
+- The filter stage removes offensive and personal content by rule and classifier; neither is
+  perfect, so generated text can still be offensive, biased or echo training text (see memorisation
+  below). The bias probes are small English test sets: a result near 0.5 (stereotype preference)
+  or 0 (sentiment gap) is no proof that the model is unbiased.
+"""
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(rows: list[tuple[str, Any]]) -> str:
+    return "\n".join(["| | |", "| --- | --- |", *(f"| {k} | {_fmt(v)} |" for k, v in rows if v is not None)])
+
+
+def model_card(manifests: dict[str, Manifest], model_config: dict[str, Any], name: str) -> str:
+    """A model card (Markdown) from the stage manifests of one run (stage -> manifest) and the GPTConfig fields.
+
+    Every figure comes from a manifest: data sources and counts, what clean and filter dropped, the
+    tokenizer, architecture and size, training tokens and FLOPs, validation bits per byte, the bias
+    probes; then the intended use and limits.
+    """
+    out = [f"# {name}: a small Quill writing model", ""]
+    ingest = manifests.get("ingest")
+    if ingest is not None:
+        sources = [ref.path for ref in ingest.inputs]
+        out += ["## Data", "", f"Sources ({len(sources)}): " + ", ".join(f"`{s}`" for s in sources[:20])
+                + (" ..." if len(sources) > 20 else ""), ""]
+        rows = []
+        for stage in ("ingest", "clean", "filter"):
+            m = manifests.get(stage)
+            if m is not None:
+                dropped = ", ".join(f"{reason} {n:,}" for reason, n in sorted(m.stats.get("dropped", {}).items()) if n)
+                rows.append(f"| {stage} | {_fmt(m.stats.get('docs_in', ''))} | {_fmt(m.stats.get('docs_kept', ''))} | "
+                            f"{dropped or 'none'} |")
+        out += ["| stage | documents in | kept | dropped (reason: count) |", "| --- | --- | --- | --- |", *rows, ""]
+    tok = manifests.get("tokenize")
+    if tok is not None:
+        s = tok.stats
+        out += ["## Tokenizer", "", _table([
+            ("kind", "SentencePiece BPE, byte fallback (every string round-trips)"),
+            ("vocabulary", s.get("vocab_size")), ("bytes per token", s.get("bytes_per_token")),
+            ("training tokens", s.get("tokens_train")), ("validation tokens", s.get("tokens_val")),
+            ("documents train / val", f"{s.get('docs_train', 0):,} / {s.get('docs_val', 0):,}"),
+        ]), ""]
+    train = manifests.get("train")
+    c = model_config
+    out += ["## Architecture", "", _table([
+        ("model", f"decoder-only Transformer (GPT), pre-norm, {c.get('pos_encoding')} positions, GELU MLP"),
+        ("layers / heads / width", f"{c.get('n_layer')} / {c.get('n_head')} / {c.get('n_embd')}"),
+        ("context (tokens)", c.get("block_size")), ("vocabulary", c.get("vocab_size")),
+        ("parameters (non-embedding)", train.stats.get("n_params") if train else None),
+        ("tied embeddings / biases / qk-norm", f"{c.get('tie_weights')} / {c.get('bias')} / {c.get('qk_norm')}"),
+    ]), ""]
+    if train is not None:
+        s = train.stats
+        out += ["## Training", "", _table([
+            ("steps", s.get("steps")), ("tokens seen", s.get("tokens_seen")), ("training FLOPs", s.get("train_flops")),
+            ("device", s.get("device")), ("processes", s.get("world_size")), ("final train loss", s.get("train_loss")),
+            ("seconds", s.get("train_seconds")),
+        ]), ""]
+    ev = manifests.get("evaluate")
+    if ev is not None:
+        s = ev.stats
+        out += ["## Evaluation", "", "Held-out validation split of the same corpus; samples from the evaluate prompts.",
+                "", _table([
+                    ("validation bits per byte", s.get("val_bpb")), ("validation bits per character", s.get("val_bpc")),
+                    ("validation perplexity (per token)", s.get("val_perplexity")), ("distinct-2", s.get("distinct_2")),
+                    ("self-BLEU", s.get("self_bleu")), ("memorised 8-gram rate", s.get("memorised_ngram_rate")),
+                ]), "", "### Bias and safety probes", "", _table([
+                    ("offensive sample rate", s.get("offensive_sample_rate")),
+                    ("stereotype preference (0.5 = none)", s.get("stereotype_preference")),
+                    ("stereotype pairs covered (share)", s.get("stereotype_coverage")),
+                    ("sentiment gap across groups (0 = none)", s.get("sentiment_gap")),
+                ]), ""]
+    out += ["Per-category stereotype preferences, every metric and the samples are in the run's `evaluation/` "
+            "artifacts (report.html, bias.json).", "", INTENDED_USE]
+    return "\n".join(out)

@@ -185,14 +185,21 @@ class MlflowTracker:
     @property
     def url(self) -> str:
         run = self.client.get_run(self.run_id)
-        base = os.environ.get("QUILL_MLFLOW_UI", "http://127.0.0.1:5000")
-        return f"{base}/#/experiments/{run.info.experiment_id}/runs/{self.run_id}"
+        return f"{ui_url()}/#/experiments/{run.info.experiment_id}/runs/{self.run_id}"
+
+
+def ui_url() -> str:
+    """Where the MLflow UI is, for links: QUILL_MLFLOW_UI, else the tracking server itself (an http(s)
+    MLFLOW_TRACKING_URI serves its UI at the same address), else `make ui`'s http://127.0.0.1:5000."""
+    uri = tracking_uri()
+    derived = uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return os.environ.get("QUILL_MLFLOW_UI", derived).rstrip("/")
 
 
 MODEL_CACHE = Path("data/cache/models")
 
 
-def _pinned(model_uri: str) -> str | None:
+def pinned_uri(model_uri: str) -> str | None:
     """The immutable form of a model URI (models:/quill@champion -> models:/quill/3), None if it has none."""
     if model_uri.startswith("runs:/"):
         return model_uri
@@ -230,7 +237,7 @@ def _download_checkpoint(model_uri: str, cache: Path | None) -> Path:
 
     import mlflow
 
-    pinned = _pinned(model_uri)
+    pinned = pinned_uri(model_uri)
     if pinned is None:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
     else:

@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from model import GPT, GPTConfig, load_checkpoint, load_train_state, resolve_device, save_checkpoint
 from model.tokenizer import Tokenizer
@@ -268,9 +269,13 @@ def _train(tok_manifest: Path, stage_dir: Path, *, cfg: TrainConfig, model_cfg: 
     plot_loss_curve(run.history, stage_dir / "loss_curve.png")
     tracker.log_artifact(stage_dir / "loss_curve.png", "plots")
     final = run.history[-1] if run.history else {}
+    tokens_seen = cfg.max_steps * run.tokens_per_step
+    flops = run.model.flops_per_token() * tokens_seen  # the PaLM/nanoGPT estimate at full context
+    # Headline metrics (no prefix: the first chart group in MLflow, next to train_loss), compared across runs.
+    tracker.log_metrics({"train_tokens": tokens_seen, "train_flops": flops}, step=cfg.max_steps)
     stats = {
         "steps": cfg.max_steps, "resumed_from": start, "n_params": run.model.num_params(),
-        "tokens_seen": cfg.max_steps * run.tokens_per_step, "world_size": rank.world_size, "device": str(run.device),
+        "tokens_seen": tokens_seen, "train_flops": flops, "world_size": rank.world_size, "device": str(run.device),
         "mlflow_run_id": tracker.run_id, "train_seconds": round(time.perf_counter() - t0, 2),
         **{k: v for k, v in final.items() if k.startswith("val_") or k == "train_loss"},
     }
@@ -282,6 +287,13 @@ def _loop(run: Run, start: int, checkpoint: Callable[[int], None], tracker: Trac
     bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="train", unit="step",
                dynamic_ncols=True, mininterval=1.0, disable=not main)
     t0 = time.perf_counter()
+    with logging_redirect_tqdm():  # log lines print above the bar instead of through it
+        _steps(run, bar, start, t0, checkpoint, tracker)
+    bar.close()
+
+
+def _steps(run: Run, bar, start: int, t0: float, checkpoint: Callable[[int], None], tracker: Tracker) -> None:
+    cfg, main = run.cfg, run.rank.main
     for step in bar:
         lr = lr_at(step, cfg)
         loss = train_step(run.step_model, run.optimizer, run.batches(step), lr=lr, grad_clip=cfg.grad_clip,
@@ -293,15 +305,15 @@ def _loop(run: Run, start: int, checkpoint: Callable[[int], None], tracker: Trac
         if done % cfg.eval_every == 0 or done == cfg.max_steps:
             val = run.evaluate()  # every rank: its share of the windows, all-reduced
             record.update({f"val_{k}": v for k, v in val.items() if k != "tokens"})
-            if main:
-                bar.write(f"step {done}: train loss {loss:.4f}, val loss {val['loss']:.4f}, val bpb {val['bpb']:.4f}")
+            if main:  # a log line (not bar.write), so it also reaches the Prefect UI's logs
+                log.info("train: step %d: train loss %.4f, val loss %.4f, val bpb %.4f", done, loss, val["loss"],
+                         val["bpb"])
         run.history.append(record)
         if main:
             tracker.log_metrics({k.replace("_", "/", 1) if k.startswith("val_") else k: v
                                  for k, v in record.items() if k != "step"}, step=done)
         if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done < cfg.max_steps:
             checkpoint(done)
-    bar.close()
 
 
 def _resume(ckpt_dir: Path, run_cfg: dict, run: Run) -> int:

@@ -93,3 +93,27 @@ def test_task_runner_choices():
         task_runner("processes", "tcp://x:8786")
     pytest.importorskip("prefect_dask")
     assert type(task_runner("dask")).__name__ == "DaskTaskRunner"
+
+
+def test_stage_ingest_takes_several_inputs_after_one_flag(tmp_path):
+    from flows.cli import main
+    from pipeline.manifest import read_manifest
+
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("The first little story about a fox and a river.\n", encoding="utf-8")
+    b.write_text("The second little story about a lighthouse keeper.\n", encoding="utf-8")
+    assert main(["stage", "ingest", "--input", str(a), str(b), "--out", str(tmp_path / "one")]) == 0
+    assert main(["stage", "ingest", "--input", str(a), "--input", str(b), "--out", str(tmp_path / "two")]) == 0
+    assert read_manifest(tmp_path / "one").stats["docs_kept"] == read_manifest(tmp_path / "two").stats["docs_kept"] == 2
+
+
+def test_mlflow_ui_links_follow_the_tracking_server(monkeypatch):
+    from pipeline.tracking import ui_url
+
+    monkeypatch.delenv("QUILL_MLFLOW_UI", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example.com:8080/")
+    assert ui_url() == "http://mlflow.example.com:8080"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mlruns/mlflow.db")
+    assert ui_url() == "http://127.0.0.1:5000"  # `make ui`
+    monkeypatch.setenv("QUILL_MLFLOW_UI", "http://127.0.0.1:5055/")
+    assert ui_url() == "http://127.0.0.1:5055"

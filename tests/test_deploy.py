@@ -29,7 +29,7 @@ def test_served_deployments_have_the_schedule_and_a_parameter_form(harness):
     from pipeline.config import ScheduleConfig
 
     schedule = ScheduleConfig(cron="30 2 * * 0", timezone="Europe/Berlin", deployment="weekly")
-    params = FlowParams(preset="small", overrides=["train.max_steps=50"], run_name="weekly")
+    params = FlowParams(preset="small", overrides=["train.max_steps=50"], run_folder="weekly")
     main, *stages = deployments(params, schedule)
     assert [d.flow_name for d in stages] == [f"stage-{s}" for s in ("ingest", "clean", "filter", "tokenize", "train",
                                                                     "evaluate", "register")]
@@ -47,13 +47,20 @@ def test_served_deployments_have_the_schedule_and_a_parameter_form(harness):
     assert list(schema["properties"]) == ["params"]
     form = definitions(schema)["FlowParams"]["properties"]
     assert form["preset"]["enum"] == ["tiny", "small", "base"]
-    assert {"sources", "overrides", "config_file", "run_name"} <= set(form)
+    assert {"sources", "overrides", "config_file", "run_folder"} <= set(form) and "run_name" not in form
     assert form["overrides"]["description"].startswith("Config overrides")
 
     assert train.schedules == [] and train.name == "manual"
-    assert ({"input", "out", "force", "preset", "run_name"}
+    assert ({"input", "out", "force", "preset", "run_folder"}
             <= set(definitions(train.parameter_openapi_schema)["StageParams"]["properties"]))
-    assert train.parameters["params"]["run_name"] == "weekly"
+    assert train.parameters["params"]["run_folder"] == "weekly"
+
+    # "Validate parameters" (the server's check of a new run's parameters against the form's schema)
+    # refuses a misspelled override key before any run starts, and accepts a known one.
+    with get_client(sync_client=True) as client:
+        with pytest.raises(Exception, match="max_stepz"):
+            client.create_flow_run_from_deployment(ids[0], parameters={"params": {"overrides": ["train.max_stepz=5"]}})
+        client.create_flow_run_from_deployment(ids[0], parameters={"params": {"overrides": ["train.max_steps=5"]}})
 
 
 def test_prefect_yaml_matches_the_flows_and_the_config_schedule():
@@ -75,3 +82,18 @@ def test_prefect_yaml_matches_the_flows_and_the_config_schedule():
     [sched] = by_flow["corpus_to_model"]["schedules"]
     assert (sched["cron"], sched["timezone"]) == (default.cron, default.timezone)
     assert by_flow["corpus_to_model"]["name"] == default.deployment
+
+
+def test_form_model_refuses_unknown_override_keys_and_bad_values():
+    from pydantic import ValidationError
+
+    from flows.params import FlowParams, StageParams
+
+    with pytest.raises(ValidationError, match="unknown key 'train.max_stepz'; did you mean train.max_steps"):
+        FlowParams(overrides=["train.max_stepz=5"])
+    with pytest.raises(ValidationError, match="train.max_steps"):
+        StageParams(overrides=["train.max_steps=many"])
+    with pytest.warns(FutureWarning):  # the old section name still works, with its warning
+        assert FlowParams(overrides=["filter.toxicity.threshold=0.4"]).config().filter.offensive.threshold == 0.4
+    assert FlowParams(overrides=[" model.n_layer = 3"]).config().model.n_layer == 3
+    assert FlowParams(run_name="old-key").run_folder == "old-key"  # deployments saved before the rename

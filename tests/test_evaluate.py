@@ -224,3 +224,31 @@ def test_word_coverage_uses_the_vocabulary(trained):
     sp = Tokenizer(trained.output("checkpoint") / "tokenizer.model").sp
     assert bias_probe.word_well_represented(sp, "the", None)
     assert not bias_probe.word_well_represented(sp, "\u0436\u0443\u043a", None)  # Cyrillic: byte fallback only
+
+
+def test_bleu_and_self_bleu_equal_nltks_on_words():
+    """Checked against the standard implementation: NLTK's sentence_bleu with smoothing method 1 (Texygen's
+    Self-BLEU), on word lists drawn from the sample corpus."""
+    import random
+
+    nltk_bleu = pytest.importorskip("nltk.translate.bleu_score", reason="nltk is in the test extra")
+    from tests.conftest import sample_texts
+
+    smooth = nltk_bleu.SmoothingFunction().method1
+    rng = random.Random(0)
+    texts = [em.words(t) for t in sample_texts() if len(em.words(t)) > 3]
+    for _ in range(200):
+        hyp = rng.choice(texts)[: rng.randint(1, 30)]
+        refs = [t[: rng.randint(1, 40)] for t in rng.sample(texts, rng.randint(1, 4))]
+        ours = em.bleu(hyp, refs)
+        assert ours == pytest.approx(nltk_bleu.sentence_bleu(refs, hyp, smoothing_function=smooth), abs=1e-12)
+    pool = [t[:25] for t in texts[:12]]
+    theirs = [nltk_bleu.sentence_bleu(pool[:i] + pool[i + 1:], s, smoothing_function=smooth)
+              for i, s in enumerate(pool)]
+    assert em.self_bleu(pool) == pytest.approx(sum(theirs) / len(theirs), abs=1e-12)
+
+
+def test_diversity_is_measured_on_words():
+    assert em.words("Don't stop; the fox's den!") == ["don't", "stop", ";", "the", "fox's", "den", "!"]
+    said = [em.words("the fox ran"), em.words("The fox sat")]
+    assert em.distinct_n(said, 1) == 4 / 6 and em.distinct_n(said, 2) == 3 / 4

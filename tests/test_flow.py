@@ -100,6 +100,11 @@ def test_first_run_registers_a_champion(scenario):
     assert "val/bpb" in mlrun.data.metrics and "eval/val_bpb" in mlrun.data.metrics
     assert mlrun.data.tags["prefect.flow_run_id"] == first["flow_run_id"]
     assert {"manifests", "evaluation", "plots"} <= {a.path for a in client.list_artifacts(champion.run_id)}
+    assert {f"manifests/{s}" for s in STAGES} == {a.path for a in client.list_artifacts(champion.run_id, "manifests")}
+    assert {"val_bpb", "val_bpc", "train_tokens", "train_flops"} <= set(mlrun.data.metrics)
+    # The model card counts what each data stage kept (its description in the registry).
+    clean = read_manifest(root / "clean").stats
+    assert f"| clean | {clean['docs_in']:,} | {clean['docs_kept']:,} |" in champion.description
 
 
 def test_unchanged_rerun_skips_every_stage(scenario):
@@ -163,9 +168,12 @@ def test_flow_run_artifacts(scenario):
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[first["flow_run_id"]])))
-    by_key = {a.key: a for a in arts}
-    assert {f"{s}-report" for s in STAGES} | {"token-stats", "training-summary", "training-progress",
-                                             "evaluation-report", "mlflow-run", "mlflow-model"} <= set(by_key)
+    # Keys sort in flow order: the stage's number first, 0 for the run's own MLflow link.
+    by_key = {a.key.split("-", 1)[1]: a for a in arts}
+    assert sorted(a.key for a in arts) == [
+        "0-mlflow-run", "1-ingest-report", "2-clean-report", "3-filter-report", "4-token-stats", "4-tokenize-report",
+        "5-train-report", "5-training-progress", "5-training-summary", "6-evaluate-report", "6-evaluation-report",
+        "7-mlflow-model", "7-register-report"]
     assert by_key["training-progress"].type == "progress" and by_key["training-progress"].data == 100
     assert by_key["token-stats"].type == "table" and "total" in str(by_key["token-stats"].data)
     assert "**10** steps" in by_key["training-summary"].data
@@ -179,7 +187,7 @@ def test_single_stage_flow_uses_the_run_folder(scenario):
     root = scenario["root"]
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(scenario["tmp"])
-        path = evaluate_flow(StageParams(preset="tiny", run_name=root.name,
+        path = evaluate_flow(StageParams(preset="tiny", run_folder=root.name,
                                          overrides=FAST + [TRAIN_CHANGE, FILTER_CHANGE]))
     assert path == str(root / "evaluate" / "manifest.json")
     assert rerun({"a": scenario["stamps"]["resumed"], "b": stamps(root)}, "a", "b") == []  # up to date: skipped
@@ -209,7 +217,7 @@ def test_progress_tracker_moves_and_forwards(monkeypatch):
 def test_stage_params_default_to_the_run_folder():
     from flows.params import StageParams
 
-    cfg, inputs, out = StageParams(run_name="r1").resolve("tokenize")
+    cfg, inputs, out = StageParams(run_folder="r1").resolve("tokenize")
     assert (inputs == [str(Path(cfg.data_root) / "r1" / "filter" / "manifest.json")]
             and out == str(Path(cfg.data_root) / "r1" / "tokenize"))
     assert StageParams().resolve("ingest")[1] == cfg.sources
@@ -283,3 +291,21 @@ def test_a_no_op_rerun_is_found_without_prefect(scenario, monkeypatch, capsys):
                         lambda params: calls.append(params) or scenario["results"]["resumed"])
     assert main(argv) == 0 and len(calls) == 1
     assert "Every stage is up to date" not in capsys.readouterr().out
+
+
+def test_stage_logs_reach_the_flow_runs_logs(scenario):
+    """The stages' own INFO lines (pipeline and model loggers) are in the flow run's logs, which the UI shows."""
+    import logging
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    first = scenario["results"]["first"]
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[first["flow_run_id"]])))
+    lines = {(log.name, log.message.split(":")[0]) for log in logs if log.level == logging.INFO}
+    for logger, prefix in [("pipeline.ingest", "ingest"), ("pipeline.clean", "clean"), ("pipeline.filter", "filter"),
+                           ("pipeline.tokenize", "tokenize"), ("pipeline.train", "train"),
+                           ("pipeline.evaluate", "evaluate"), ("pipeline.register", "register")]:
+        assert (logger, prefix) in lines, f"no INFO line of {logger} in the flow run's logs"
+    assert any("train loss" in log.message and log.task_run_id for log in logs)  # tied to the train task's run

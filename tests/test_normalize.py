@@ -444,3 +444,13 @@ def test_detect_languages_on_gutenberg_paragraphs():
     docs = _gutenberg()
     for start in range(0, len(docs), 1024):
         _check_languages(docs[start : start + 1024])
+
+
+@pytest.mark.parametrize("original", ["Elle éclaire déjà ton chemin.", "Cuando ella murió, nadie sabía dónde estaba."])
+def test_double_encoded_mojibake_with_no_break_spaces_and_soft_hyphens_is_repaired(original):
+    """'à' and 'í' end in bytes A0 and AD: as mojibake, a no-break space and a soft hyphen, which must survive
+    until every layer is repaired (benchmarks/libraries.py found these where ftfy succeeded)."""
+    once = original.encode("utf-8").decode("cp1252")
+    twice = once.encode("utf-8").decode("cp1252")
+    cfg = CleanConfig(strip_boilerplate=False)
+    assert clean_text(once, cfg) == clean_text(twice, cfg) == original

@@ -156,7 +156,8 @@ def test_pyfunc_round_trip_and_params(champion_env):
 
     model = mlflow.pyfunc.load_model("models:/quill@champion")
     assert {p.name for p in model.metadata.get_params_schema().params} == {
-        "max_new_tokens", "temperature", "top_k", "top_p", "seed", "strategy"}
+        "max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "no_repeat_ngram",
+        "num_beams", "seed", "strategy"}
     prompts = pd.DataFrame({"prompt": ["Once upon", "The sea"]})
     greedy = {"max_new_tokens": 5, "seed": 3, "strategy": "greedy"}
     out = model.predict(prompts, params=greedy)
@@ -272,3 +273,148 @@ def test_a_failed_register_leaves_no_empty_run(tiny_evaluated, tmp_path, mlflow_
         reg.register(tiny_evaluated.path, tmp_path / "register", RegisterConfig())
     assert MlflowClient().search_runs([experiment_id("quill")]) == []
     assert not (tmp_path / "register").exists()
+
+
+def test_cli_pyfunc_and_evaluate_share_one_sampling_config(champion_env, capsys):
+    """The same prompt, seed and settings give the same text through `quill generate`, the served model and the
+    evaluate stage; left unset, every settings falls back to the one set of defaults (model/sampling.py)."""
+    import os
+
+    import mlflow
+
+    from flows.cli import main
+    from model import load_checkpoint
+    from model.tokenizer import Tokenizer
+    from pipeline.config import EvaluateConfig
+    from pipeline.evaluate import sample_rows, sampling_config
+    from pipeline.tracking import download_checkpoint
+
+    served = mlflow.pyfunc.load_model("models:/quill@champion")
+    ckpt = download_checkpoint("models:/quill@champion")
+    model, _, _ = load_checkpoint(ckpt)
+    tok = Tokenizer(ckpt / "tokenizer.model")
+    prompt = "Once upon"
+    tuned = {"temperature": 1.2, "min_p": 0.02, "repetition_penalty": 1.3, "no_repeat_ngram": 2}
+    saved = dict(os.environ)
+    try:
+        for settings in ({}, tuned):
+            flags = [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+            capsys.readouterr()
+            assert main(["generate", prompt, "--model", "models:/quill@champion", "--max-new-tokens", "12",
+                         "--seed", "7", "--json", *flags]) == 0
+            cli = json.loads(capsys.readouterr().out)["samples"][0]
+            pyfunc = served.predict([prompt], params={"max_new_tokens": 12, "seed": 7, **settings})[0]
+            sampling = sampling_config(EvaluateConfig(**settings), tok.eos_id, 12, seed=7)
+            evaluate = sample_rows(model, tok, [prompt], sampling, n=1)[0]["text"]
+            assert cli == pyfunc == evaluate, settings
+    finally:  # main() sets environment defaults for the whole process
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def test_cli_generate_separates_samples_and_names_the_version(champion_env, capsys):
+    import os
+
+    from flows.cli import main
+
+    saved = dict(os.environ)
+    try:
+        for stream in ([], ["--stream"]):
+            capsys.readouterr()
+            assert main(["generate", "Once upon", "--model", "models:/quill@champion", "--max-new-tokens", "6",
+                         "--n", "3", *stream]) == 0
+            out = capsys.readouterr()
+            assert "quill: models:/quill@champion is models:/quill/1" in out.err
+            lines = out.out.splitlines()
+            assert [line for line in lines if line.startswith("=====")] == [
+                f"===== sample {i}/3 =====" for i in (1, 2, 3)]
+            assert sum(line.startswith("Once upon") for line in lines) == 3
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def test_every_version_has_a_model_card(champion_env, tiny_evaluated, tmp_path, capsys):
+    """The card is the version's description, the run's description and artifact, and what export writes."""
+    import os
+
+    from mlflow import MlflowClient
+
+    from flows.cli import main
+
+    client = MlflowClient()
+    mv = client.get_model_version("quill", "1")
+    card = mv.description
+    for heading in ("## Data", "## Tokenizer", "## Architecture", "## Training", "## Evaluation",
+                    "### Bias and safety probes", "## Intended use and limits"):
+        assert heading in card
+    stats = tiny_evaluated.stats
+    assert f"| validation bits per byte | {stats['val_bpb']:.4g} |" in card
+    assert f"| stereotype preference (0.5 = none) | {stats['stereotype_preference']:.4g} |" in card
+    assert "| training FLOPs |" in card and "| layers / heads / width | 1 / 2 / 32 |" in card
+    assert "MODEL_CARD.md" in {a.path for a in client.list_artifacts(mv.run_id)}
+    assert client.get_run(mv.run_id).data.tags["mlflow.note.content"] == card
+    saved = dict(os.environ)
+    try:
+        assert main(["export", "--model", "models:/quill@champion", str(tmp_path / "hf")]) == 0
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert (tmp_path / "hf" / "MODEL_CARD.md").read_text(encoding="utf-8") == card
+
+
+def test_local_stage_register_logs_apart_and_moves_no_alias_unless_asked(mlflow_registry, tiny_evaluated, tmp_path):
+    import os
+
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from flows.cli import main
+
+    saved = dict(os.environ)
+    try:
+        assert main(["stage", "register", "--input", str(tiny_evaluated.path), "--out", str(tmp_path / "r1")]) == 0
+        client = MlflowClient()
+        [mv] = client.search_model_versions("name='quill'")
+        assert mv.tags["gate.decision"] == "aliases_unchanged" and "first version" in mv.tags["gate.reason"]
+        with pytest.raises(MlflowException):
+            client.get_model_version_by_alias("quill", "challenger")
+        run = client.get_run(mv.run_id)
+        assert client.get_experiment(run.info.experiment_id).name == "quill-local"
+        assert {"val_bpb", "val_bpc", "eval/val_bpb"} <= set(run.data.metrics)
+        assert run.data.metrics["val_bpb"] == tiny_evaluated.stats["val_bpb"]
+
+        assert main(["stage", "register", "--input", str(tiny_evaluated.path), "--out", str(tmp_path / "r2"),
+                     "--move-aliases"]) == 0
+        assert len(client.search_model_versions("name='quill'")) == 1  # the same version, now with its aliases
+        assert client.get_model_version_by_alias("quill", "champion").version == mv.version
+        assert client.get_model_version_by_alias("quill", "challenger").version == mv.version
+        assert client.get_model_version("quill", mv.version).tags["gate.decision"] == "promoted"
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def test_local_stage_train_logs_to_its_own_experiment(mlflow_registry, tiny_evaluated, tmp_path):
+    import os
+
+    from mlflow import MlflowClient
+
+    from flows.cli import main
+    from pipeline.manifest import read_manifest
+
+    tok_manifest = read_manifest(read_manifest(tiny_evaluated.inputs[0].path).inputs[0].path).path
+    saved = dict(os.environ)
+    try:
+        assert main(["stage", "train", "--input", str(tok_manifest), "--out", str(tmp_path / "train"),
+                     "--set", "train.max_steps=2", "--set", "train.eval_every=2", "--set", "train.batch_size=2",
+                     "--set", "train.eval_tokens=256", "--set", "model.block_size=32", "--set", "model.n_layer=1"]) == 0
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    client = MlflowClient()
+    local = client.get_experiment_by_name("quill-local")
+    [run] = client.search_runs([local.experiment_id])
+    assert {"train_tokens", "train_flops", "train_loss"} <= set(run.data.metrics)
+    flow_experiment = client.get_experiment_by_name("quill")
+    assert flow_experiment is None or not client.search_runs([flow_experiment.experiment_id])

@@ -3,8 +3,10 @@ and a stage that dies midway leaves nothing a rerun would trust."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -227,3 +229,32 @@ def test_sigkill_midway_keeps_the_previous_output(sample_run):
     assert {p: p.read_bytes() for p in fi.stage_dir.rglob("*") if p.is_file()} == before, "previous output intact"
     again = filter_docs(cl.path, fi.stage_dir, FilterConfig())
     assert again.stats.get("skipped") and again.stats["docs_kept"] == fi.stats["docs_kept"]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_data_stages_show_progress_on_a_terminal_only(tty, corpus_dir, tmp_path, monkeypatch, capsys):
+    """ingest, clean and filter show documents and MB per second on a terminal, and print nothing otherwise."""
+    from pipeline.clean import clean
+    from pipeline.config import CleanConfig, FilterConfig, IngestConfig
+    from pipeline.filter import filter_docs
+    from pipeline.ingest import ingest
+
+    err = Terminal() if tty else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    m = ingest([str(corpus_dir)], tmp_path / "ingest", IngestConfig())
+    m = clean(m.path, tmp_path / "clean", CleanConfig(executor="local"))
+    filter_docs(m.path, tmp_path / "filter", FilterConfig(executor="local"))
+    shown = err.getvalue()
+    if not tty:
+        assert shown == ""
+        return
+    for desc in ("ingest", "clean", "filter: screen", "filter: write"):
+        line = [part for part in shown.split("\r") if part.startswith(desc + ":")][-1]
+        assert re.search(r"MB/s", line) and re.search(r"[\d,]+ docs, [\d,]+ docs/s", line), line
+    docs_in = m.stats["docs_kept"]  # clean's output is filter's input
+    assert f"{docs_in:,} docs" in [p for p in shown.split("\r") if p.startswith("filter: write:")][-1]

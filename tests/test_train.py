@@ -275,9 +275,11 @@ def test_tracking_seam_params_step_metrics_system_metrics_and_plot(tmp_path, tok
     tracker = RecordingTracker()
     m = train(tok_manifest, tmp_path / "t", TrainConfig(max_steps=4, **FAST), MODEL, tracker)
     assert tracker.params["train"]["max_steps"] == 4 and tracker.params["model"]["n_embd"] == 32
-    assert [s for s, _ in tracker.metrics] == [1, 2, 3, 4]
+    assert [s for s, _ in tracker.metrics] == [1, 2, 3, 4, 4]  # every step, then the run's totals
     assert {"train_loss", "lr", "tokens_per_sec"} <= set(tracker.metrics[0][1])
-    assert {"val/loss", "val/bpb", "val/bpc", "val/perplexity"} <= set(tracker.metrics[-1][1])
+    assert {"val/loss", "val/bpb", "val/bpc", "val/perplexity"} <= set(tracker.metrics[-2][1])
+    assert tracker.metrics[-1][1] == {"train_tokens": m.stats["tokens_seen"], "train_flops": m.stats["train_flops"]}
+    assert m.stats["train_flops"] > 6 * m.stats["n_params"] * m.stats["tokens_seen"]  # 6N per token plus attention
     assert tracker.monitor.finished and tracker.artifacts == ["loss_curve.png"]
     assert m.stats["mlflow_run_id"] == "fake" and (m.stage_dir / "loss_curve.png").stat().st_size > 0
 

@@ -1,17 +1,24 @@
-"""Metrics of generated samples, on token ids: diversity, repetition, length, stopping, memorisation.
+"""Metrics of generated samples: diversity, repetition, length, stopping, memorisation.
+
+Diversity and repetition are measured on words (`words(text)`), so they compare across tokenizers
+and with published figures; length and memorisation on token ids.
+
+    words(text)                        the words and punctuation marks of a text, as a list of str
 
     distinct_n(samples, 2)             unique 2-grams / all 2-grams, over all samples together
     self_bleu(samples)                 mean BLEU-4 of each sample against all the others (Zhu et al. 2018)
     seq_rep_n(samples, 4)              mean over samples of 1 - unique 4-grams / 4-grams (Welleck et al. 2020)
     memorised_share(samples, shards)   share of the samples' 8-grams found verbatim in the training tokens
 
-All are pure functions of token-id lists (the tokenizer stays outside), hand-checkable in tests.
+All are pure functions of lists of items (words or token ids; the tokenizer stays outside),
+hand-checkable in tests; tests/test_evaluate.py checks BLEU against NLTK's sentence_bleu.
 Every function returns 0.0 when there is nothing to count, so metrics.json holds only numbers.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable
 
@@ -19,7 +26,13 @@ import numpy as np
 
 from pipeline.text.wordarrays import mix64, unique
 
-Sample = list[int]
+Sample = list  # of words (str) or token ids (int)
+WORD = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]")  # a word (with inner apostrophes) or one punctuation mark
+
+
+def words(text: str) -> list[str]:
+    """Words and punctuation marks, lower-cased: "Don't go!" -> ["don't", "go", "!"]."""
+    return WORD.findall(text.lower())
 
 # --- diversity and repetition ----------------------------------------------------------------
 
@@ -64,7 +77,8 @@ def bleu(hypothesis: Sample, references: list[Sample], max_n: int = 4) -> float:
     match count becomes BLEU_EPSILON, and a hypothesis without n-grams of order n counts 1 n-gram,
     so p_n = 0.1 instead of log(0) (short samples would otherwise all score 0). Brevity penalty
     BP = exp(1 - r / c) when the hypothesis length c is below r, the reference length closest to c
-    (the shorter on a tie), else 1. An empty hypothesis or no references scores 0.
+    (the shorter on a tie), else 1. An empty hypothesis, no references, or no unigram in common
+    scores 0 (as NLTK's sentence_bleu, which this equals with SmoothingFunction().method1).
     """
     if not hypothesis or not references:
         return 0.0
@@ -75,6 +89,8 @@ def bleu(hypothesis: Sample, references: list[Sample], max_n: int = 4) -> float:
         for ref in references:
             most |= Counter(ngrams(ref, n))  # | keeps the max count of each n-gram
         matched = sum(min(c, most[g]) for g, c in hyp.items())
+        if n == 1 and matched == 0:
+            return 0.0
         log_p += math.log((matched or BLEU_EPSILON) / max(1, sum(hyp.values()))) / max_n
     c = len(hypothesis)
     r = min((len(ref) for ref in references), key=lambda length: (abs(length - c), length))

@@ -39,24 +39,41 @@ def worker_count(n_jobs: int, num_workers: int | None) -> int:
 
 
 def run_shards(fn: Callable[[Job], Any], jobs: list[Job], executor: Any = "processes",
-               num_workers: int | None = None, dask_address: str | None = None) -> list[Any]:
-    """[fn(job) for job in jobs], run where `executor` says; results in job order."""
+               num_workers: int | None = None, dask_address: str | None = None,
+               on_result: Callable[[Job, Any], None] | None = None) -> list[Any]:
+    """[fn(job) for job in jobs], run where `executor` says; results in job order.
+
+    on_result(job, result), if given, is called in this process as results come in (in job order), e.g. to
+    move a progress bar.
+    """
     if not jobs:
         return []
+    results = _results(fn, jobs, executor, num_workers, dask_address)
+    out = []
+    for job, result in zip(jobs, results):
+        if on_result is not None:
+            on_result(job, result)
+        out.append(result)
+    return out
+
+
+def _results(fn, jobs: list[Job], executor: Any, num_workers: int | None, dask_address: str | None) -> Iterator[Any]:
     if not isinstance(executor, str):
-        return _submit_all(executor, fn, jobs)
+        yield from _submit_all(executor, fn, jobs)
+        return
     workers = worker_count(len(jobs), num_workers)
     if executor == "local" or (executor == "processes" and workers == 1):
-        return [fn(job) for job in jobs]
-    if executor == "processes":
+        yield from map(fn, jobs)
+    elif executor == "processes":
         # fork starts in milliseconds and the jobs share no locks with this process; spawn elsewhere.
         method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
         with ProcessPoolExecutor(workers, mp_context=mp.get_context(method)) as pool:
-            return list(pool.map(fn, jobs))
-    if executor == "dask":
+            yield from pool.map(fn, jobs)
+    elif executor == "dask":
         with dask_client(workers, dask_address) as client:
-            return _submit_all(client, fn, jobs)
-    raise ValueError(f"unknown executor {executor!r}: use local, processes or dask")
+            yield from _submit_all(client, fn, jobs)
+    else:
+        raise ValueError(f"unknown executor {executor!r}: use local, processes or dask")
 
 
 def _submit_all(executor: Any, fn: Callable[[Job], Any], jobs: list[Job]) -> list[Any]:

@@ -274,6 +274,12 @@ def _clean_once(text: str, cfg: CleanConfig) -> tuple[str, bool]:
         if (normal := _normalize(text, cfg.unicode_form)) != text:
             text, exposed = normal, True
         if cfg.fix_mojibake and (fixed := _repair_mojibake(text)) != text:
+            # Peel every layer of double-encoded text first: a layer's own no-break spaces and soft hyphens
+            # ('Ã\xa0' is 'à', 'Ã\xad' is 'í') would be tidied or removed below before the next pass saw them.
+            for _ in range(3):
+                if (again := _repair_mojibake(fixed)) == fixed:
+                    break
+                fixed = again
             # The repaired characters may be a BOM, a zero-width space, a line separator, or need composing.
             fixed = _NEWLINE.sub("\n", _INVISIBLE.sub("", fixed))
             text, exposed = _normalize(fixed, cfg.unicode_form), True
