@@ -53,7 +53,7 @@ def test_nan_and_infinite_params_are_400(served, value):
 
 
 def test_unknown_param_names_are_400(served):
-    bad_request(served, ["Once"], r"unknown params \['max_tokens'\]", max_tokens=5)
+    bad_request(served, ["Once"], r"unknown sampling settings \['max_tokens'\]", max_tokens=5)
 
 
 def test_generation_stops_at_the_time_limit(served, monkeypatch):
