@@ -235,9 +235,11 @@ def _cut_gutenberg(text: str) -> str:
 
 
 # A table of contents: a "Contents" line and the short entries after it, or (without that line) three or more
-# numbered chapter lines in a row ("   I. A Scandal in Bohemia", "CHAPTER II. The Pool of Tears").
-CONTENTS = re.compile(r"^[ \t]*(?:table of )?contents[ \t]*[.:]?[ \t]*$", re.I | re.M)
-TOC_RUN = re.compile(r"^(?:[ \t]*(?:[IVXLC]+\.|(?i:chapter)[ \t]+[\dIVXLC]+\.?)[ \t]+[^\n]{1,60}(?:\n|\Z)){3,}", re.M)
+# numbered chapter lines in a row ("   I. A Scandal in Bohemia", "CHAPTER II. The Pool of Tears"). Both match
+# after a "\n" (search "\n" + text): a literal first character lets the regex engine skip to line starts.
+CONTENTS = re.compile(r"\n[ \t]*(?:(?:Table|TABLE|table) (?:of|OF) )?(?:Contents|CONTENTS|contents)[ \t]*[.:]?[ \t]*"
+                      r"(?=\n|\Z)")
+TOC_RUN = re.compile(r"\n(?:[ \t]*(?:[IVXLC]+\.|(?i:chapter)[ \t]+[\dIVXLC]+\.?)[ \t]+[^\n]{1,60}(?:\n|\Z)){3,}")
 _TOC_ENTRY_CHARS = 60
 _SENTENCE_END = (".", ",", ";", "!", "?", '"', "”", "’", ":")
 
@@ -265,9 +267,10 @@ def _toc_end(text: str, at: int) -> int:
 
 def strip_contents(text: str) -> str:
     """`text` without its tables of contents (the chapter titles are where the chapters are)."""
-    if (m := CONTENTS.search(text)) and (end := _toc_end(text, m.end())) > m.end():
-        text = text[: m.start()] + text[end + 1 :]
-    return TOC_RUN.sub("", text)
+    padded = "\n" + text
+    if (m := CONTENTS.search(padded)) and (end := _toc_end(padded, m.end())) > m.end():
+        padded = padded[: m.start() + 1] + padded[end + 1 :]
+    return TOC_RUN.sub("\n", padded)[1:]
 
 
 def _hinted_lines(low: str) -> set[int]:

@@ -193,9 +193,11 @@ def _changeable(texts: list[str], cfg: CleanConfig) -> list[bool]:
         star = cp == 42  # "***": Project Gutenberg START/END markers
         _flag_positions(flags, starts, np.flatnonzero(star[:-2] & star[1:-1] & star[2:]))
         _flag_boilerplate_lines(text, cp, bits, nl, starts, flags)
-        # Tables of contents: a match may run over the "\n" joining two documents, so each one it touches
-        for m in chain(CONTENTS.finditer(text), TOC_RUN.finditer(text)):
-            first, last = np.searchsorted(starts, [m.start(), max(m.start(), m.end() - 1)], side="right") - 1
+        # Tables of contents, matched after a "\n" (so at text[m.start()] on): a match may run over the "\n"
+        # joining two documents, so each one it touches is flagged.
+        padded = "\n" + text
+        for m in chain(CONTENTS.finditer(padded), TOC_RUN.finditer(padded)):
+            first, last = np.searchsorted(starts, [m.start(), max(m.start(), m.end() - 2)], side="right") - 1
             flags[first : last + 1] = True
     return flags.tolist()
 
