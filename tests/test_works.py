@@ -218,3 +218,30 @@ def test_gutenberg_books_keep_their_body(tmp_path: Path):
     kept = _docs(m)
     assert sum(len(t.split()) for t in kept) >= 0.995 * sum(map(_body_words, books))
     assert not any(re.search(r"project gutenberg|\*{3} ?(?:start|end) of", t, re.I) for t in kept)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "tinystories_sample").is_dir(), reason="../shared/corpora/tinystories_sample absent")
+def test_tinystories_stories_are_all_kept(tmp_path: Path):
+    m = ingest([str(SHARED / "tinystories_sample" / "tinystories_train_head1000.txt")], tmp_path / "ingest",
+               IngestConfig())
+    assert 900 <= m.stats["docs_kept"] <= 1000  # 1,000 stories; a few written without blank lines stay paired
+    m = clean(m.path, tmp_path / "clean", CleanConfig(), executor="local")
+    m = filter_docs(m.path, tmp_path / "filter", FilterConfig(), executor="local")
+    assert m.stats["dropped"] == {}
+
+
+@pytest.mark.skipif(not (SHARED / "dclm_web_noisy").is_dir(), reason="../shared/corpora/dclm_web_noisy absent")
+def test_web_profile_agrees_with_people_on_three_pages_in_four():
+    import json
+
+    from pipeline.config import QualityConfig
+    from pipeline.text.quality import quality_reasons
+    from pipeline.text.wordarrays import WordArrays
+
+    rows = [json.loads(line) for line in (SHARED / "dclm_web_noisy" / "majority_data.jsonl").read_text().splitlines()]
+    texts = clean_texts([r["text"] for r in rows], CleanConfig())
+    dropped = [bool(c[0]) for c in clean_reasons(texts, CleanConfig())]
+    web = quality_reasons(texts, WordArrays.from_texts(texts), QualityConfig(profile="web"))
+    agree = sum((not d and q is None) == (r["label"] == 1) for d, q, r in zip(dropped, web, rows))
+    assert agree / len(rows) >= 0.75
