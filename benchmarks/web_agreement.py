@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     lines += ["", "Pages dropped per reason (this tree), by label:", "", "| reason | label 0 | label 1 |",
               "|---|---:|---:|"]
     mine = reasons["this tree"]
-    for reason in sorted({r for r, _ in mine}, key=lambda r: -(mine[(r, 0)] + mine[(r, 1)])):
+    for reason in sorted({r for r, _ in mine}, key=lambda r: (-(mine[(r, 0)] + mine[(r, 1)]), r)):
         lines.append(f"| {reason} | {mine[(reason, 0)]} | {mine[(reason, 1)]} |")
     mean, least, picked = held_out([r["text"] for r in rows], np.array([r["label"] for r in rows]))
     common = Counter(json.dumps(p, sort_keys=True) for p in picked).most_common(3)
