@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> None:
                       f"TinyStories (train head, 1,000 stories): {ts['docs_ingested']:,} documents ingested, "
                       f"{ts['docs_kept']:,} kept; dropped per reason: {ts['dropped']}.", ""]
             if tag == "this tree":
-                lines += ["Every TinyStories document dropped:", "", "| reason | detail | text |", "|---|---|---|",
-                          *listed, ""]
+                lines += ["Every TinyStories document dropped:", ""]
+                lines += ["| reason | detail | text |", "|---|---|---|", *listed, ""] if listed else ["none", ""]
             print("\n".join(lines[-12:]), flush=True)
     Path(args.out).write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.out}")
