@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (SHARED / "gutenberg_creative").is_dir() or not (SHARED / "tinystories_sample").is_dir():
         sys.exit(f"skipped: {SHARED}/gutenberg_creative or tinystories_sample is absent")
     lines = ["# Books and stories through ingest -> clean -> filter (default config, prose profile)", "",
-             "Written by `python -m benchmarks.creative_text`.", ""]
+             f"Written by `python -m benchmarks.creative_text --base {args.base}`.", ""]
     with tempfile.TemporaryDirectory() as tmp:
         commit = export_base(args.base, Path(tmp))
         sys.path.insert(0, tmp)
