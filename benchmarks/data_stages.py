@@ -41,7 +41,7 @@ CORPORA = {  # sources (globs under the corpus folder), then config overrides pe
     "gutenberg_creative": (["*.txt"], {"filter": {"quality": {"profile": "prose"}}}),
     "c4_sample": (["*.gz"], {"filter": {"quality": {"profile": "web"}}}),
     "dclm_web_noisy": (["majority_data.jsonl"], {"filter": {"quality": {"profile": "web"}}}),
-    "tinystories_sample": (["tinystories_train_head1000.txt"], {"ingest": {"split": "line"}}),
+    "tinystories_sample": (["tinystories_train_head1000.txt"], {}),  # split=auto: one document per story
     "chinese_poetry": (["quantangshi_*.json", "tangshi_300.json"], {"ingest": {"text_field": "paragraphs"},
                                                                     "filter": {"quality": {"profile": "poetry"}}}),
 }

@@ -25,7 +25,7 @@ from pipeline.io.executor import run_shards
 from pipeline.io.progress import MB, Progress, shard_sizes
 from pipeline.manifest import Manifest, read_manifest, run_stage, stage_inputs
 from pipeline.sieve import Sieve, Tally, finish, merge_tallies, require_documents
-from pipeline.text.langid import detect_languages
+from pipeline.text.langid import foreign_languages
 from pipeline.text.normalize_batch import clean_texts
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,11 @@ def clean_reasons(texts: list[str], cfg: CleanConfig) -> list[tuple[str, str, fl
             out[i] = ("too_long", f"{n} chars > {cfg.max_chars}", None)
         else:
             sized.append(i)
-    if cfg.languages and sized:
-        for i, (lang, score) in zip(sized, detect_languages([texts[i] for i in sized])):
-            if lang not in cfg.languages or score < cfg.min_language_score:
-                out[i] = ("language", f"{lang} ({score:.2f})", score)
+    if cfg.languages and sized:  # dropped only when confidently in another language: unsure text stays
+        for i, found in zip(sized, foreign_languages([texts[i] for i in sized], cfg.languages,
+                                                     cfg.min_language_score)):
+            if found is not None:
+                out[i] = ("language", f"{found[0]} ({found[1]:.2f})", found[1])
     return out
 
 

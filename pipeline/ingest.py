@@ -6,6 +6,10 @@ Text (.txt, .md), JSON/JSONL, CSV and Parquet files, each optionally .gz or .zst
 .tar.gz, .tgz, .tar.zst, .zip) and http(s) URLs go through `pipeline.io.sources` (cache, pins, caps,
 refusal of escaping members), `hf:<name or folder>[:split]` reads a Hugging Face dataset.
 
+A text file's documents are works (`split=work`, what `auto` picks without a separator line): a story,
+a chapter or a poem, so that the filters judge whole works and the model sees an end-of-text token only
+where a work ends (`_work_docs`). Paragraph and line splitting remain options.
+
 Reads stream line by line with a bounded line length, so memory stays flat on any corpus size.
 Every record becomes either a document with a deterministic id (`<source>:<position>`) or a
 quarantined row in `excluded/` naming the file and line. Folder walks skip hidden files and README
@@ -18,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -118,18 +123,131 @@ def _text_docs(lines: Iterator[Line], mode: str, seps: set[str], cap: int, label
         yield doc.record(label)
 
 
-def _split_mode(path: Path, cfg: IngestConfig) -> str:
-    if cfg.split != "auto":
-        return cfg.split
-    seps, scanned = {s.encode() for s in cfg.separators}, 0
+# --- works: stories, chapters, poems ---------------------------------------------------------------
+
+# A heading that opens a chapter, story or poem: a keyword and a number ("CHAPTER I.", "Chapter 12", "ADVENTURE
+# IV. ..."), or a roman or arabic numeral alone or before a title ("II.", "  XII", "VII. THE BLUE CARBUNCLE").
+_HEADING = re.compile(r"(?i:chapter|book|part|adventure|stave|canto|volume|letter|act|scene)\s+(?:[IVXLCDM]+|\d+)\b"
+                      r"|(?:[IVXLCDM]+|\d{1,3})\.?$|(?:[IVXLCDM]+|\d{1,3})\.\s+\S")
+_HEADING_CHARS = 70  # a heading line is short; a longer line is a line of text
+_MIN_BODY_CHARS = 100  # a heading starts a new work only after this much text: a title page stays with chapter 1
+_UNWRAPPED_CHARS = 120  # lines this long are unwrapped paragraphs (books hard-wrap at ~70)
+# A story whose paragraphs follow each other without blank lines ends at a single line break only this far on.
+_STORY_CHARS = 1000
+_PG_START = re.compile(r"\*{3} ?start of (?:this|the) project gutenberg", re.I)
+_PG_END = re.compile(r"\*{3} ?end of (?:this|the) project gutenberg", re.I)
+_TERMINAL = ('.', '!', '?', '"', "'", "”", "’", ")", "…")
+
+
+def _is_heading(block: list[str], blanks_before: int) -> bool:
+    """A block of one or two short lines opening a work: a numbered heading, or (after two blank lines, the
+    way books set titles apart) a line without lower-case letters such as "THE GOLDEN BIRD"."""
+    first = block[0].strip()
+    if len(block) > 2 or any(len(line.strip()) > _HEADING_CHARS for line in block):
+        return False
+    if _HEADING.match(first):
+        return True
+    return blanks_before >= 2 and first.upper() == first and sum(c.isalpha() for c in first) >= 2
+
+
+def _story_break(before: str, line: str) -> bool:
+    """In a file of unwrapped paragraph lines (one story per run of lines, TinyStories), whether a single line
+    break between two lines ends a story: the first ends a sentence, the second starts one, and one of them is
+    a paragraph rather than a short line of dialogue or verse (those may follow each other inside a story)."""
+    before, line = before.rstrip(), line.lstrip()
+    return (before.endswith(_TERMINAL) and (line[:1].isupper() or line[:1] in "\"'“‘")
+            and max(len(before), len(line)) >= _UNWRAPPED_CHARS - 20)
+
+
+def _work_docs(lines: Iterator[Line], unwrapped: bool, window: int, cap: int, label: str) -> Iterator[Record]:
+    """Documents that are works: a new one starts at a heading once the current one holds some text, at a
+    story break in an unwrapped file, and where a window of whole paragraphs would pass `window` characters.
+    A Project Gutenberg header (up to its START line) and licence (from its END line on) are documents of
+    their own, which clean cuts to nothing."""
+    doc: _Doc | None = None
+    body, blanks, trailer, previous, broken = 0, 0, False, "", False  # broken: the story has a blank line
+    block: list[tuple[int, str, bool, bool]] = []
+
+    def flush() -> Iterator[Record]:
+        nonlocal doc, body
+        if doc is not None and doc.lines:
+            yield doc.record(label)
+        doc, body = None, 0
+
+    def add(rows: list[tuple[int, str, bool, bool]], gap: int) -> None:
+        nonlocal doc
+        if doc is None:
+            doc = _Doc(rows[0][0], cap)
+        elif gap:
+            for _ in range(gap):
+                doc.add("", False, False)
+        for _n, text, bad, truncated in rows:
+            doc.add(text, bad, truncated)
+
+    def place(rows: list[tuple[int, str, bool, bool]], gap: int) -> Iterator[Record]:
+        nonlocal body, trailer
+        texts = [r[1] for r in rows]
+        if not trailer and any(_PG_END.match(t.strip()) for t in texts):
+            yield from flush()
+            trailer = True
+        if trailer:
+            add(rows, gap)
+            return
+        start = next((k for k, t in enumerate(texts) if _PG_START.match(t.strip())), None)
+        if start is not None:  # the header ends with its START line
+            add(rows[: start + 1], gap)
+            yield from flush()
+            if start + 1 < len(rows):
+                yield from place(rows[start + 1 :], 0)
+            return
+        size = sum(map(len, texts))
+        heading = _is_heading(texts, gap)
+        # characters with the line breaks: the document's, the blank lines before the block, the block's
+        longer = doc is not None and doc.size + len(doc.lines) + gap + size + len(rows) > window
+        if (heading and body >= _MIN_BODY_CHARS) or (body and longer) or (doc is not None and doc.big):
+            yield from flush()
+        add(rows, gap if doc is not None else 0)
+        if not heading:
+            body += size
+
+    for row in lines:
+        lineno, text, bad, truncated = row
+        text = text.rstrip("\r\n")
+        if not text.strip():
+            if block:
+                yield from place(block, blanks)
+                block, blanks = [], 0
+                broken = doc is not None
+            blanks += 1
+        else:
+            if unwrapped and block and not trailer and _story_break(previous, text) and (
+                    broken or (doc.size if doc is not None else 0) + sum(len(r[1]) for r in block) >= _STORY_CHARS):
+                yield from place(block, blanks)
+                yield from flush()
+                block, blanks, broken = [], 0, False
+            block.append((lineno, text, bad, truncated))
+        previous = text
+    if block:
+        yield from place(block, blanks)
+    yield from flush()
+
+
+def _split_mode(path: Path, cfg: IngestConfig) -> tuple[str, bool]:
+    """(split mode, whether the file holds unwrapped paragraph lines) for a text file."""
+    if cfg.split not in ("auto", "work"):
+        return cfg.split, False
+    seps, scanned, lines, long = {s.encode() for s in cfg.separators}, 0, 0, 0
     with open_binary(path) as fh:
         for _n, raw, _t in _read_lines(fh, MB):
-            if raw.strip() in seps:
-                return "separator"
+            if cfg.split == "auto" and raw.strip() in seps:
+                return "separator", False
+            if raw.strip():
+                lines += 1
+                long += len(raw) >= _UNWRAPPED_CHARS
             scanned += len(raw)
             if scanned > AUTO_SCAN_BYTES:
                 break
-    return "paragraph"
+    return "work", lines > 0 and long >= 0.2 * lines
 
 
 def _field(record: Any, dotted: str) -> Any:
@@ -233,7 +351,11 @@ def read_source(src: Source, cfg: IngestConfig, decoder: _Decoder) -> Iterator[R
             for pos, rec in enumerate(reader, 1):
                 yield _record(pos, rec, cfg, f"{label} row {pos}")
         else:
-            yield from _text_docs(lines, _split_mode(path, cfg), set(cfg.separators), cap, label)
+            mode, unwrapped = _split_mode(path, cfg)
+            if mode == "work":
+                yield from _work_docs(lines, unwrapped, cfg.work_max_chars, cap, label)
+            else:
+                yield from _text_docs(lines, mode, set(cfg.separators), cap, label)
 
 
 # --- the stage ---------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def test_formats_and_compression(tmp_path: Path):
     texts = {d["source"]: [] for d in iter_docs(m.output_list("docs"))}
     for doc in iter_docs(m.output_list("docs")):
         texts[doc["source"]].append(doc["text"])
-    assert texts["src/b.txt.zst"] == ["para one\nline two", "para two"]
+    assert texts["src/b.txt.zst"] == ["para one\nline two\n\npara two"]  # one work: no heading, no story break
     assert texts["src/c.csv"] == ["csv, with comma"] and texts["src/d.parquet"] == ["parquet doc"]
     assert texts["src/e.json"] == ["line a\nline b"]
     assert [r["reason"] for r in _excluded(m)] == ["missing_text_field"]  # the nested gz record has body.text

@@ -35,20 +35,23 @@ TOM: Look again — mare's tails over the point. Wind by evening.
 MIRA: So we don't go?
 TOM: We go. We just come back before the wind does."""
 CHINESE_POEM = "床前明月光，\n疑是地上霜。\n举头望明月，\n低头思故乡。"
-WEB_ARTICLE = """How to Bake Rye Bread at Home
-
-Rye flour holds less gluten than wheat, so the dough feels sticky and heavy.
-Do not worry: that is normal, and the loaf will still rise.
-Mix the starter with warm water and leave it overnight in a warm kitchen.
-In the morning, add the flour and salt, then knead for ten minutes.
-Bake at 230 °C for forty minutes, until the crust is dark and sounds hollow."""
+WEB_ARTICLE = "\n".join([
+    "How to Bake Rye Bread at Home",
+    "",
+    "Rye flour holds less gluten than wheat, so the dough feels sticky and heavy. Do not worry: that is normal, and "
+    "the loaf will still rise, only more slowly than a wheat loaf does.",
+    "Mix the starter with warm water and leave it overnight in a warm kitchen. In the morning, add the flour and salt, "
+    "then knead for ten minutes with wet hands.",
+    "Bake at 230 °C for forty minutes, until the crust is dark and sounds hollow when you knock on it. Let it rest for "
+    "a full day before you cut it: rye bread keeps for a week.",
+])
 
 
 @pytest.mark.parametrize(
     ("text", "cfg"),
     [
         (STORY, PROSE),
-        (STORY, WEB),
+        (STORY.replace(" He ", "\nHe ") * 2, WEB),
         (POEM_WITH_REFRAIN, POETRY),
         (DIALOGUE, PROSE),
         (CHINESE_POEM, POETRY),
@@ -136,6 +139,16 @@ SHORT_LINES = "\n".join(["Great news!", "Read on.", "We moved.", "New shop.", "S
 )
 def test_web_line_rules(text: str, reason: str):
     assert quality_reason(text, WEB) == reason
+
+
+def test_web_pages_people_rate_low_fail_and_prose_keeps_them():
+    # Short pages and pages of short lines (listings, menus): people rate them low (benchmarks/web_agreement.py).
+    listing = "\n".join(f"Cottage {i} sleeps four people, near the village green and the pub." for i in range(12))
+    assert quality_reason(STORY, WEB) == "short_page"
+    assert quality_reason(listing, WEB) == "short_mean_line"
+    assert quality_reason(listing, QualityConfig(profile="web", min_mean_line_chars=60)) is None
+    for text in (STORY, DIALOGUE, POEM_WITH_REFRAIN):  # a story is never judged by web rules
+        assert quality_reason(text, PROSE if text != POEM_WITH_REFRAIN else POETRY) is None
 
 
 def test_line_rules_never_apply_to_poetry_or_prose():

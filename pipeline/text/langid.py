@@ -2,13 +2,15 @@
 
     detect_languages(texts) -> [(ISO 639-1 code, confidence in [0, 1]), ...]     a batch as arrays
     detect_language(text)   -> the same for one text
+    foreign_languages(texts, languages, min_score) -> per text, the other language it is confidently in, or None
 
 Each text is judged on its first ~2000 characters. Text mostly in a non-Latin script gets that
 script's language (Han without kana is Chinese, with kana Japanese). Latin-script text is scored
 by the function words of each language in `lexicons/function_words.txt` (a word shared by k
 languages gives each 1/k) plus a few accent letters, for the whole batch in one compiled loop over
 its `pipeline.text.wordarrays` words and characters; the confidence is the margin over the runner-up,
-damped when there is little evidence.
+damped when there is little evidence. The clean stage drops a text only when `foreign_languages` finds it
+confidently in another language: the identifier abstains on short texts, so a line of dialogue is kept.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ _ACCENT_LANGS = {
 }
 _ACCENT = re.compile("[" + "".join(_ACCENT_LANGS) + "]")
 _ACCENT_WEIGHT = 0.5
+_NO_EVIDENCE = 0.1  # the confidence of the guess 'en' for Latin letters without one function word or accent
 
 
 def _load_function_words() -> dict[str, frozenset[str]]:
@@ -167,9 +170,9 @@ def _vote(word_at, word_found, offsets, codes, classes, doc_first_char, first, l
     return scores, has_letter, maybe_non_latin
 
 
-def _latin_languages(samples: list[str]) -> tuple[list[tuple[str, float]], np.ndarray]:
-    """Function-word (and accent) votes for each sample (`_vote` over the batch's `WordArrays`), and per
-    sample whether it may hold letters of another script."""
+def _latin_languages(samples: list[str]) -> tuple[list[tuple[str, float]], np.ndarray, np.ndarray]:
+    """Function-word (and accent) votes for each sample (`_vote` over the batch's `WordArrays`), per sample
+    whether it may hold letters of another script, and the scores (samples x `_LANGS`)."""
     n = len(samples)
     words = WordArrays.from_texts(samples)
     first, lang, weight, index = _vote_table()
@@ -191,10 +194,10 @@ def _latin_languages(samples: list[str]) -> tuple[list[tuple[str, float]], np.nd
         if not has:
             out.append(("und", 0.0))
         elif t == 0:
-            out.append(("en", 0.1))  # Latin letters but no evidence at all: a weak guess
+            out.append(("en", _NO_EVIDENCE))  # Latin letters but no evidence at all: a weak guess
         else:  # margin over the runner-up, damped when there is little evidence (1 hit -> at most 0.5)
             out.append((_LANGS[b], round(c, 4)))
-    return out, non_latin
+    return out, non_latin, scores
 
 
 def _script_language(sample: str, latin: tuple[str, float]) -> tuple[str, float]:
@@ -219,13 +222,68 @@ def _script_language(sample: str, latin: tuple[str, float]) -> tuple[str, float]
 def detect_languages(texts: list[str]) -> list[tuple[str, float]]:
     """(ISO 639-1 code, confidence in [0, 1]) for each text, from its first ~2000 characters; ('und', 0.0)
     without letters. Latin-script text is scored by function words for the whole batch as arrays."""
+    return _detect(texts)[0]
+
+
+def _detect(texts: list[str]) -> tuple[list[tuple[str, float]], np.ndarray, list[bool]]:
+    """detect_languages' answers, the function-word scores, and per text whether it holds another script."""
     if not texts:
-        return []
+        return [], np.zeros((0, len(_LANGS))), []
     samples = [t[:_SAMPLE_CHARS] for t in texts]
-    out, maybe_non_latin = _latin_languages(samples)
+    out, maybe_non_latin, scores = _latin_languages(samples)
+    scripted = [False] * len(texts)
     for i in np.flatnonzero(maybe_non_latin).tolist():
         if _NON_LATIN.search(samples[i]):
-            out[i] = _script_language(samples[i], out[i])
+            out[i], scripted[i] = _script_language(samples[i], out[i]), True
+    return out, scores, scripted
+
+
+_UNKNOWN_WORDS = 20  # Latin-script words without one function word: at this many, surely none of our languages
+_EVIDENCE = 1.5  # damping of the foreign margin: one function word is no evidence (0.4), two are (0.57)
+
+
+# Letters of Latin-script languages without a function-word list here (Polish, Czech, Turkish, Nordic,
+# Hungarian, Romanian, ...): evidence for a language none of the lists knows ('und').
+_OTHER_LATIN = re.compile("[łąęśźżćńşğıåøæőűčřšžěůțșđŁĄĘŚŹŻĆŃŞĞÅØÆŐŰČŘŠŽĚŮȚȘĐ]")
+
+
+def _foreign_latin(row: np.ndarray, kept: list[int], sample: str) -> tuple[str, float]:
+    """(language, confidence) that a Latin-script sample with function-word scores `row` is in a language other
+    than the `kept` columns: the best other language's margin over the best kept one, damped for little
+    evidence (a sibling language such as Portuguese beside Spanish does not lower it, as it does for
+    `detect_languages`). 'und' (a language of no list) scores 0.5 per letter of `_OTHER_LATIN`; a sample
+    without any function word or such letter is 'und' with confidence words / _UNKNOWN_WORDS."""
+    unknown = 0.0 if sample.isascii() else _ACCENT_WEIGHT * len(_OTHER_LATIN.findall(sample))
+    if not row.any() and not unknown:
+        return "und", round(min(1.0, len(_LATIN.findall(sample)) / _UNKNOWN_WORDS), 4)
+    best_kept = float(row[kept].max()) if kept else 0.0
+    other = row.copy()
+    other[kept] = -1.0
+    f = int(other.argmax())
+    lang, top = (_LANGS[f], float(other[f])) if other[f] >= unknown else ("und", unknown)
+    if top <= best_kept:
+        return _LANGS[int(row.argmax())], 0.0
+    return lang, round((top - best_kept) / top * top / (top + _EVIDENCE), 4)
+
+
+def foreign_languages(texts: list[str], languages: list[str], min_score: float) -> list[tuple[str, float] | None]:
+    """For each text, the language not in `languages` it is confidently in (confidence >= `min_score`), or
+    None: a text in one of `languages`, or one whose language cannot be told (short, few function words),
+    is kept. A Latin-script text without a single function word of any listed language is in none of them,
+    with a confidence that grows with its length ('und', words / 20): a two-word reply is no evidence, twenty
+    words are. Empty `languages` keeps everything."""
+    if not languages:
+        return [None] * len(texts)
+    found, scores, scripted = _detect(texts)
+    kept = [k for k, lang in enumerate(_LANGS) if lang in languages]
+    out: list[tuple[str, float] | None] = []
+    for i, (lang, score) in enumerate(found):
+        if lang == "und" and score == 0.0:
+            out.append(None)  # no letters: nothing to tell (the quality rules judge such text)
+            continue
+        if not scripted[i]:
+            lang, score = _foreign_latin(scores[i], kept, texts[i][:_SAMPLE_CHARS])
+        out.append((lang, score) if lang not in languages and score >= min_score else None)
     return out
 
 

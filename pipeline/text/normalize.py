@@ -2,7 +2,7 @@
 
 `clean_text` repairs mojibake, normalises Unicode, removes invisible and control characters,
 tidies whitespace while keeping line and stanza breaks, and drops web/Gutenberg boilerplate
-lines. It is idempotent and never raises for any `str`; its output always encodes as UTF-8.
+lines and tables of contents. It is idempotent and never raises for any `str`; its output always encodes as UTF-8.
 `pipeline.text.normalize_batch.clean_texts` does the same for a batch. The per-text
 tokenization the filter shares, `lower_words`, lives in `pipeline.text.wordarrays`.
 
@@ -234,6 +234,45 @@ def _cut_gutenberg(text: str) -> str:
     return text
 
 
+# A table of contents: a "Contents" line and the short entries after it, or (without that line) three or more
+# numbered chapter lines in a row ("   I. A Scandal in Bohemia", "CHAPTER II. The Pool of Tears"). Both match
+# after a "\n" (search "\n" + text): a literal first character lets the regex engine skip to line starts.
+CONTENTS = re.compile(r"\n[ \t]*(?:(?:Table|TABLE|table) (?:of|OF) )?(?:Contents|CONTENTS|contents)[ \t]*[.:]?[ \t]*"
+                      r"(?=\n|\Z)")
+TOC_RUN = re.compile(r"\n(?:[ \t]*(?:[IVXLC]+\.|(?i:chapter)[ \t]+[\dIVXLC]+\.?)[ \t]+[^\n]{1,60}(?:\n|\Z)){3,}")
+_TOC_ENTRY_CHARS = 60
+_SENTENCE_END = (".", ",", ";", "!", "?", '"', "”", "’", ":")
+
+
+def _toc_end(text: str, at: int) -> int:
+    """Where the entries after a "Contents" line ending at `at` stop: before the first line that is long or
+    ends like a sentence (text, not a title), and before a lone short line just above that text (the heading
+    of what follows); `at` itself when fewer than two entries go."""
+    entries, end, last_block, block_lines, block_start = 0, at, 0, 0, at
+    for line in text[at:].split("\n")[1:]:
+        stripped = line.strip()
+        if stripped and (len(stripped) > _TOC_ENTRY_CHARS or stripped.endswith(_SENTENCE_END)):
+            if block_lines == 1:  # a heading over the text, not an entry
+                end, entries = block_start, entries - 1
+            break
+        if stripped:
+            if not last_block:
+                block_lines, block_start = 0, end
+            block_lines += 1
+        last_block = bool(stripped)
+        entries += bool(stripped)
+        end += len(line) + 1
+    return end if entries >= 2 else at
+
+
+def strip_contents(text: str) -> str:
+    """`text` without its tables of contents (the chapter titles are where the chapters are)."""
+    padded = "\n" + text
+    if (m := CONTENTS.search(padded)) and (end := _toc_end(padded, m.end())) > m.end():
+        padded = padded[: m.start() + 1] + padded[end + 1 :]
+    return TOC_RUN.sub("\n", padded)[1:]
+
+
 def _hinted_lines(low: str) -> set[int]:
     """Indexes of the lines that hold a hint substring (found by C substring search, not per line)."""
     present = [word for word in HINT_WORDS if word in low]
@@ -252,6 +291,7 @@ def _hinted_lines(low: str) -> set[int]:
 def _strip_boilerplate(text: str) -> str:
     if "***" in text:
         text = _cut_gutenberg(text)
+    text = strip_contents(text)
     hinted = _hinted_lines(text.lower())  # lower() keeps every "\n", so line indexes agree
     lines = text.split("\n")
     kept = [ln for i, ln in enumerate(lines) if not (is_ui_line(ln) or i in hinted and is_boilerplate(ln))]

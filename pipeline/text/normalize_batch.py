@@ -6,7 +6,7 @@ finds the few documents clean_text could change.
 One pass of array operations over the batch's code points flags a document when it holds anything a
 step of clean_text acts on: such a character, a mojibake lead + continuation pair, text not in the
 configured Unicode form, trailing or repeated spaces, three newlines, a leading or trailing newline,
-"***", a boilerplate hint, or a short line the UI-line rule could remove. Only flagged documents go
+"***", a boilerplate hint, a short line the UI-line rule could remove, or a table of contents. Only flagged documents go
 through clean_text; the rest come back as the same objects (on book paragraphs, ~4 % are flagged).
 """
 
@@ -15,13 +15,24 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import lru_cache
+from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
 from pipeline.config import CleanConfig
-from pipeline.text.normalize import CONT, HINT_WORDS, UI_LINE, UI_MAX_CHARS, clean_text, is_boilerplate, is_ui_line
+from pipeline.text.normalize import (
+    CONT,
+    CONTENTS,
+    HINT_WORDS,
+    TOC_RUN,
+    UI_LINE,
+    UI_MAX_CHARS,
+    clean_text,
+    is_boilerplate,
+    is_ui_line,
+)
 from pipeline.text.wordarrays import code_points, unique
 
 # Every character some step of clean_text acts on: _UNUSUAL, _INVISIBLE, _C1, _NEWLINE (with "\r") and
@@ -182,6 +193,12 @@ def _changeable(texts: list[str], cfg: CleanConfig) -> list[bool]:
         star = cp == 42  # "***": Project Gutenberg START/END markers
         _flag_positions(flags, starts, np.flatnonzero(star[:-2] & star[1:-1] & star[2:]))
         _flag_boilerplate_lines(text, cp, bits, nl, starts, flags)
+        # Tables of contents, matched after a "\n" (so at text[m.start()] on): a match may run over the "\n"
+        # joining two documents, so each one it touches is flagged.
+        padded = "\n" + text
+        for m in chain(CONTENTS.finditer(padded), TOC_RUN.finditer(padded)):
+            first, last = np.searchsorted(starts, [m.start(), max(m.start(), m.end() - 2)], side="right") - 1
+            flags[first : last + 1] = True
     return flags.tolist()
 
 

@@ -12,7 +12,8 @@ Rules, in the order they are checked (thresholds and their provenance live in `Q
     no_stopwords                    Latin-script text without any function word (keyboard mash, word salad)
     repeated_lines                  share of lines that repeat an earlier line (poetry allows refrains)
     repeated_ngrams                 share of word characters inside the most frequent word 2-gram
-    lines_no_terminal_punct, bullet_lines, lines_ellipsis, short_lines      profile 'web' only
+    lines_no_terminal_punct, bullet_lines, lines_ellipsis, short_lines,     profile 'web' only
+    short_mean_line, short_page
 
 Unlike word-tokenizer based implementations, a token such as "—" or "..." is never a word here,
 so punctuation-rich dialogue and verse are not mistaken for non-alphabetic junk.
@@ -67,7 +68,7 @@ _BULLET_CODES = np.array(sorted(map(ord, _BULLETS)), dtype=np.uint32)
 # Reason codes: 0 keeps the text, k > 0 is _NAMES[k]; codes grow in rule order.
 _NAMES = (None, "too_few_words", "too_many_words", "short_words", "long_words", "symbols", "non_alpha",
           "no_stopwords", "repeated_lines", "repeated_ngrams", "lines_no_terminal_punct", "bullet_lines",
-          "lines_ellipsis", "short_lines")
+          "lines_ellipsis", "short_lines", "short_mean_line", "short_page")
 _CODE = {name: code for code, name in enumerate(_NAMES)}
 _BUCKETS = 256  # hash buckets per document for the 2-gram bound
 
@@ -320,6 +321,8 @@ def _line_rules(texts: list[str], docs: np.ndarray, cfg: QualityConfig,
         for name, flags, limit in rules:
             share = np.bincount(line_doc[flags()], minlength=len(docs)) / n
             code[(code == 0) & (n > 0) & (share > limit)] = _CODE[name]
+        mean_chars = np.bincount(line_doc, weights=length[kept], minlength=len(docs)) / n
+        code[(code == 0) & (n > 0) & (mean_chars < cfg.min_mean_line_chars)] = _CODE["short_mean_line"]
     return repeated, code
 
 
@@ -383,6 +386,8 @@ def quality_reasons(texts: list[str], words: WordArrays, cfg: QualityConfig) -> 
             reason[i] = _CODE["repeated_ngrams"]
 
     reason[reason == 0] = web_code[reason == 0]
+    if cfg.profile == "web":
+        fail(n_words < cfg.min_words_web, "short_page")
     return [_NAMES[code] for code in reason.tolist()]
 
 
