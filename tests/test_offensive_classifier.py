@@ -140,7 +140,7 @@ def test_filter_uses_the_classifier_by_default_and_reports_who_flagged_what(tmp_
     ing = ingest([str(tmp_path / "src")], tmp_path / "ingest", IngestConfig(split="separator"))
     cl = clean(ing.path, tmp_path / "clean", CleanConfig(min_chars=1, languages=[]))
     web = {"quality": {"min_words": 1, "profile": "web", "max_short_line_ratio": 1.0,
-                       "max_no_terminal_punct_ratio": 1.0}}
+                       "max_no_terminal_punct_ratio": 1.0, "min_words_web": 1, "min_mean_line_chars": 0}}
     lexicon_only = filter_docs(cl.path, tmp_path / "lexicon",
                                FilterConfig.model_validate({**web, "offensive": {"classifier": "none"}}))
     assert "offensive" not in lexicon_only.stats["dropped"] and lexicon_only.stats["offensive_lines_dropped"] == 1
