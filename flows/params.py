@@ -20,7 +20,7 @@ from pipeline.config import RunConfig, load_config
 class ConfigParams(BaseModel):
     """Which config: a preset, an optional TOML file over it, then `section.key=value` overrides."""
 
-    preset: Literal["tiny", "small", "base"] = Field("tiny", description="Config preset.")
+    preset: Literal["tiny", "small", "writer", "base"] = Field("tiny", description="Config preset.")
     overrides: list[str] = Field(default_factory=list, description="Config overrides, e.g. train.max_steps=500 or "
                                  "filter.offensive.threshold=0.4.")
     config_file: str | None = Field(None, description="A TOML config file applied over the preset (path on the machine "

@@ -84,7 +84,8 @@ class QuillTextGenerator(PythonModel):
         # A prompt is the start of a document: after an eos, as in the training stream (and as
         # the evaluate stage samples), which also gives an empty prompt a context.
         ids = [self.tokenizer.encode_prompt(p) for p in prompts]
-        return [p + self.tokenizer.decode(new) for p, new in zip(prompts, generate(self.model, ids, cfg))]
+        outs = generate(self.model, ids, cfg)
+        return [p + self.tokenizer.decode_continuation(i, new) for p, i, new in zip(prompts, ids, outs)]
 
 
 mlflow.models.set_model(QuillTextGenerator())
