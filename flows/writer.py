@@ -44,6 +44,7 @@ def write_loop(model, tok, cfg, beginning: str = "", *, read: Callable[[str], st
     story, last, turn, told_crop = "", None, 0, False
     out.write(f"quill write: type a beginning, or press Enter to let the model start.\n{HELP}\n")
     line = beginning or None  # a beginning given on the command line is the first line typed
+    out.write(beginning)  # ... and shown, so that its continuation reads on from it
     while True:
         if line is None:
             try:

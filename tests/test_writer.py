@@ -141,6 +141,7 @@ def test_generate_json_and_samples_cut_by_max_new_tokens(cli, chain_ckpt, capsys
 def test_write_loop_through_stdin(cli, chain_ckpt, capsys, monkeypatch):
     """Beginning on the command line; Enter keeps going; typed text is added; /retry redraws; /quit ends."""
     import model as model_pkg
+    from flows.writer import HELP
 
     seen = []
     real = model_pkg.stream
@@ -150,6 +151,7 @@ def test_write_loop_through_stdin(cli, chain_ckpt, capsys, monkeypatch):
     out = capsys.readouterr().out
     story = PROMPT + WRITTEN + " The dog barked."  # the model ends at once after a word it has no chain for
     assert out.endswith(f"--- the story ---\n{story}\n")
+    assert f"{HELP}\n{PROMPT}{WRITTEN}\n(the model ended the story here)" in out  # the beginning, then its continuation
     assert out.count("(the model ended the story here)") == 4  # beginning, Enter, typed text, retry
     tok = Tokenizer(chain_ckpt / "tokenizer.model")
     assert seen == [tok.encode_prompt(PROMPT), tok.encode_prompt(PROMPT + WRITTEN), tok.encode_prompt(story),
