@@ -5,6 +5,7 @@
     quill stage tokenize --input data/runs/tiny/filter/manifest.json --out /tmp/tok
     quill generate "Once upon a time" --model models:/quill@champion --stream
     quill export --model models:/quill@champion --format hf out/quill-hf
+    quill write --model models:/quill@champion          # type a beginning, read on, add more, in a loop
     quill config --preset small --set train.max_steps=100
 
 Heavy imports (torch, prefect, mlflow) happen inside the commands so `quill --help` stays fast.
@@ -51,7 +52,8 @@ def _finite_float(raw: str) -> float:
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", choices=["tiny", "small", "base"], help="config preset (default: the file's, else tiny)")
+    p.add_argument("--preset", choices=["tiny", "small", "writer", "base"],
+                   help="config preset (default: the file's, else tiny)")
     p.add_argument("--config", metavar="FILE", help="TOML config file applied over the preset")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value, e.g. --set train.max_steps=50 (repeatable)")
@@ -243,35 +245,43 @@ def cmd_generate(args) -> int:
     ckpt = resolve_checkpoint(args.model)
     model, _, _ = load_checkpoint(ckpt)
     tok = Tokenizer(ckpt / "tokenizer.model")
-    cfg = SamplingConfig.from_settings(sampling_settings(args), eos_id=tok.eos_id)
+    cfg = SamplingConfig.from_settings(sampling_settings(args), eos_id=None if args.ignore_eos else tok.eos_id)
     seed = cfg.seed
+    if args.interactive or args.command == "write":
+        from flows.writer import write_loop
+
+        write_loop(model, tok, cfg, args.prompt)
+        return 0
     ids = tok.encode_prompt(args.prompt)
+    ended = []
     if args.stream and not args.json:
         for n in range(args.n):
             cfg.seed = seed + n
             if args.n > 1:
                 sys.stdout.write(("\n" if n else "") + sample_separator(n + 1, args.n) + "\n")
-            new: list[int] = []
-            shown = ""
+            dec = tok.stream_decoder(ids)
             sys.stdout.write(args.prompt)
             for token in stream(model, ids, cfg):
-                new.append(token)
-                text = tok.decode(new)
-                sys.stdout.write(text[len(shown):])
+                sys.stdout.write(dec.push(token))
                 sys.stdout.flush()
-                shown = text
-            sys.stdout.write("\n")
+            sys.stdout.write(dec.finish() + "\n")
+            ended.append(len(dec.new_ids) < cfg.max_new_tokens)
+        _report_ended(ended, cfg)
         return 0
     outs = []
     for n in range(args.n):
         cfg.seed = seed + n
-        outs.append(args.prompt + tok.decode(generate(model, [ids], cfg)[0]))
+        new = generate(model, [ids], cfg)[0]
+        outs.append(args.prompt + tok.decode_continuation(ids, new))
+        ended.append(len(new) < cfg.max_new_tokens)
     if args.json:
-        print(json.dumps({"model": args.model, "prompt": args.prompt, "samples": outs}, ensure_ascii=False, indent=2))
+        print(json.dumps({"model": args.model, "prompt": args.prompt, "samples": outs, "stopped_on_eos": ended},
+                         ensure_ascii=False, indent=2))
     elif args.n == 1:
         print(outs[0])
     else:
         print("\n\n".join(f"{sample_separator(n, args.n)}\n{text}" for n, text in enumerate(outs, 1)))
+    _report_ended(ended, cfg)
     return 0
 
 
@@ -285,6 +295,15 @@ def cmd_export(args) -> int:
     print(f"{out}: Hugging Face transformers folder ({arch}); load it with "
           f"AutoModelForCausalLM.from_pretrained({str(out)!r}) and AutoTokenizer.from_pretrained(...)")
     return 0
+
+
+def _report_ended(ended: list[bool], cfg) -> None:
+    """On stderr (stdout stays the text): how many samples the model ended itself, at end-of-text."""
+    if cfg.eos_id is None:
+        return
+    n = sum(ended)
+    print(f"quill: {n} of {len(ended)} samples stopped on their own (end-of-text); {len(ended) - n} reached "
+          f"--max-new-tokens {cfg.max_new_tokens}", file=sys.stderr)
 
 
 def cmd_config(args) -> int:
@@ -344,10 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.set_defaults(func=cmd_stage)
 
-    p = sub.add_parser("generate", help="write text with a trained model",
-                       description="Generate text from a checkpoint folder or a registered model. The sampling "
-                       "defaults are the ones the served model and the evaluate stage use (model/sampling.py).")
-    p.add_argument("prompt")
+    p = sub.add_parser("generate", aliases=["write"], help="write text with a trained model (write: interactively)",
+                       description="Generate text from a checkpoint folder or a registered model. Each sample ends at "
+                       "end-of-text (the model ends the story) or after --max-new-tokens. `quill write` (or "
+                       "--interactive) writes with you: type a beginning, read the continuation, type more or press "
+                       "Enter to keep going, in a loop. The sampling defaults are the ones the served model and the "
+                       "evaluate stage use (model/sampling.py).")
+    p.add_argument("prompt", nargs="?", default="", help="the beginning (default: none: the model starts a document)")
     p.add_argument("--model", default="models:/quill@champion", help="checkpoint folder or MLflow URI (default: "
                    "%(default)s)")
     defaults, strategies = _sampling_defaults()
@@ -368,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_positive_int, default=1, help="number of samples")
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--ignore-eos", action="store_true", help="keep writing past end-of-text up to --max-new-tokens")
+    p.add_argument("--interactive", action="store_true", help="write together in a loop (same as `quill write`)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("export", help="write a model in a format other tools load",

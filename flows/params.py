@@ -46,7 +46,7 @@ OVERRIDE_PATTERN = override_pattern()
 class ConfigParams(BaseModel):
     """Which config: a preset, an optional TOML file over it, then `section.key=value` overrides."""
 
-    preset: Literal["tiny", "small", "base"] = Field("tiny", description="Config preset.")
+    preset: Literal["tiny", "small", "writer", "base"] = Field("tiny", description="Config preset.")
     overrides: list[str] = Field(default_factory=list, description="Config overrides, e.g. train.max_steps=500 or "
                                  "filter.offensive.threshold=0.4 (`quill config` lists every key).",
                                  json_schema_extra={"items": {"type": "string", "pattern": OVERRIDE_PATTERN}})

@@ -11,6 +11,7 @@ cut at line breaks into pieces instead of being silently skipped.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -122,6 +123,24 @@ class Tokenizer:
     def decode(self, ids: list[int]) -> str:
         return self.sp.decode([i for i in ids if i != self.eos_id])
 
+    def decode_continuation(self, prompt_ids: list[int], new_ids: list[int]) -> str:
+        """The text `new_ids` add after `prompt_ids`, spelled as in the whole (prompt + continuation).
+
+        Decoded on its own, a continuation loses the space of its first piece ("▁she" -> "she":
+        SentencePiece drops the space it puts before a text), and a character whose bytes straddle the
+        boundary decodes as U+FFFD on both sides. Decoding the whole and cutting off the decoded prompt
+        keeps both; where the prompt's decoding is not a prefix of the whole (a prompt that ends inside
+        a character), the cut is at their common prefix.
+        """
+        head = self.decode(prompt_ids)
+        full = self.decode([*prompt_ids, *new_ids])
+        if full.startswith(head):
+            return full[len(head):]
+        return full[len(os.path.commonprefix([head, full])):]
+
+    def stream_decoder(self, prompt_ids: list[int]) -> StreamDecoder:
+        return StreamDecoder(self, prompt_ids)
+
     def token_bytes(self) -> list[int]:
         """UTF-8 byte length of each piece ('▁' is a space); 0 for control and unknown pieces."""
         pieces = self.sp.id_to_piece(list(range(self.vocab_size)))
@@ -135,3 +154,41 @@ class Tokenizer:
             if self.sp.is_byte(i):
                 return 1
         return len(piece.replace("\u2581", " ").encode("utf-8"))
+
+
+class StreamDecoder:
+    """Text of a continuation as its tokens arrive, for printing as it is written.
+
+        dec = tok.stream_decoder(prompt_ids)
+        for t in stream(model, prompt_ids, cfg):
+            print(dec.push(t), end="", flush=True)
+        print(dec.finish())
+
+    Each push returns only settled text: what it returns, joined, is always a prefix of
+    `decode_continuation(prompt_ids, new_ids)`, and with finish() all of it. The bytes of a character
+    that byte-fallback pieces have only begun are held back until the character is complete (or
+    until a non-byte piece or finish() shows it never will be), instead of printing U+FFFD.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, prompt_ids: list[int]):
+        self.tokenizer = tokenizer
+        self.prompt_ids = list(prompt_ids)
+        self.new_ids: list[int] = []
+        self.shown = ""
+
+    def push(self, token: int) -> str:
+        self.new_ids.append(token)
+        text = self.tokenizer.decode_continuation(self.prompt_ids, self.new_ids)
+        if self.tokenizer.sp.is_byte(token):
+            text = text.rstrip("\ufffd")  # maybe a character still being spelled byte by byte
+        return self._advance(text)
+
+    def finish(self) -> str:
+        """The held-back rest (an unfinished character decodes as U+FFFD, as in decode_continuation)."""
+        return self._advance(self.tokenizer.decode_continuation(self.prompt_ids, self.new_ids))
+
+    def _advance(self, text: str) -> str:
+        if len(text) <= len(self.shown):
+            return ""
+        out, self.shown = text[len(self.shown):], text
+        return out

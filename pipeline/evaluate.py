@@ -89,8 +89,8 @@ def sample_rows(model, tok: Tokenizer, prompts: list[str], sampling: SamplingCon
     for b, start in enumerate(range(0, len(ids), BATCH_ROWS)):
         seed = None if sampling.seed is None else sampling.seed + b
         outs += generate(model, ids[start : start + BATCH_ROWS], replace(sampling, seed=seed), use_cache=use_cache)
-    return [{"prompt": prompts[i // n], "text": prompts[i // n] + tok.decode(new), "new_tokens": new,
-             "stopped_on_eos": len(new) < sampling.max_new_tokens} for i, new in enumerate(outs)]
+    return [{"prompt": prompts[i // n], "text": prompts[i // n] + tok.decode_continuation(ids[i], new),
+             "new_tokens": new, "stopped_on_eos": len(new) < sampling.max_new_tokens} for i, new in enumerate(outs)]
 
 
 def sample_metrics(samples: list[dict], train_shards: list[Path], cfg: EvaluateConfig) -> dict[str, float]:

@@ -115,8 +115,8 @@ class QuillTextGenerator(PythonModel):
         # the evaluate stage samples), which also gives an empty prompt a context.
         ids = [self.tokenizer.encode_prompt(p) for p in prompts]
         deadline = time.monotonic() + limits["time_limit_s"]
-        out = generate(self.model, ids, cfg, stop=lambda _: time.monotonic() > deadline)
-        return [p + self.tokenizer.decode(new) for p, new in zip(prompts, out)]
+        outs = generate(self.model, ids, cfg, stop=lambda _: time.monotonic() > deadline)
+        return [p + self.tokenizer.decode_continuation(i, new) for p, i, new in zip(prompts, ids, outs)]
 
 
 mlflow.models.set_model(QuillTextGenerator())

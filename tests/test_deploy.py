@@ -46,7 +46,7 @@ def test_served_deployments_have_the_schedule_and_a_parameter_form(harness):
     schema = dep.parameter_openapi_schema
     assert list(schema["properties"]) == ["params"]
     form = definitions(schema)["FlowParams"]["properties"]
-    assert form["preset"]["enum"] == ["tiny", "small", "base"]
+    assert form["preset"]["enum"] == ["tiny", "small", "writer", "base"]
     assert {"sources", "overrides", "config_file", "run_folder"} <= set(form) and "run_name" not in form
     assert form["overrides"]["description"].startswith("Config overrides")
 

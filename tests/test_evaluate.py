@@ -134,7 +134,7 @@ def test_eos_stop_flag_from_generation(monkeypatch):
         def encode_prompt(self, text):
             return [self.eos_id] + [5] * len(text)
 
-        def decode(self, ids):
+        def decode_continuation(self, prompt_ids, ids):
             return "x" * len(ids)
 
     monkeypatch.setattr(ev, "generate", lambda model, ids, cfg, use_cache: [[7, 7], [7, 7, 7, 7]][: len(ids)])
