@@ -210,7 +210,8 @@ def _merges(vocab: dict[str, int], scores: dict[str, float]) -> list[list[str]]:
 def tokenizer_json(sp) -> dict:
     """A `tokenizers` BPE tokenizer that encodes and decodes as the SentencePiece model does.
 
-    The dummy-prefix space goes on once, before anything else (a normalizer on the whole text).
+    The dummy-prefix space (tokenizers trained before Quill 0.2) goes on once, before anything else (a
+    normalizer on the whole text), and comes off the decoded text.
     Newline and the byte pieces are ordinary vocabulary that no merge contains, as in SentencePiece.
     User-defined pieces (control_tokens such as <|poem|>) are ordinary vocabulary too, cut out of the
     text by the pre-tokenizer and looked up whole (`ignore_merges`): as added tokens they would be
@@ -218,6 +219,8 @@ def tokenizer_json(sp) -> dict:
     them. Control and unknown pieces are special added tokens.
     """
     normal, control, user = _kinds(sp)
+    # Tokenizers trained before Quill 0.2 add a dummy-prefix space (model/tokenizer.py); later ones do not.
+    dummy_prefix = sp.encode("a", out_type=str)[0].startswith(SPACE)
     vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
     scores = {sp.id_to_piece(i): sp.get_score(i) for i in normal if not sp.is_byte(i) and sp.id_to_piece(i) != "\n"}
     added = [{"id": i, "content": sp.id_to_piece(i), "single_word": False, "lstrip": False, "rstrip": False,
@@ -233,7 +236,7 @@ def tokenizer_json(sp) -> dict:
         "padding": None,
         "added_tokens": added,
         "normalizer": {"type": "Sequence", "normalizers": [
-            {"type": "Prepend", "prepend": SPACE},
+            *([{"type": "Prepend", "prepend": SPACE}] if dummy_prefix else []),
             {"type": "Replace", "pattern": {"String": " "}, "content": SPACE},
         ]},
         "pre_tokenizer": pre_tokenizer,
@@ -242,7 +245,7 @@ def tokenizer_json(sp) -> dict:
             {"type": "Replace", "pattern": {"String": SPACE}, "content": " "},
             {"type": "ByteFallback"},
             {"type": "Fuse"},
-            {"type": "Strip", "content": " ", "start": 1, "stop": 0},
+            *([{"type": "Strip", "content": " ", "start": 1, "stop": 0}] if dummy_prefix else []),
         ]},
         "model": {"type": "BPE", "dropout": None, "unk_token": sp.id_to_piece(sp.unk_id()),
                   "continuing_subword_prefix": None, "end_of_word_suffix": None, "fuse_unk": True,

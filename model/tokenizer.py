@@ -49,12 +49,17 @@ def train_tokenizer(
     control_tokens: list[str] = (),
     input_sentence_size: int = 0,
     seed: int = 1337,
+    dummy_prefix: bool = False,
 ) -> Tokenizer:
-    """Train SentencePiece on `texts` and write the model file atomically to `out_path`."""
+    """Train SentencePiece on `texts` and write the model file atomically to `out_path`.
+
+    `dummy_prefix=True` makes a tokenizer as Quill trained them before 0.2 (a "▁" before every encoded text),
+    which registered models still carry."""
     buf = io.BytesIO()
     spm.set_random_generator_seed(seed)  # sentence sampling and shuffling
     try:
-        _train(texts, buf, vocab_size, model_type, character_coverage, control_tokens, input_sentence_size)
+        _train(texts, buf, vocab_size, model_type, character_coverage, control_tokens, input_sentence_size,
+               dummy_prefix)
     except RuntimeError as exc:
         if "Vocabulary size is smaller than required_chars" in str(exc):
             need = str(exc).split("required_chars. ")[1].split(".")[0].split(" vs ")[-1]
@@ -71,7 +76,8 @@ def train_tokenizer(
     return Tokenizer(out_path)
 
 
-def _train(texts, buf, vocab_size, model_type, character_coverage, control_tokens, input_sentence_size) -> None:
+def _train(texts, buf, vocab_size, model_type, character_coverage, control_tokens, input_sentence_size,
+           dummy_prefix) -> None:
     spm.SentencePieceTrainer.train(
         sentence_iterator=training_pieces(texts),
         model_writer=buf,
@@ -82,7 +88,7 @@ def _train(texts, buf, vocab_size, model_type, character_coverage, control_token
         normalization_rule_name="identity",
         # No "▁" before each document: the text's own bytes are all the tokens hold, so bits per byte
         # (token_bytes) counts exactly the document's UTF-8 bytes.
-        add_dummy_prefix=False,
+        add_dummy_prefix=dummy_prefix,
         remove_extra_whitespaces=False,
         allow_whitespace_only_pieces=True,
         split_digits=True,
