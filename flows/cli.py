@@ -207,10 +207,11 @@ def resolve_checkpoint(model: str) -> Path:
         return path
     from pipeline.tracking import configure, download_checkpoint, pinned_uri
 
+    ckpt = download_checkpoint(model)  # first: an unknown model is a one-line error there
     if "@" in model:  # an alias moves: say which version it named this time
         configure()
         print(f"quill: {model} is {pinned_uri(model)}", file=sys.stderr)
-    return download_checkpoint(model)
+    return ckpt
 
 
 def _sampling_defaults() -> tuple[dict, tuple]:

@@ -68,7 +68,8 @@ def test_every_stage_after_ingest_names_the_stage_it_reads():
 def test_clean_keeping_nothing_stops_like_ingest(tmp_path, capsys):
     src = tmp_path / "short.txt"
     src.write_text("two words\n\nmore words\n\nlast ones\n", encoding="utf-8")
-    assert quill(capsys, "stage", "ingest", "--input", str(src), "--out", str(tmp_path / "ingest"))[0] == 0
+    assert quill(capsys, "stage", "ingest", "--input", str(src), "--out", str(tmp_path / "ingest"),
+                 "--set", "ingest.split=paragraph")[0] == 0
     code, err = quill(capsys, "stage", "clean", "--input", str(tmp_path / "ingest" / MANIFEST),
                       "--out", str(tmp_path / "clean"))
     assert code == 2
@@ -271,5 +272,5 @@ def test_quill_stage_train_ends_its_run_when_training_stops(raised, status, mlfl
             main(argv)
     else:
         assert quill(capsys, *argv)[0] == 2
-    [run] = MlflowClient().search_runs([experiment_id("quill")])
+    [run] = MlflowClient().search_runs([experiment_id("quill-local")])  # where local stage runs log
     assert run.info.status == status
