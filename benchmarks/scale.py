@@ -171,7 +171,8 @@ def main() -> None:
                     lines.append(row(n_docs, mb, "filter (baseline)", mode, old))
                     print(lines[-1], flush=True)
                     same = old["docs_kept"] == fi["docs_kept"] and old["dropped"] == fi["dropped"]
-                    print(f"baseline and this filter agree on kept and dropped counts: {same}", flush=True)
+                    lines.append(f"|  |  | baseline and this filter agree on kept and dropped counts: {same} |||||||")
+                    print(lines[-1], flush=True)
                     if not same:
                         sys.exit(f"baseline {old['dropped']} != {fi['dropped']}")
                 shutil.rmtree(root / mode, ignore_errors=True)

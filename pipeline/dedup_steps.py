@@ -13,13 +13,13 @@ document of its cluster (the connected component of its verified LSH candidate p
 
 Steps (each a `run` over jobs, exchanging files through `pipeline.io.partfiles` under `work`):
 1. records, per shard: (band, band key, exact key, gid) for every survivor and LSH band, sent to
-   partition hash(band, band key) % P (P = the number of shards). Exact dedup alone: one band keyed
-   by the exact key.
-2. buckets, per partition: exact copies have equal signatures, so they share every band and meet
-   in one bucket; in band 0 each copy after the first with its exact key is an exact duplicate of
-   that first one. Without the copies, runs of equal (band, band key) are the LSH buckets, ordered
-   by gid as in the single-process grouping; their candidate pairs (`bucket_pairs`) go to the shard
-   of the pair's first document.
+   partition hash(band, band key) % P (P = one per `SHARDS_PER_PARTITION` shards). Exact dedup
+   alone: one band keyed by the exact key.
+2. buckets, per partition: runs of equal (band, band key), in gid order, are the LSH buckets. Exact
+   copies have equal signatures, so they share every band and meet in one bucket; in band 0 each
+   copy after the first with its exact key is an exact duplicate of that first one. Without the
+   copies, the buckets' candidate pairs (`bucket_pairs`, as in the single-process grouping) go to
+   the shard of the pair's first document.
 3. attach, per shard: each pair gets the signature of its first document and goes to the shard of
    its second.
 4. verify, per shard: the second signature; pairs that agree on enough positions (`similar`) are

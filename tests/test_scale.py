@@ -99,12 +99,12 @@ def test_dask_cluster_gives_identical_bytes(sharded_clean, local_filter, tmp_pat
 # --- dedup over shards and partitions: the same decisions as the single-process grouping -----------
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora"
-CORPORA = {  # sources under the corpus folder, ingest and filter overrides (as benchmarks/data_stages.py)
-    "gutenberg_creative": (["*.txt"], {}, {"quality": {"profile": "prose"}}),
-    "c4_sample": (["*.gz"], {}, {"quality": {"profile": "web"}}),
-    "dclm_web_noisy": (["majority_data.jsonl"], {}, {"quality": {"profile": "web"}}),
-    "tinystories_sample": (["tinystories_train_head1000.txt"], {"split": "line"}, {}),
-    "chinese_poetry": (["quantangshi_*.json", "tangshi_300.json"], {"text_field": "paragraphs"},
+CORPORA = {  # sources under the corpus folder, ingest (shard sizes for 4 to 30 shards) and filter overrides
+    "gutenberg_creative": (["*.txt"], {"shard_docs": 2000}, {"quality": {"profile": "prose"}}),
+    "c4_sample": (["*.gz"], {"shard_docs": 10}, {"quality": {"profile": "web"}}),
+    "dclm_web_noisy": (["majority_data.jsonl"], {"shard_docs": 100}, {"quality": {"profile": "web"}}),
+    "tinystories_sample": (["tinystories_train_head1000.txt"], {"split": "line", "shard_docs": 200}, {}),
+    "chinese_poetry": (["quantangshi_*.json", "tangshi_300.json"], {"text_field": "paragraphs", "shard_docs": 500},
                        {"quality": {"profile": "poetry"}}),
 }
 
@@ -145,12 +145,12 @@ def test_shared_corpora_dedup_as_before_locally_and_on_dask(name, tmp_path: Path
     distributed = pytest.importorskip("distributed", reason="dask.distributed (the 'dask' extra) is not installed")
     globs, ingest_over, filter_over = CORPORA[name]
     sources = sorted(str(p) for g in globs for p in folder.glob(g))
-    ing = ingest(sources, tmp_path / "ingest", IngestConfig(shard_docs=500, **ingest_over))
+    ing = ingest(sources, tmp_path / "ingest", IngestConfig(**ingest_over))
     cleaned = clean(ing.path, tmp_path / "clean", CleanConfig(executor="local"))
     assert len(cleaned.output_list("docs")) > 1, "several shards: duplicates across them"
-    local = filter_docs(cleaned.path, tmp_path / "local", FilterConfig(executor="local", **filter_over))
+    local = filter_docs(cleaned.path, tmp_path / "local" / "filter", FilterConfig(executor="local", **filter_over))
     assert found_duplicates(local) == reference_duplicates(cleaned, local)
     with (distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                    dashboard_address=None) as cluster, distributed.Client(cluster)):
-        on_dask = filter_docs(cleaned.path, tmp_path / "dask", FilterConfig(executor="dask", **filter_over))
+        on_dask = filter_docs(cleaned.path, tmp_path / "dask" / "filter", FilterConfig(executor="dask", **filter_over))
     _same_output(local, on_dask)
