@@ -5,9 +5,10 @@
 Pass 1, per docs shard (in this process, a process pool or on Dask: `pipeline.io.executor`), a batch of
 documents at a time: redact PII, tokenize the batch once (`WordArrays`), apply the quality and
 offensive-content rules, and write survivors to a scratch folder with their exact-dedup keys,
-MinHash signatures, scores and what the representation audit observed in them. Dedup, here, over
-all shards in shard order: exact then near duplicates; the first document of each cluster is kept
-and named in the others' `detail`. Pass 2, per shard again: drop the duplicates, write the kept
+MinHash signatures, scores and what the representation audit observed in them. Dedup, in steps
+over shards and partitions on the same executor (`pipeline.dedup_steps`; nothing per document in
+this process): exact then near duplicates in shard order; the first document of each cluster is
+kept and named in the others' `detail`. Pass 2, per shard again: drop the duplicates, write the kept
 docs, count the audit of the kept ones and, if configured, write gender-swapped copies. Lines
 removed from long documents in line mode go to `excluded_lines/`. Quarantined documents hold the
 redacted text: PII never leaves the stage. Every file is named by its input shard, so the output is the same on any
@@ -26,16 +27,16 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipeline.config import FilterConfig
+from pipeline.dedup_steps import drop_list, find_duplicates
 from pipeline.io.docshards import ShardWriter, iter_batches, rel_paths
-from pipeline.io.executor import run_shards
+from pipeline.io.executor import open_executor, run_shards
 from pipeline.io.progress import MB, Progress, shard_sizes
 from pipeline.manifest import Manifest, read_manifest, run_stage, stage_inputs
 from pipeline.sieve import Sieve, Tally, add_counts, finish, merge_tallies, require_documents
 from pipeline.text.audit import Audit, Observations, gender_swap, observe, report_lines, sorted_counts
-from pipeline.text.dedup import MinHasher, exact_keys, near_duplicate_groups
+from pipeline.text.dedup import MinHasher, exact_keys
 from pipeline.text.offensive.classifier import classifier_votes
 from pipeline.text.offensive.prescreen import offensive_candidates
 from pipeline.text.offensive.score import line_score_bound, line_scores, offensive_score
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 LINE_SCHEMA = pa.schema([("id", pa.string()), ("line_no", pa.int64()), ("line", pa.string()), ("score", pa.float64())])
 PERF_ONLY = {"executor", "num_workers", "dask_address"}  # where the work runs never changes the output
 SCRATCH = ".pass1"
+DEDUP_WORK = f"{SCRATCH}/dedup"  # the dedup steps' partition files (`pipeline.dedup_steps`)
 
 
 def filter_docs(in_manifest: Path, out_dir: Path, cfg: FilterConfig, force: bool = False,
@@ -228,48 +230,6 @@ def screen_shard(job: dict[str, Any]) -> Tally:
     return tally
 
 
-# --- dedup over all shards -------------------------------------------------------------------------
-
-
-def _duplicates(keys: np.ndarray, signatures: np.ndarray | None, cfg: FilterConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(representative, near) per survivor: the index of the first document of its cluster (itself when
-    it is kept), and whether it joined that cluster as a near duplicate rather than an exact one."""
-    n = len(keys)
-    rep = np.arange(n)
-    if cfg.dedup.exact and n:
-        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-        rep = first[inverse.reshape(-1)]  # np.unique's first index is the lowest
-    near = np.zeros(n, dtype=bool)
-    if cfg.dedup.near and signatures is not None:
-        remaining = np.flatnonzero(rep == np.arange(n))
-        groups = near_duplicate_groups(signatures[remaining], cfg.dedup.bands, cfg.dedup.threshold)
-        if groups:
-            dropped, to = (np.fromiter(d, dtype=np.int64, count=len(groups)) for d in (groups.keys(), groups.values()))
-            rep[remaining[dropped]] = remaining[to]
-            near[remaining[dropped]] = True
-    return rep, near
-
-
-def _duplicates_by_shard(stage_dir: Path, screened: list[Tally], cfg: FilterConfig) -> list[dict[str, Any]]:
-    """Per shard, its duplicates: {"rows": their sorted rows in its scratch docs, "reasons": [...], "details":
-    [... naming the representative]}."""
-    arrays = [np.load(stage_dir / tally.outputs["dedup"][0]) for tally in screened]
-    shard_keys = [a["keys"] for a in arrays]  # each access of an npz member reads it again
-    sizes = [len(k) for k in shard_keys]
-    keys = np.concatenate(shard_keys) if arrays else np.zeros(0, "S16")
-    signatures = np.concatenate([a["signatures"] for a in arrays]) if cfg.dedup.near and arrays else None
-    rep, near = _duplicates(keys, signatures, cfg)
-    gone = np.flatnonzero(rep != np.arange(len(rep)))
-    ids = [pq.read_table(stage_dir / p, columns=["id"]).column("id") for t in screened for p in t.outputs["scratch"]]
-    ids = pa.chunked_array([c for col in ids for c in col.chunks], pa.string())
-    details = ["duplicate of " + rep_id for rep_id in ids.take(pa.array(rep[gone])).to_pylist()] if len(gone) else []
-    reasons = np.where(near[gone], "near_duplicate", "exact_duplicate").tolist()
-    starts = np.r_[0, np.cumsum(sizes)]
-    cut = np.searchsorted(gone, starts).tolist()  # each shard's duplicates are gone[cut[k]:cut[k + 1]]
-    return [{"rows": gone[a:b] - starts[k], "reasons": reasons[a:b], "details": details[a:b]}
-            for k, (a, b) in enumerate(zip(cut[:-1], cut[1:]))]
-
-
 # --- pass 2: dedup, audit, augmentation ------------------------------------------------------------
 
 
@@ -277,7 +237,8 @@ def finish_shard(job: dict[str, Any]) -> Tally:
     """Pass 2 over one shard's scratch docs: drop its duplicates, keep the rest, count the audit of the
     kept ones from what pass 1 observed, and write gender-swapped copies if configured."""
     cfg: FilterConfig = job["cfg"]
-    stage_dir, tag, duplicates = Path(job["stage_dir"]), f"{job['shard']:05d}", job["duplicates"]
+    stage_dir, tag = Path(job["stage_dir"]), f"{job['shard']:05d}"
+    duplicates = drop_list(stage_dir / DEDUP_WORK, job["shard"])
     sieve = Sieve(stage_dir, tag, excluded_prefix="duplicates")
     augmented = ShardWriter(stage_dir, f"augmented_{tag}")
     arrays = np.load(stage_dir / job["dedup"])
@@ -336,17 +297,17 @@ def _filter(in_manifest: Path, stage_dir: Path, cfg: FilterConfig, executor: Any
     require_documents("filter", shards)
     _warm_up(cfg)
     jobs = [{"shard": i, "path": str(p), "stage_dir": str(stage_dir), "cfg": cfg} for i, p in enumerate(shards)]
-    run = partial(run_shards, executor=executor, num_workers=cfg.num_workers, dask_address=cfg.dask_address)
     sizes = shard_sizes(shards)
     total = sum(b for _, b in sizes) / MB
-    with Progress("filter: screen", total_mb=total) as bar:
-        screened = run(screen_shard, jobs, on_result=lambda job, _: bar.update(*sizes[job["shard"]]))
-    duplicates = _duplicates_by_shard(stage_dir, screened, cfg)
-    with Progress("filter: write", total_mb=total) as bar:
-        finals = run(finish_shard, [{**job, "duplicates": d, "scratch": t.outputs.pop("scratch"),
-                                     "dedup": t.outputs.pop("dedup")[0]}
-                                    for job, d, t in zip(jobs, duplicates, screened)],
-                     on_result=lambda job, _: bar.update(*sizes[job["shard"]]))
+    with open_executor(executor, len(jobs), cfg.num_workers, cfg.dask_address) as pool:  # one for every step
+        run = partial(run_shards, executor=pool)
+        with Progress("filter: screen", total_mb=total) as bar:
+            screened = run(screen_shard, jobs, on_result=lambda job, _: bar.update(*sizes[job["shard"]]))
+        parts = [{"scratch": t.outputs.pop("scratch"), "dedup": t.outputs.pop("dedup")[0]} for t in screened]
+        find_duplicates(stage_dir / DEDUP_WORK, stage_dir, parts, cfg.dedup, run)
+        with Progress("filter: write", total_mb=total) as bar:
+            finals = run(finish_shard, [{**job, **part} for job, part in zip(jobs, parts)],
+                         on_result=lambda job, _: bar.update(*sizes[job["shard"]]))
     shutil.rmtree(stage_dir / SCRATCH, ignore_errors=True)
     tally = merge_tallies(screened + finals)
     extra, sections = {}, []

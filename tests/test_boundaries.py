@@ -22,7 +22,9 @@ from pipeline import STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("pipeline", "model", "flows")
-SEAMS = {"config", "manifest", "sieve", "reports", "tracking", "pyfunc"}  # pipeline/*.py besides the stages
+# pipeline/*.py besides the stages; dedup_steps: the filter's dedup over shards and partitions, which needs both
+# io/ (its partition files) and text/ (its kernels), so it can live in neither
+SEAMS = {"config", "manifest", "sieve", "reports", "tracking", "pyfunc", "dedup_steps"}
 MLFLOW_MODULES = {"pipeline.tracking", "pipeline.register", "pipeline.pyfunc"}
 TEXT_ALLOWED = {"numpy", "numba", "pyarrow"}
 MODEL_ALLOWED = {"torch", "safetensors", "sentencepiece"}

@@ -1,6 +1,8 @@
 """Run one function over shards of work: in this process, in a process pool, or on a Dask cluster.
 
     results = run_shards(clean_shard, jobs, executor="processes", num_workers=None)
+    with open_executor("dask", n_jobs=len(jobs)) as ex:   # one pool or cluster for several steps
+        first = run_shards(step_one, jobs, ex); second = run_shards(step_two, more_jobs, ex)
 
 `fn` is a module-level function and each job a small picklable dict (paths and config, never
 documents). Results come back in job order whatever ran them, and every job writes files named by
@@ -72,6 +74,28 @@ def _results(fn, jobs: list[Job], executor: Any, num_workers: int | None, dask_a
     elif executor == "dask":
         with dask_client(workers, dask_address) as client:
             yield from _submit_all(client, fn, jobs)
+    else:
+        raise ValueError(f"unknown executor {executor!r}: use local, processes or dask")
+
+
+@contextmanager
+def open_executor(executor: Any, n_jobs: int, num_workers: int | None = None,
+                  dask_address: str | None = None) -> Iterator[Any]:
+    """What to pass as `executor` to several `run_shards` calls in a row, so a stage of several steps starts
+    one process pool or Dask cluster rather than one per step: "local", a process pool or a Dask client."""
+    if not isinstance(executor, str):
+        yield executor
+        return
+    workers = worker_count(n_jobs, num_workers)
+    if executor == "local" or (executor == "processes" and workers == 1):
+        yield "local"
+    elif executor == "processes":
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context(method)) as pool:
+            yield pool
+    elif executor == "dask":
+        with dask_client(workers, dask_address) as client:
+            yield client
     else:
         raise ValueError(f"unknown executor {executor!r}: use local, processes or dask")
 

@@ -5,6 +5,10 @@
     MinHasher(...).signatures(words)   -> (n_docs, num_perm) uint32 One Permutation MinHash signatures
     near_duplicate_groups(sigs, bands, threshold) -> {dropped index: representative index}
 
+The same grouping in pieces, for dedup spread over shards and partitions (`pipeline.filter` runs them):
+`band_keys` (the LSH band keys of signatures), `bucket_pairs` (the candidate pairs of buckets),
+and `similar` (the verification of pairs); `pipeline.dedup_steps` finds the connected components.
+
 `exact_key(text)` and `MinHasher.signature(text)` are the same functions on a batch of one text.
 Words are those of `wordarrays.lower_words` (lower-cased letter/digit runs, each CJK character alone),
 so case, punctuation and whitespace never matter. Keys and signatures come from compiled loops (numba)
@@ -196,6 +200,59 @@ def _signatures(hashes, offsets, position, length_tag, mix_seed, order, rank):
 
 # --- LSH grouping ----------------------------------------------------------------------------------
 
+_BAND_MIXER_SEED = 12345  # fixed forever: changing it changes which documents become candidates
+
+
+def band_keys(signatures: np.ndarray, bands: int) -> np.ndarray:
+    """(n_docs, bands) uint64: the 64-bit key of each LSH band of each signature (see
+    `near_duplicate_groups`); two documents are candidates when they share a band's key."""
+    n_perm = signatures.shape[1]
+    bands = max(1, min(bands, n_perm))
+    rows = n_perm // bands
+    mixer = np.random.default_rng(_BAND_MIXER_SEED).integers(1, 2**63, size=rows, dtype=np.uint64)
+    mixer = mixer * np.uint64(2) + np.uint64(1)
+    keys = np.empty((len(signatures), bands), np.uint64)
+    for band in range(bands):
+        block = signatures[:, band * rows : (band + 1) * rows].astype(np.uint64)
+        with np.errstate(over="ignore"):
+            keys[:, band] = (block * mixer).sum(axis=1)  # a collision only costs a verification
+    return keys
+
+
+@njit(cache=True, nogil=True)
+def bucket_pairs(starts, ends, members):
+    """(a, b) int64 arrays: the candidate pairs of LSH buckets, bucket i being members[starts[i]:ends[i]]
+    in index order. All pairs of a bucket of up to 64; a larger bucket (many copies) pairs each member
+    with the first and with the previous one only, which keeps it linear (as `_merge_bucket`)."""
+    total = 0
+    for i in range(len(starts)):
+        m = ends[i] - starts[i]
+        total += m * (m - 1) // 2 if m <= 64 else 2 * (m - 1) - 1
+    a = np.empty(total, np.int64)
+    b = np.empty(total, np.int64)
+    k = 0
+    for i in range(len(starts)):
+        s, e = starts[i], ends[i]
+        if e - s <= 64:
+            for x in range(s, e):
+                for y in range(x + 1, e):
+                    a[k], b[k] = members[x], members[y]
+                    k += 1
+        else:
+            for y in range(s + 1, e):
+                a[k], b[k] = members[s], members[y]
+                k += 1
+                if y - 1 != s:
+                    a[k], b[k] = members[y - 1], members[y]
+                    k += 1
+    return a, b
+
+
+def similar(sig_a: np.ndarray, sig_b: np.ndarray, threshold: float) -> np.ndarray:
+    """Per row, whether the share of equal positions of the two signatures (the Jaccard estimate) is at
+    least `threshold`: the verification of a candidate pair."""
+    return np.count_nonzero(sig_a == sig_b, axis=1) >= threshold * sig_a.shape[1]
+
 
 def _find(parent: list[int], i: int) -> int:
     while parent[i] != i:
@@ -225,15 +282,11 @@ def near_duplicate_groups(signatures: list[np.ndarray] | np.ndarray, bands: int,
     if len(signatures) < 2:
         return {}
     sigs = signatures if isinstance(signatures, np.ndarray) else np.vstack(signatures)  # no copy of an array
-    n_docs, n_perm = sigs.shape
-    bands = max(1, min(bands, n_perm))
-    rows = n_perm // bands
+    n_docs = len(sigs)
     parent = list(range(n_docs))
-    mixer = np.random.default_rng(12345).integers(1, 2**63, size=rows, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-    for band in range(bands):
-        block = sigs[:, band * rows : (band + 1) * rows].astype(np.uint64)
-        with np.errstate(over="ignore"):
-            keys = (block * mixer).sum(axis=1)  # 64-bit key per band; a collision only costs a verification
+    all_keys = band_keys(sigs, bands)
+    for band in range(all_keys.shape[1]):
+        keys = all_keys[:, band]
         order = np.argsort(keys, kind="stable")
         sorted_keys = keys[order]
         starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
