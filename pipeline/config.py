@@ -252,6 +252,10 @@ class ModelConfig(Section):
     tie_weights: bool = Field(True, description="Share token embedding and output projection.")
     mlp_ratio: int = Field(4, ge=1, description="MLP hidden width as a multiple of n_embd.")
     qk_norm: bool = Field(False, description="RMS-normalise each head's queries and keys (bounds attention logits).")
+    mlp: Literal["gelu", "relu2", "swiglu"] = Field(
+        "gelu", description="MLP activation: GELU, ReLU^2 (relu(x)^2), or SwiGLU (three matrices of 2/3 the hidden "
+        "width: the same FLOPs).")
+    logit_softcap: float = Field(0.0, ge=0, description="Soft-cap the output logits at cap * tanh(z / cap); 0 = off.")
 
 
 class TrainConfig(Section):
@@ -259,9 +263,19 @@ class TrainConfig(Section):
     batch_size: int = Field(16, ge=1, description="Sequences per micro-batch.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     lr: float = Field(3e-3, gt=0, description="Peak learning rate.")
-    min_lr: float = Field(3e-4, ge=0, description="Final learning rate of the cosine schedule.")
+    min_lr: float = Field(3e-4, ge=0, description="Final learning rate of the decay.")
     warmup_steps: int = Field(30, ge=0, description="Linear warm-up steps.")
-    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (2-D weights only).")
+    schedule: Literal["cosine", "wsd"] = Field(
+        "cosine", description="After warm-up: 'cosine' decays to min_lr over the remaining steps; 'wsd' "
+        "(warmup-stable-decay) holds lr, then decays linearly to min_lr over the last decay_frac of the steps.")
+    decay_frac: float = Field(0.2, gt=0, le=1, description="schedule 'wsd': share of max_steps spent decaying.")
+    optimizer: Literal["adamw", "muon"] = Field(
+        "adamw", description="'adamw' for every weight; 'muon': Muon for the Transformer blocks' weight matrices, "
+        "AdamW for embeddings, head and gains (model/optim.py).")
+    muon_lr: float | None = Field(None, gt=0, description="optimizer 'muon': peak lr of the Muon matrices in "
+                                  "AdamW-equivalent units (update RMS matched to AdamW's); None = lr. Follows the "
+                                  "same schedule.")
+    weight_decay: float = Field(0.1, ge=0, description="Decoupled weight decay of 2-D weights (AdamW and Muon).")
     beta1: float = Field(0.9, description="AdamW beta1.")
     beta2: float = Field(0.99, description="AdamW beta2.")
     grad_clip: float = Field(1.0, ge=0, description="Clip gradient norm to this (0 = off).")
