@@ -224,7 +224,8 @@ def mfu(args) -> int:
     vocab = cfg.tokenize.vocab_size
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=vocab, **cfg.model.model_dump()))
-    opt = model.configure_optimizer(cfg.train.weight_decay, cfg.train.lr, (cfg.train.beta1, cfg.train.beta2), "cpu")
+    t = cfg.train
+    opt = model.configure_optimizer(t.weight_decay, t.lr, (t.beta1, t.beta2), "cpu", t.optimizer, t.muon_lr)
     B, T = cfg.train.batch_size, cfg.model.block_size
     data = torch.randint(0, vocab, (B, T + 1))
 

@@ -389,9 +389,11 @@ def small() -> RunConfig:
     """CPU, minutes: the quality benchmark's size."""
     cfg = RunConfig(preset="small")
     cfg.tokenize.vocab_size = 2048
-    cfg.model = ModelConfig(block_size=128, n_layer=4, n_head=4, n_embd=128)
+    # ReLU^2 MLP and Muon: winners of the tinyshakespeare ablation at equal FLOPs (benchmarks/train.py, README)
+    cfg.model = ModelConfig(block_size=128, n_layer=4, n_head=4, n_embd=128, mlp="relu2")
     # 10 % warm-up and lr 2e-3 -> 2e-4: the tinyshakespeare ablation's settings for width 128 (benchmarks/train.py)
-    cfg.train = TrainConfig(max_steps=2000, batch_size=16, lr=2e-3, min_lr=2e-4, warmup_steps=200, eval_every=250)
+    cfg.train = TrainConfig(max_steps=2000, batch_size=16, lr=2e-3, min_lr=2e-4, warmup_steps=200, eval_every=250,
+                            optimizer="muon")
     return cfg
 
 
@@ -399,10 +401,10 @@ def base() -> RunConfig:
     """One GPU, GPT-2-small scale (124M-class)."""
     cfg = RunConfig(preset="base")
     cfg.tokenize.vocab_size = 32_000
-    cfg.model = ModelConfig(block_size=1024, n_layer=12, n_head=12, n_embd=768)
+    cfg.model = ModelConfig(block_size=1024, n_layer=12, n_head=12, n_embd=768, mlp="relu2")
     cfg.train = TrainConfig(
         max_steps=20_000, batch_size=32, grad_accum=4, lr=6e-4, min_lr=6e-5, warmup_steps=700,
-        eval_every=500, eval_tokens=2_000_000, ckpt_every=1000, compile=True, beta2=0.95,
+        eval_every=500, eval_tokens=2_000_000, ckpt_every=1000, compile=True, beta2=0.95, optimizer="muon",
     )
     return cfg
 
