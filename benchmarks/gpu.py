@@ -1,5 +1,6 @@
 """CUDA path check and throughput: the `base` preset trained on random tokens with bf16 autocast,
-torch.compile, fused AdamW and the flash attention kernel; prints tokens/s and MFU.
+torch.compile, fused AdamW (beside Muon when the preset uses it) and the flash attention kernel;
+prints tokens/s and MFU.
 
     .venv/bin/python -m benchmarks.gpu                  # needs a CUDA GPU (about a minute, most of it compiling)
     .venv/bin/python -m benchmarks.gpu --dry-run        # 2 steps of a tiny config on the CPU: a smoke test of the code
@@ -22,6 +23,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from model import GPT, GPTConfig
+from model.optim import Optimizers
 from pipeline.config import base
 from pipeline.train import autocast_for, lr_at, train_step
 
@@ -57,9 +59,10 @@ def setup(dry_run: bool, compile_: bool, batch_size: int | None):
     gpt_cfg = GPTConfig(vocab_size=cfg.tokenize.vocab_size, **cfg.model.model_dump())
     model = GPT(gpt_cfg).to(device)
     t = cfg.train
-    opt = model.configure_optimizer(t.weight_decay, t.lr, (t.beta1, t.beta2), device.type)
+    opt = model.configure_optimizer(t.weight_decay, t.lr, (t.beta1, t.beta2), device.type, t.optimizer, t.muon_lr)
+    adamw = opt.optimizers[-1] if isinstance(opt, Optimizers) else opt  # beside Muon when the preset uses it
     if device.type == "cuda":
-        assert opt.defaults["fused"], "AdamW should be fused on CUDA"
+        assert adamw.defaults["fused"], "AdamW should be fused on CUDA"
     step_model = torch.compile(model) if compile_ else model
     return cfg, gpt_cfg, model, step_model, opt, device, batch_size or t.batch_size
 
@@ -72,7 +75,8 @@ def run(args) -> dict:
     gen = torch.Generator().manual_seed(0)
 
     def step(i: int) -> float:
-        data = torch.randint(0, V, (B, T + 1), generator=gen).to(device, non_blocking=True)
+        data = torch.randint(0, V, (B, T + 1), generator=gen)
+        data = (data.pin_memory() if device.type == "cuda" else data).to(device, non_blocking=True)
         with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
             return train_step(step_model, opt, [(data[:, :-1], data[:, 1:])], lr=lr_at(i, cfg.train),
                               grad_clip=cfg.train.grad_clip, device=device, autocast=autocast)

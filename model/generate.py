@@ -3,7 +3,10 @@
 How a batch of prompts of different lengths decodes together: the prompts are right-padded and
 prefilled in one causal forward (a real token never sees the pads that follow it), then each
 row of the KV cache is rewound to its own prompt length, so every row decodes at its own
-positions and greedy output for a prompt does not depend on the rest of the batch.
+positions and greedy output for a prompt does not depend on the rest of the batch. Rows of one
+length (a single prompt, beam search's beams, prompts of equal length) decode without an attention
+mask, so SDPA may use its flash kernel on a GPU; rows of different lengths need the mask that hides
+each row's slots past its own length.
 
 Past block_size: the context is cropped to its last block_size tokens. A cache cannot be rolled
 (every cached key was computed with the tokens that the crop drops in its context, and with its

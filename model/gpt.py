@@ -10,7 +10,10 @@ Architecture choices (the switchable ones name their GPTConfig field):
   flash / memory-efficient kernels are used where the device has them; optionally with
   queries and keys RMS-normalised per head (`qk_norm`, as in nanochat), which bounds the
   attention logits and lets small models take a higher learning rate
-- GELU MLP with a hidden width of `mlp_ratio` * n_embd
+- an MLP (`mlp`) of GELU or ReLU^2 (as in the modded-nanogpt speedrun) with a hidden width of
+  `mlp_ratio` * n_embd, or SwiGLU with 2/3 of that width in each of its three matrices (equal FLOPs)
+- optional logit soft-capping (`logit_softcap`, as in Gemma 2 and the speedrun): cap * tanh(z / cap)
+  bounds the output logits, so early large updates cannot make the model over-confident
 - biases in Linear and LayerNorm optional (`bias`), dropout optional (`dropout`)
 - GPT-2 init: N(0, 0.02) everywhere, residual output projections scaled by 1/sqrt(2 * n_layer)
   so the residual stream's variance does not grow with depth
@@ -28,9 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .optim import build_optimizer
+
 log = logging.getLogger(__name__)
 
 POS_ENCODINGS = ("sinusoidal", "learned", "rope")
+MLPS = ("gelu", "relu2", "swiglu")
 
 
 @dataclass
@@ -46,10 +52,16 @@ class GPTConfig:
     tie_weights: bool = True  # lm_head.weight is wte.weight
     mlp_ratio: int = 4
     qk_norm: bool = False  # RMS-normalise each head's queries and keys before attention
+    mlp: str = "gelu"  # "gelu" | "relu2" | "swiglu"
+    logit_softcap: float = 0.0  # 0 = off; else logits = cap * tanh(logits / cap)
 
     def __post_init__(self):
         if self.pos_encoding not in POS_ENCODINGS:
             raise ValueError(f"pos_encoding must be one of {POS_ENCODINGS}, got {self.pos_encoding!r}")
+        if self.mlp not in MLPS:
+            raise ValueError(f"mlp must be one of {MLPS}, got {self.mlp!r}")
+        if self.logit_softcap < 0:
+            raise ValueError(f"logit_softcap must be >= 0 (0 = off), got {self.logit_softcap}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.pos_encoding == "rope" and self.head_dim % 2:
@@ -88,6 +100,57 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """
     x1, x2 = x.chunk(2, dim=-1)  # (B, nh, T, hs/2) each
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
+CE_CHUNK_ROWS = 4096  # rows of low-precision logits upcast to fp32 at a time by cross_entropy
+
+
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of bf16/fp16 logits with fp32 arithmetic, one chunk of rows at a time.
+
+    Upcasting the whole (N, vocab) tensor would hold an fp32 copy (and autograd would keep its
+    log-softmax) as large as the logits; here forward keeps only each row's log-sum-exp and
+    backward rebuilds softmax - onehot chunk by chunk, in the logits' own dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, targets, ignore_index: int, chunk: int):
+        n = logits.size(0)
+        lse = torch.empty(n, device=logits.device, dtype=torch.float32)
+        total = torch.zeros((), device=logits.device, dtype=torch.float32)
+        valid = targets != ignore_index
+        safe = targets.clamp(min=0)
+        for i in range(0, n, chunk):
+            z = logits[i:i + chunk].float()
+            lse[i:i + chunk] = torch.logsumexp(z, dim=-1)
+            picked = z.gather(1, safe[i:i + chunk, None])[:, 0]
+            total += ((lse[i:i + chunk] - picked) * valid[i:i + chunk]).sum()
+        count = valid.sum()
+        ctx.save_for_backward(logits, safe, valid, lse, count)
+        ctx.chunk = chunk
+        return total / count  # 0/0 = nan when every target is ignored, as F.cross_entropy gives
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, safe, valid, lse, count = ctx.saved_tensors
+        out = torch.empty_like(logits)
+        scale = grad.float() / count
+        for i in range(0, logits.size(0), ctx.chunk):
+            p = (logits[i:i + ctx.chunk].float() - lse[i:i + ctx.chunk, None]).exp()
+            p.scatter_add_(1, safe[i:i + ctx.chunk, None], -torch.ones_like(p[:, :1]))
+            out[i:i + ctx.chunk] = (p * (valid[i:i + ctx.chunk, None] * scale)).to(logits.dtype)
+        return out, None, None, None
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -1) -> torch.Tensor:
+    """Mean cross-entropy of (N, vocab) logits against (N,) targets, computed in fp32.
+
+    fp32 logits (the CPU) go straight to F.cross_entropy; lower-precision ones (bf16 autocast on a
+    GPU) through _ChunkedCrossEntropy, which never holds a whole fp32 copy of them.
+    """
+    if logits.dtype == torch.float32:
+        return F.cross_entropy(logits, targets, ignore_index=ignore_index)
+    return _ChunkedCrossEntropy.apply(logits, targets, ignore_index, CE_CHUNK_ROWS)
 
 
 class KVCache:
@@ -169,8 +232,11 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, nh, S, hs)
         if maps is None:
-            # mask None means query i sees keys 0..i (no cache, or an empty one): the fused causal path
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+            # mask None: the last T of the S keys are the queries' own positions and each query sees every key
+            # up to its own (GPT._positions). With S == T that is plain causal attention; otherwise T == 1 (a
+            # decode step on rows of equal length) and every key is visible. Neither passes a mask, so SDPA may
+            # take its flash kernel.
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and k.size(2) == T,
                                                dropout_p=self.dropout if self.training else 0.0)
         else:
             y, att = self._explicit(q, k, v, mask)
@@ -189,16 +255,29 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
+    """GELU or ReLU^2: c_proj(act(c_fc(x))). SwiGLU: c_proj(silu(c_fc(x)) * c_gate(x)), hidden width
+    2/3 of the others' so its three matrices cost what their two do."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.n_embd, config.mlp_ratio * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
-        self.c_proj = nn.Linear(config.mlp_ratio * config.n_embd, config.n_embd, bias=config.bias)
+        self.kind = config.mlp
+        hidden = config.mlp_ratio * config.n_embd
+        if self.kind == "swiglu":
+            hidden = 2 * hidden // 3
+            self.c_gate = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.c_fc = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        h = self.c_fc(x)
+        if self.kind == "gelu":
+            h = F.gelu(h)
+        elif self.kind == "relu2":
+            h = F.relu(h).square()
+        else:
+            h = F.silu(h) * self.c_gate(x)
+        return self.dropout(self.c_proj(h))
 
 
 class Block(nn.Module):
@@ -266,8 +345,7 @@ class GPT(nn.Module):
         logits = self._logits(idx, cache)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1),
-                                   ignore_index=-1)
+            loss = cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
     @torch.no_grad()
@@ -296,7 +374,11 @@ class GPT(nn.Module):
             x = block(x, rope, mask, cache, maps)
         if cache is not None:
             cache.advance(T)
-        return self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
+        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
+        if self.config.logit_softcap:
+            cap = self.config.logit_softcap
+            logits = cap * torch.tanh(logits / cap)
+        return logits
 
     def _positions(self, B: int, T: int, cache: KVCache | None, device):
         """Absolute positions of the new tokens, (B or 1, T), and the attention mask (None = plain causal)."""
@@ -310,6 +392,9 @@ class GPT(nn.Module):
         steps = torch.arange(T, device=device)
         if max(past) == 0:
             return steps[None], None
+        if T == 1 and min(past) == max(past):
+            # a decode step on rows of one length sees every cached key: no mask (CausalSelfAttention.forward)
+            return torch.tensor([[past[0]]], device=device), None
         pos = torch.tensor(past, device=device)[:, None] + steps  # (B, T)
         # row b keeps position j in cache slot j, so a query at position p may see slots 0..p
         keys = torch.arange(max(past) + T, device=device)  # (S,)
@@ -337,13 +422,9 @@ class GPT(nn.Module):
         c = self.config
         return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * (seq_len or c.block_size)
 
-    def configure_optimizer(self, weight_decay: float, lr: float, betas: tuple[float, float],
-                            device_type: str) -> torch.optim.AdamW:
-        """AdamW decaying only matrices (linear weights, embeddings), not biases or LayerNorm gains."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        log.info("optimizer: %d decayed tensors (%d params), %d not decayed (%d params)",
-                 len(decay), sum(p.numel() for p in decay), len(no_decay), sum(p.numel() for p in no_decay))
-        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type == "cuda")
+    def configure_optimizer(self, weight_decay: float, lr: float, betas: tuple[float, float], device_type: str,
+                            optimizer: str = "adamw", muon_lr: float | None = None):
+        """AdamW decaying only matrices (linear weights, embeddings), not biases or LayerNorm gains; with
+        optimizer "muon", the blocks' matrices go to Muon instead (model/optim.py)."""
+        return build_optimizer(self, optimizer, lr=lr, weight_decay=weight_decay, betas=betas,
+                               device_type=device_type, muon_lr=muon_lr)

@@ -291,6 +291,10 @@ class ModelConfig(Section):
     tie_weights: bool = Field(True, description="Share token embedding and output projection.")
     mlp_ratio: int = Field(4, ge=1, description="MLP hidden width as a multiple of n_embd.")
     qk_norm: bool = Field(False, description="RMS-normalise each head's queries and keys (bounds attention logits).")
+    mlp: Literal["gelu", "relu2", "swiglu"] = Field(
+        "gelu", description="MLP activation: GELU, ReLU^2 (relu(x)^2), or SwiGLU (three matrices of 2/3 the hidden "
+        "width: the same FLOPs).")
+    logit_softcap: float = Field(0.0, ge=0, description="Soft-cap the output logits at cap * tanh(z / cap); 0 = off.")
 
     @model_validator(mode="after")
     def _shape(self) -> ModelConfig:
@@ -311,9 +315,19 @@ class TrainConfig(Section):
     batch_size: int = Field(16, ge=1, description="Sequences per micro-batch.")
     grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     lr: float = Field(3e-3, gt=0, description="Peak learning rate.")
-    min_lr: float = Field(3e-4, ge=0, description="Final learning rate of the cosine schedule.")
+    min_lr: float = Field(3e-4, ge=0, description="Final learning rate of the decay.")
     warmup_steps: int = Field(30, ge=0, description="Linear warm-up steps.")
-    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (2-D weights only).")
+    schedule: Literal["cosine", "wsd"] = Field(
+        "cosine", description="After warm-up: 'cosine' decays to min_lr over the remaining steps; 'wsd' "
+        "(warmup-stable-decay) holds lr, then decays linearly to min_lr over the last decay_frac of the steps.")
+    decay_frac: float = Field(0.2, gt=0, le=1, description="schedule 'wsd': share of max_steps spent decaying.")
+    optimizer: Literal["adamw", "muon"] = Field(
+        "adamw", description="'adamw' for every weight; 'muon': Muon for the Transformer blocks' weight matrices, "
+        "AdamW for embeddings, head and gains (model/optim.py).")
+    muon_lr: float | None = Field(None, gt=0, description="optimizer 'muon': peak lr of the Muon matrices in "
+                                  "AdamW-equivalent units (update RMS matched to AdamW's); None = lr. Follows the "
+                                  "same schedule.")
+    weight_decay: float = Field(0.1, ge=0, description="Decoupled weight decay of 2-D weights (AdamW and Muon).")
     beta1: float = Field(0.9, description="AdamW beta1.")
     beta2: float = Field(0.99, description="AdamW beta2.")
     grad_clip: float = Field(1.0, ge=0, description="Clip gradient norm to this (0 = off).")
@@ -456,9 +470,11 @@ def small() -> RunConfig:
     """CPU, minutes: the quality benchmark's size."""
     cfg = RunConfig(preset="small")
     cfg.tokenize.vocab_size = 2048
-    cfg.model = ModelConfig(block_size=128, n_layer=4, n_head=4, n_embd=128)
+    # ReLU^2 MLP and Muon: winners of the tinyshakespeare ablation at equal FLOPs (benchmarks/train.py, README)
+    cfg.model = ModelConfig(block_size=128, n_layer=4, n_head=4, n_embd=128, mlp="relu2")
     # 10 % warm-up and lr 2e-3 -> 2e-4: the tinyshakespeare ablation's settings for width 128 (benchmarks/train.py)
-    cfg.train = TrainConfig(max_steps=2000, batch_size=16, lr=2e-3, min_lr=2e-4, warmup_steps=200, eval_every=250)
+    cfg.train = TrainConfig(max_steps=2000, batch_size=16, lr=2e-3, min_lr=2e-4, warmup_steps=200, eval_every=250,
+                            optimizer="muon")
     return cfg
 
 
@@ -489,10 +505,10 @@ def base() -> RunConfig:
     """One GPU, GPT-2-small scale (124M-class)."""
     cfg = RunConfig(preset="base")
     cfg.tokenize.vocab_size = 32_000
-    cfg.model = ModelConfig(block_size=1024, n_layer=12, n_head=12, n_embd=768)
+    cfg.model = ModelConfig(block_size=1024, n_layer=12, n_head=12, n_embd=768, mlp="relu2")
     cfg.train = TrainConfig(
         max_steps=20_000, batch_size=32, grad_accum=4, lr=6e-4, min_lr=6e-5, warmup_steps=700,
-        eval_every=500, eval_tokens=2_000_000, ckpt_every=1000, compile=True, beta2=0.95,
+        eval_every=500, eval_tokens=2_000_000, ckpt_every=1000, compile=True, beta2=0.95, optimizer="muon",
     )
     return cfg
 

@@ -69,9 +69,14 @@ class Rank:
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to cfg.lr, then cosine decay to cfg.min_lr at max_steps."""
+    """Linear warm-up to cfg.lr, then cosine decay to cfg.min_lr at max_steps; or, with schedule 'wsd', lr
+    held until the last decay_frac of the steps and a linear decay to min_lr over those."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "wsd":
+        decay_start = max(cfg.warmup_steps, cfg.max_steps - round(cfg.decay_frac * cfg.max_steps))
+        progress = (step - decay_start) / max(1, cfg.max_steps - decay_start)
+        return cfg.lr - min(1.0, max(0.0, progress)) * (cfg.lr - cfg.min_lr)
     progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * min(1.0, progress))) * (cfg.lr - cfg.min_lr)
 
@@ -153,14 +158,15 @@ def train_step(model, optimizer, batches, *, lr: float, grad_clip: float, device
     the weights change.
     """
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's matrices may run at a multiple of the schedule
     total = torch.zeros((), device=device)
     for i, (x, y) in enumerate(batches):
         # DDP all-reduces gradients in backward; only the last micro-batch needs to
         sync = model.no_sync() if isinstance(model, DDP) and i < len(batches) - 1 else nullcontext()
         with sync:
             with autocast():
-                _, loss = model(x.to(device), y.to(device))
+                # from pinned memory (Run.batches on CUDA) the copy overlaps the previous micro-batch's work
+                _, loss = model(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
             (loss / len(batches)).backward()
         total += loss.detach()
     if world_size > 1:
@@ -220,15 +226,17 @@ def build_run(tok_m: Manifest, cfg: TrainConfig, model_cfg: ModelConfig, vocab_s
     device = resolve_device(cfg.device, rank.local_rank)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     model = GPT(GPTConfig(vocab_size=vocab_size, **model_cfg.model_dump())).to(device)
-    optimizer = model.configure_optimizer(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.type)
+    optimizer = model.configure_optimizer(cfg.weight_decay, cfg.lr, (cfg.beta1, cfg.beta2), device.type,
+                                          cfg.optimizer, cfg.muon_lr)
     n_lanes, paths = cfg.grad_accum * rank.world_size, tok_m.output_list("train")
-    lanes = [(j, TokenShards(paths, rank=j, world_size=n_lanes))
+    pin = device.type == "cuda"
+    lanes = [(j, TokenShards(paths, rank=j, world_size=n_lanes, pin_memory=pin))
              for j in range(rank.rank * cfg.grad_accum, (rank.rank + 1) * cfg.grad_accum)]
     step_model = torch.compile(model) if cfg.compile else model
     if rank.world_size > 1:
         step_model = DDP(step_model, device_ids=[device.index] if device.type == "cuda" else None)
     return Run(cfg, rank, device, autocast_for(device, cfg.dtype), model, step_model, optimizer, lanes,
-               TokenShards(tok_m.output_list("val"), rank=rank.rank, world_size=rank.world_size),
+               TokenShards(tok_m.output_list("val"), rank=rank.rank, world_size=rank.world_size, pin_memory=pin),
                np.load(tok_m.output("token_bytes"), allow_pickle=False),
                tok_m.stats["bytes_val"] / max(1, tok_m.stats["chars_val"]), prefix_after(tok_m))
 

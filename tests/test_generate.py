@@ -250,3 +250,23 @@ def test_cuda_bf16_cache_and_batching():
     _, loss = m(torch.randint(0, 64, (2, 16), device="cuda"), torch.randint(0, 64, (2, 16), device="cuda"))
     loss.backward()
     opt.step()
+
+
+def test_cached_decoding_of_one_prompt_and_of_beams_passes_no_mask(model, monkeypatch):
+    """Rows of one length need no attention mask, so SDPA is free to pick its flash kernel on a GPU."""
+    import model.gpt as gpt_mod
+
+    masks, real = [], gpt_mod.F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kw):
+        masks.append(attn_mask is not None)
+        return real(q, k, v, attn_mask=attn_mask, **kw)
+
+    expected = generate(model, [[1, 2, 3]], cfg(strategy="greedy", max_new_tokens=6), use_cache=False)
+    monkeypatch.setattr(gpt_mod.F, "scaled_dot_product_attention", spy)
+    assert generate(model, [[1, 2, 3]], cfg(strategy="greedy", max_new_tokens=6)) == expected
+    beam_search(model, [1, 2, 3], cfg(strategy="beam", num_beams=3, max_new_tokens=5))
+    assert masks and not any(masks)
+    masks.clear()
+    generate(model, [[1, 2, 3], [4, 5]], cfg(strategy="greedy", max_new_tokens=3))  # ragged rows: masked steps
+    assert any(masks)

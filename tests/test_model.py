@@ -179,3 +179,103 @@ def test_qk_norm_is_consistent_across_attention_paths():
     _, slow = model.attention_maps(idx, return_logits=True)
     assert torch.allclose(slow, full, atol=1e-5)
     assert not torch.allclose(full, tiny("rope")(idx)[0])  # the switch changes the model
+
+
+@pytest.mark.parametrize("mlp", ["gelu", "relu2", "swiglu"])
+def test_mlp_kinds_train_and_keep_the_cache_exact(mlp):
+    model = tiny(mlp=mlp)
+    idx = torch.randint(0, 64, (2, 16))
+    full, loss = model(idx, targets=idx)
+    assert torch.isfinite(loss)
+    cache = model.new_cache(2)
+    steps = [model(idx[:, :8], cache=cache)[0]] + [model(idx[:, t:t + 1], cache=cache)[0] for t in range(8, 16)]
+    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
+    assert hasattr(model.transformer.h[0].mlp, "c_gate") == (mlp == "swiglu")
+
+
+def test_mlp_switch_changes_the_function_and_swiglu_keeps_the_flops():
+    gelu, relu2, swiglu = tiny(), tiny(mlp="relu2"), tiny(mlp="swiglu")
+    idx = torch.randint(0, 64, (2, 16))
+    assert torch.equal(gelu(idx)[0], tiny(mlp="gelu")(idx)[0])  # "gelu" is the default model
+    assert not torch.allclose(gelu(idx)[0], relu2(idx)[0])
+    # three matrices of 2/3 the hidden width: the same parameter count, so the same FLOPs per token
+    assert swiglu.flops_per_token() == pytest.approx(gelu.flops_per_token(), rel=0.01)
+    assert relu2.flops_per_token() == gelu.flops_per_token()
+    with pytest.raises(ValueError, match="mlp"):
+        GPTConfig(mlp="tanh")
+
+
+def test_logit_softcap_bounds_logits_and_off_is_the_default():
+    idx = torch.randint(0, 64, (2, 16))
+    plain = tiny()
+    with torch.no_grad():
+        plain.lm_head.weight.mul_(20)  # logits far beyond the cap
+        capped = tiny(logit_softcap=5.0)
+        capped.load_state_dict(plain.state_dict())
+    z, zc = plain(idx)[0], capped(idx)[0]
+    assert z.abs().max() > 10 and zc.abs().max() <= 5
+    assert torch.allclose(zc, 5.0 * torch.tanh(z / 5.0), atol=1e-5)
+    assert torch.equal(tiny(logit_softcap=0.0)(idx)[0], tiny()(idx)[0])
+    with pytest.raises(ValueError, match="logit_softcap"):
+        GPTConfig(logit_softcap=-1.0)
+
+
+def _record_masks(monkeypatch) -> list:
+    import model.gpt as gpt_mod
+
+    seen, real = [], gpt_mod.F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, is_causal=False, **kw):
+        seen.append((attn_mask is not None, is_causal, q.size(2), k.size(2)))
+        return real(q, k, v, attn_mask=attn_mask, is_causal=is_causal, **kw)
+
+    monkeypatch.setattr(gpt_mod.F, "scaled_dot_product_attention", spy)
+    return seen
+
+
+def test_decode_step_on_equal_rows_passes_no_mask(monkeypatch):
+    """A filled cache with rows of one length: a one-token step needs no mask, so SDPA may use flash."""
+    model = tiny()
+    idx = torch.randint(0, 64, (2, 12))
+    full, _ = model(idx)
+    seen = _record_masks(monkeypatch)
+    cache = model.new_cache(2)
+    out = [model(idx[:, :8], cache=cache)[0]] + [model(idx[:, t:t + 1], cache=cache)[0] for t in range(8, 12)]
+    assert torch.allclose(torch.cat(out, dim=1), full, atol=1e-5)
+    prefill, decode = seen[:2], seen[2:]  # two layers per call
+    assert all(not masked and causal for masked, causal, _, _ in prefill)
+    assert decode and all(not masked and not causal and t == 1 and s > 1 for masked, causal, t, s in decode)
+
+
+def test_ragged_rows_and_chunks_after_a_prefill_still_pass_a_mask(monkeypatch):
+    model = tiny()
+    seen = _record_masks(monkeypatch)
+    cache = model.new_cache(2)
+    model(torch.randint(0, 64, (2, 6)), cache=cache)
+    model(torch.randint(0, 64, (2, 3)), cache=cache)  # a chunk of 3 after 6 cached: bottom-right causal
+    cache.lengths = [9, 7]
+    model(torch.randint(0, 64, (2, 1)), cache=cache)  # rows of different lengths
+    assert [masked for masked, *_ in seen] == [False, False, True, True, True, True]
+
+
+def test_cross_entropy_of_bf16_logits_matches_fp32_in_chunks(monkeypatch):
+    import model.gpt as gpt_mod
+
+    monkeypatch.setattr(gpt_mod, "CE_CHUNK_ROWS", 7)  # several chunks and a ragged last one
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(30, 50, generator=g) * 3).bfloat16().requires_grad_()
+    targets = torch.randint(0, 50, (30,), generator=g)
+    targets[[3, 17]] = -1  # ignored
+    loss = gpt_mod.cross_entropy(logits, targets)
+    loss.backward()
+    ref_logits = logits.detach().float().requires_grad_()
+    ref = torch.nn.functional.cross_entropy(ref_logits, targets, ignore_index=-1)
+    ref.backward()
+    assert loss.dtype == torch.float32 and loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert logits.grad.dtype == torch.bfloat16
+    assert torch.allclose(logits.grad.float(), ref_logits.grad, atol=1e-3)
+    assert logits.grad[3].abs().max() == 0  # an ignored row gets no gradient
+    # fp32 logits (the CPU) take F.cross_entropy itself: results there are what they were
+    x = torch.randn(30, 50, generator=g)
+    plain = torch.nn.functional.cross_entropy(x, targets, ignore_index=-1)
+    assert torch.equal(gpt_mod.cross_entropy(x, targets), plain)

@@ -113,3 +113,15 @@ def test_bad_rank_and_short_split_are_clear_errors(shards):
         TokenShards(shards[1:2]).sample_batch(torch.Generator(), 1, block_size=64)
     with pytest.raises(ValueError, match="no token shards"):
         TokenShards([])
+
+
+def test_batches_are_unpinned_by_default_and_pinned_for_a_gpu(shards):
+    plain = TokenShards(shards)
+    x, y = plain.sample_batch(torch.Generator().manual_seed(3), batch_size=4, block_size=50)
+    assert not x.is_pinned()
+    if not torch.cuda.is_available():
+        pytest.skip("pinned host memory needs a CUDA build and device (the train stage pins only on CUDA)")
+    pinned = TokenShards(shards, pin_memory=True)
+    px, py = pinned.sample_batch(torch.Generator().manual_seed(3), batch_size=4, block_size=50)
+    assert px.is_pinned() and py.is_pinned() and torch.equal(px, x) and torch.equal(py, y)
+    assert all(b[0].is_pinned() for b in pinned.sequential(batch_size=4, block_size=50))

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 import pipeline.train as train_mod
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, load_train_state
 from model.tokenizer import train_tokenizer
 from pipeline.config import ModelConfig, TrainConfig
 from pipeline.manifest import read_manifest, run_stage
@@ -289,3 +289,73 @@ def test_gpu_benchmark_dry_run_exercises_the_cuda_code_path_on_cpu(capsys):
 
     assert main(["--dry-run"]) == 0  # bf16 autocast + forced flash SDPA kernel + train_step, 2 tiny steps
     assert '"tokens_per_s"' in capsys.readouterr().out
+
+
+def test_wsd_schedule_holds_then_decays_linearly_and_cosine_stays_the_default():
+    cfg = TrainConfig(max_steps=100, warmup_steps=10, lr=1e-3, min_lr=1e-4, schedule="wsd", decay_frac=0.2)
+    lrs = [lr_at(s, cfg) for s in range(cfg.max_steps + 1)]
+    assert lrs[:10] == pytest.approx([1e-4 * (s + 1) for s in range(10)])
+    assert lrs[10:81] == pytest.approx([1e-3] * 71)  # stable until the last 20 %
+    assert lrs[90] == pytest.approx((1e-3 + 1e-4) / 2) and lrs[100] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
+    assert TrainConfig().schedule == "cosine"
+    assert lr_at(50, cfg.model_copy(update={"schedule": "cosine"})) != lrs[50]
+
+
+def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
+    model = _tiny_model()
+    opt = model.configure_optimizer(0.1, 1e-3, (0.9, 0.99), "cpu", "muon", 2e-3)
+    muon, adamw = opt.optimizers
+    assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
+    on_muon = {id(p) for g in muon.param_groups for p in g["params"]}
+    names = {n for n, p in model.named_parameters() if id(p) in on_muon}
+    assert names == {n for n, p in model.named_parameters() if p.dim() == 2 and ".h." in n}
+    assert "transformer.wte.weight" not in names  # the tied embedding/head stays on AdamW
+    n = sum(p.numel() for g in opt.param_groups for p in g["params"])
+    assert n == model.num_params(non_embedding=False)  # every parameter once
+    x = torch.randint(0, 64, (2, 16))
+    before = [p.detach().clone() for p in model.parameters()]
+    train_step(model, opt, [(x, x)], lr=1e-3, grad_clip=1.0, device="cpu")
+    assert muon.param_groups[0]["lr"] == pytest.approx(2e-3)  # muon_lr: twice the scheduled rate
+    assert adamw.param_groups[0]["lr"] == pytest.approx(1e-3)
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # every tensor moved
+    assert isinstance(model.configure_optimizer(0.1, 1e-3, (0.9, 0.99), "cpu"), torch.optim.AdamW)  # the default
+    with pytest.raises(ValueError, match="optimizer"):
+        model.configure_optimizer(0.1, 1e-3, (0.9, 0.99), "cpu", "lion")
+
+
+@pytest.mark.parametrize("options", [{"optimizer": "muon", "muon_lr": 2e-3}, {"schedule": "wsd"}])
+def test_resume_is_exact_with_the_new_options(tmp_path, tok_manifest, monkeypatch, options):
+    """Crash after the first checkpoint; the resumed run (Muon's momentum restored) repeats the whole one."""
+    cfg = TrainConfig(max_steps=6, ckpt_every=3, **FAST, **options)
+    model = MODEL.model_copy(update={"mlp": "relu2", "logit_softcap": 15.0})
+    real_save = train_mod.save_checkpoint
+
+    def save_then_crash(*a, **k):
+        real_save(*a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(tok_manifest, tmp_path / "r", cfg, model)
+    monkeypatch.setattr(train_mod, "save_checkpoint", real_save)
+    resumed, whole = train(tok_manifest, tmp_path / "r", cfg, model), train(tok_manifest, tmp_path / "w", cfg, model)
+    assert resumed.stats["resumed_from"] == 3
+    assert losses(resumed.stage_dir) == losses(whole.stage_dir)
+    w1, w2 = weights(resumed.stage_dir), weights(whole.stage_dir)
+    assert all(torch.equal(w1[k], w2[k]) for k in w2)
+    state = load_train_state(whole.stage_dir / "checkpoint")["optimizer"]
+    if options.get("optimizer") == "muon":  # the checkpoint holds Muon's momentum beside AdamW's moments
+        muon, adamw = state["optimizers"]
+        assert muon["state"] and all("momentum_buffer" in v for v in muon["state"].values())
+        assert adamw["state"] and all("exp_avg" in v for v in adamw["state"].values())
+
+
+def test_muon_state_of_another_shape_is_refused():
+    from model.optim import Optimizers
+
+    model = _tiny_model()
+    both = model.configure_optimizer(0.1, 1e-3, (0.9, 0.99), "cpu", "muon")
+    with pytest.raises(ValueError, match="holds 1 optimizers, this run has 2"):
+        both.load_state_dict({"optimizers": [both.optimizers[0].state_dict()]})
+    assert isinstance(both, Optimizers)

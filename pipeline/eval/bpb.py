@@ -32,8 +32,8 @@ def loss_sums(model, shards: TokenShards, token_bytes: np.ndarray, block_size: i
     nats, n_tokens, n_bytes = 0.0, 0, 0.0
     for x, y in shards.sequential(batch_size, block_size, max_tokens):
         with autocast():
-            logits, _ = model(x.to(device))
-        y = y.to(device)
+            logits, _ = model(x.to(device, non_blocking=True))
+        y = y.to(device, non_blocking=True)
         nats += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum").item()
         n_tokens += y.numel()
         n_bytes += float(token_bytes[y.cpu().numpy()].sum())  # on the host: MPS has no float64

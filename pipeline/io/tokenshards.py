@@ -3,6 +3,7 @@
     shards = TokenShards(tok_manifest.output_list("train"), rank=rank, world_size=world_size)
     x, y = shards.sample_batch(gen, batch_size=16, block_size=128)        # random windows
     for x, y in shards.sequential(batch_size=16, block_size=128): ...     # exact evaluation
+    TokenShards(paths, pin_memory=True)   # batches in pinned memory, for asynchronous copies to a GPU
 
 The Parquet shards are zstd-compressed and so cannot be memory-mapped (see pipeline/tokenize.py
 for the layout). On first open each shard is unpacked, one row group at a time, into an
@@ -96,7 +97,8 @@ def open_tokens(path: Path | str, cache_dir: Path | str | None = None) -> np.nda
 class TokenShards:
     """One split's token shards as a single memory-mapped stream, read in windows by one data-parallel rank."""
 
-    def __init__(self, paths: list[Path], rank: int = 0, world_size: int = 1, cache_dir: Path | str | None = None):
+    def __init__(self, paths: list[Path], rank: int = 0, world_size: int = 1, cache_dir: Path | str | None = None,
+                 pin_memory: bool = False):
         if not paths:
             raise ValueError("no token shards given")
         if not 0 <= rank < world_size:
@@ -105,6 +107,8 @@ class TokenShards:
         self.arrays = [open_tokens(p, cache_dir) for p in self.paths]
         self.bounds = np.cumsum([0] + [len(a) for a in self.arrays])
         self.rank, self.world_size = rank, world_size
+        # batches in page-locked memory, so .to("cuda", non_blocking=True) is an asynchronous DMA copy
+        self.pin_memory = pin_memory
 
     @property
     def tokens(self) -> np.ndarray:
@@ -134,10 +138,10 @@ class TokenShards:
         return out
 
     def _windows(self, starts: np.ndarray, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = np.empty((len(starts), block_size + 1), dtype=np.int64)
+        t = torch.empty((len(starts), block_size + 1), dtype=torch.int64, pin_memory=self.pin_memory)
+        batch = t.numpy()  # the same memory
         for row, s in zip(batch, starts):
             self.read(int(s), block_size + 1, out=row)
-        t = torch.from_numpy(batch)
         return t[:, :-1], t[:, 1:]
 
     def sample_starts(self, gen: torch.Generator, batch_size: int, block_size: int) -> np.ndarray:
