@@ -251,3 +251,34 @@ def test_a_gate_matches_inside_every_match_of_its_rule(i: int):
             assert rule.gate.search(text, m.start(), m.end()), (rule.regex.pattern[:60], m.group())
     if not rule.regex.pattern.endswith(rule.gate.pattern):  # written by hand, not a tail of the regex
         assert matches >= 3, f"a hand-written gate needs labelled examples of its rule: {rule.regex.pattern[:60]}"
+
+
+def test_rule_windows_match_their_definition():
+    """`_windows` (cached, stops counting at the threshold) against its plain definition: spans of _WINDOW
+    characters around every occurrence of the anchor words, merged, or the whole text when that is shorter
+    than 2 * _WINDOW or the anchors are common (occurrences * 2 * _WINDOW >= half the text)."""
+    import random
+    import re
+
+    from pipeline.text.offensive import lexicon
+
+    w = lexicon._WINDOW
+
+    def plain(text: str, words: frozenset[str]) -> tuple[tuple[int, int], ...]:
+        if len(text) <= 2 * w or sum(text.count(x) for x in words) * 2 * w >= len(text) // 2:
+            return ((0, len(text)),)
+        spans = sorted((max(0, m.start() - w), m.end() + w) for x in words for m in re.finditer(re.escape(x), text))
+        merged: list[tuple[int, int]] = []
+        for start, end in spans:
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+            else:
+                merged.append((start, end))
+        return tuple(merged)
+
+    rng = random.Random(7)
+    vocab = ["all", "them", "vermin", "those", "ll"]
+    for _ in range(300):
+        text = " ".join(rng.choice(vocab + ["filler"] * rng.randint(1, 40)) for _ in range(rng.randint(1, 1500)))
+        words = frozenset(rng.sample(vocab, rng.randint(1, 3)))
+        assert lexicon._windows(text, words) == plain(text, words)

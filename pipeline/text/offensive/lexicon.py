@@ -141,15 +141,21 @@ def load_lexicon() -> Lexicon:
     return Lexicon(words, masks, rules, index)
 
 
-def _windows(lowered: str, words: set[str]) -> list[tuple[int, int]]:
+@lru_cache(maxsize=256)  # many rules of one text share their anchor words ("all", the group names)
+def _windows(lowered: str, words: frozenset[str]) -> tuple[tuple[int, int], ...]:
     """Merged (start, end) spans of _WINDOW characters around every occurrence of `words`."""
-    if len(lowered) <= 2 * _WINDOW or sum(map(lowered.count, words)) * 2 * _WINDOW >= len(lowered) // 2:
-        return [(0, len(lowered))]  # short text, or common anchors: one scan beats many windows
+    whole = ((0, len(lowered)),)
+    if len(lowered) <= 2 * _WINDOW:
+        return whole
+    # As many (non-overlapping) occurrences as str.count finds; this many or more: one scan beats many windows.
+    most = -(-(len(lowered) // 2) // (2 * _WINDOW))
     spans = []
     for word in words:
         at = lowered.find(word)
         while at != -1:
             spans.append((max(0, at - _WINDOW), at + len(word) + _WINDOW))
+            if len(spans) >= most:
+                return whole
             at = lowered.find(word, at + len(word))
     merged: list[tuple[int, int]] = []
     for start, end in sorted(spans):
@@ -157,7 +163,7 @@ def _windows(lowered: str, words: set[str]) -> list[tuple[int, int]]:
             merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
         else:
             merged.append((start, end))
-    return merged
+    return tuple(merged)
 
 
 def rule_matches(rule: Rule, lowered: str, present: set[str]) -> list[str]:
@@ -167,7 +173,7 @@ def rule_matches(rule: Rule, lowered: str, present: set[str]) -> list[str]:
     # Patterns open with long alternations that are slow to scan over a whole book: search only
     # near the anchor words that made the rule a candidate (a match spans far less than _WINDOW).
     anchors = set().union(*(alt[0] & present for alt in alts))
-    windows = _windows(lowered, anchors)
+    windows = _windows(lowered, frozenset(anchors))
     if rule.gate is not None:
         windows = [(start, end) for start, end in windows if rule.gate.search(lowered, start, end)]
     return [m.group() for start, end in windows for m in rule.regex.finditer(lowered, start, end)]
