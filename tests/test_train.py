@@ -166,9 +166,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, tok_manifest):
     assert all(torch.allclose(w1[k], w2[k], atol=1e-6) for k in w2)
 
 
-def test_resume_repeats_dropout_draws_too(tmp_path, tok_manifest, monkeypatch):
-    """In-process crash after the first checkpoint; dropout's RNG is reseeded per step, so still exact."""
-    cfg, model = TrainConfig(max_steps=6, ckpt_every=3, **FAST), MODEL.model_copy(update={"dropout": 0.2})
+def crash_after_first_checkpoint(out, tok_manifest, cfg, model, monkeypatch) -> None:
+    """Train into `out` until the first checkpoint is written, then stop there (KeyboardInterrupt), in-process."""
     real_save = train_mod.save_checkpoint
 
     def save_then_crash(*a, **k):
@@ -177,8 +176,14 @@ def test_resume_repeats_dropout_draws_too(tmp_path, tok_manifest, monkeypatch):
 
     monkeypatch.setattr(train_mod, "save_checkpoint", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        train(tok_manifest, tmp_path / "r", cfg, model)
+        train(tok_manifest, out, cfg, model)
     monkeypatch.setattr(train_mod, "save_checkpoint", real_save)
+
+
+def test_resume_repeats_dropout_draws_too(tmp_path, tok_manifest, monkeypatch):
+    """In-process crash after the first checkpoint; dropout's RNG is reseeded per step, so still exact."""
+    cfg, model = TrainConfig(max_steps=6, ckpt_every=3, **FAST), MODEL.model_copy(update={"dropout": 0.2})
+    crash_after_first_checkpoint(tmp_path / "r", tok_manifest, cfg, model, monkeypatch)
     resumed, whole = train(tok_manifest, tmp_path / "r", cfg, model), train(tok_manifest, tmp_path / "w", cfg, model)
     assert resumed.stats["resumed_from"] == 3
     assert losses(resumed.stage_dir) == pytest.approx(losses(whole.stage_dir), rel=1e-6)
@@ -188,16 +193,7 @@ def test_resume_from_the_checkpoint_a_kill_between_the_two_renames_left_aside(tm
     """save_checkpoint renames the old folder to .checkpoint.old, then the new one into place: a kill in
     between leaves no `checkpoint/` at all, and training must resume from `.checkpoint.old`, not step 0."""
     cfg = TrainConfig(max_steps=6, ckpt_every=3, **FAST)
-    real_save = train_mod.save_checkpoint
-
-    def save_then_crash(*a, **k):
-        real_save(*a, **k)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_mod, "save_checkpoint", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        train(tok_manifest, tmp_path / "r", cfg, MODEL)
-    monkeypatch.setattr(train_mod, "save_checkpoint", real_save)
+    crash_after_first_checkpoint(tmp_path / "r", tok_manifest, cfg, MODEL, monkeypatch)
     partial = tmp_path / "r.partial"
     (partial / "checkpoint").rename(partial / ".checkpoint.old")  # the first rename done, the second not
     (partial / ".checkpoint.tmp").mkdir()  # the new folder, complete or not, never published
@@ -329,16 +325,7 @@ def test_resume_is_exact_with_the_new_options(tmp_path, tok_manifest, monkeypatc
     """Crash after the first checkpoint; the resumed run (Muon's momentum restored) repeats the whole one."""
     cfg = TrainConfig(max_steps=6, ckpt_every=3, **FAST, **options)
     model = MODEL.model_copy(update={"mlp": "relu2", "logit_softcap": 15.0})
-    real_save = train_mod.save_checkpoint
-
-    def save_then_crash(*a, **k):
-        real_save(*a, **k)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_mod, "save_checkpoint", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        train(tok_manifest, tmp_path / "r", cfg, model)
-    monkeypatch.setattr(train_mod, "save_checkpoint", real_save)
+    crash_after_first_checkpoint(tmp_path / "r", tok_manifest, cfg, model, monkeypatch)
     resumed, whole = train(tok_manifest, tmp_path / "r", cfg, model), train(tok_manifest, tmp_path / "w", cfg, model)
     assert resumed.stats["resumed_from"] == 3
     assert losses(resumed.stage_dir) == losses(whole.stage_dir)
