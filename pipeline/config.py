@@ -248,11 +248,14 @@ class FilterConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _renamed_sections(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "toxicity" in data:
-            data = dict(data)
-            old = data.pop("toxicity")
-            _warn_renamed("filter.toxicity", "filter.offensive")
-            data["offensive"] = _deep_update(dict(data.get("offensive") or {}), dict(old or {}))
+        for old, new in RENAMED.items():
+            parent, old_key = old.rsplit(".", 1)
+            if parent == "filter" and isinstance(data, dict) and old_key in data:
+                data = dict(data)
+                moved = data.pop(old_key)
+                _warn_renamed(old, new)
+                new_key = new.rsplit(".", 1)[1]
+                data[new_key] = _deep_update(dict(data.get(new_key) or {}), dict(moved or {}))
         return data
 
 

@@ -32,6 +32,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from pipeline.config import RENAMED
+
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 # Which stage's manifest each stage reads.
@@ -129,9 +131,9 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-# Config sections renamed since run folders were first written (see pipeline.config.RENAMED), hashed
-# under their old names: the same settings keep the same hash, so existing stage outputs stay valid.
-_HASHED_AS = {"offensive": "toxicity"}
+# Config sections renamed since run folders were first written are hashed under their old names: the same
+# settings keep the same hash, so existing stage outputs stay valid.
+_HASHED_AS = {new.rsplit(".", 1)[1]: old.rsplit(".", 1)[1] for old, new in RENAMED.items()}
 
 
 def config_hash(cfg: BaseModel | dict) -> str:
