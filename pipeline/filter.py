@@ -39,6 +39,7 @@ from pipeline.text.audit import Audit, Observations, gender_swap, observe, repor
 from pipeline.text.dedup import MinHasher, exact_keys
 from pipeline.text.offensive.classifier import classifier_votes
 from pipeline.text.offensive.prescreen import offensive_candidates
+from pipeline.text.offensive.score import forget as forget_offensive
 from pipeline.text.offensive.score import line_score_bound, line_scores, offensive_score
 from pipeline.text.pii import pii_candidates, redact_pii
 from pipeline.text.quality import quality_reasons
@@ -166,6 +167,7 @@ def screen_shard(job: dict[str, Any]) -> Tally:
     keys, signatures, kept_scores, seen = [], [], [], []
     n_kept = 0
     for table in iter_batches([Path(job["path"])]):
+        forget_offensive()
         texts, metas = table.column("text").to_pylist(), table.column("meta").to_pylist()
         redacted = cfg.pii.redact and _redact(texts, metas, pii_counts)
         words = WordArrays.from_texts(texts)

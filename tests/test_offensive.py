@@ -282,3 +282,42 @@ def test_rule_windows_match_their_definition():
         text = " ".join(rng.choice(vocab + ["filler"] * rng.randint(1, 40)) for _ in range(rng.randint(1, 1500)))
         words = frozenset(rng.sample(vocab, rng.randint(1, 3)))
         assert lexicon._windows(text, words) == plain(text, words)
+
+
+def test_obfuscated_words_scan_only_near_signs_and_find_what_a_whole_scan_finds():
+    """`_obfuscated_words` runs its regex only from the whitespace before a letter+sign+character spot to the
+    whitespace after it: on random texts of words, signs and obfuscated spellings it finds what
+    `_OBFUSCATED.findall` over the whole text finds."""
+    import random
+
+    from pipeline.text.offensive import score
+
+    lex = load_lexicon()
+
+    def plain(lowered: str) -> list[str]:
+        found = []
+        for token in score._OBFUSCATED.findall(lowered):
+            p = token.translate(score.LEET)
+            if hit := p if p in lex.words else lex.masks.get(p) or lex.masks.get(token):
+                found.append(hit)
+        return found
+
+    rng = random.Random(3)
+    pieces = ["sh1t", "f*ck", "f**k", "a$$hole", "b!tch", "b!!ch", "oh!", "1st", "*emphasis*", "x9", "word,f*ck",
+              "the", "and", "\n", "\t", "!", "$5", "sh!t!", "a", "fuck"]
+    for _ in range(400):
+        text = "".join(rng.choice(pieces) + rng.choice([" ", "", "\n", ", "]) for _ in range(rng.randint(1, 60)))
+        assert score._obfuscated_words(text, lex) == plain(text), text
+
+
+def test_gates_are_derived_from_a_top_level_tail_that_opens_with_letters():
+    from pipeline.text.offensive.lexicon import _gate, _literal_tail
+
+    assert _literal_tail(r"\b(?:keep|say\s+that)\s*,?\s+and\s+i(?:[’']ll|\s+will)\b") == r"and\s+i(?:[’']ll|\s+will)\b"
+    assert _literal_tail(r"(?:^|[.!?]\s*)(?:just\s+)?go\s+die\b") == r"go\s+die\b"
+    assert _literal_tail(r"\bkill\s+you|\bgo\s+die") is None, "a top-level alternation has no common tail"
+    assert _literal_tail(r"(?:a|b)\s+[a-z]+x") is None, "letters inside a class or under a quantifier are no tail"
+    assert _literal_tail(r"\bwe\s+hate") == r"hate", "\\b before letters is not their start ('we' follows it)"
+    # An optional opening is dropped: "(?:secretly\s+)?control" scans ~5x slower than "control".
+    gate = _gate(r"\b{GROUP}\s+(?:secretly\s+)?(?:control|run)\s+the\s+banks\b", {"GROUP": "(?:x|y)"})
+    assert gate is not None and gate.pattern == r"(?:control|run)\s+the\s+banks\b"

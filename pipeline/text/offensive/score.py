@@ -21,7 +21,7 @@ import math
 import re
 from functools import lru_cache
 
-from pipeline.text.offensive.lexicon import LEET, Lexicon, load_lexicon, rule_matches
+from pipeline.text.offensive.lexicon import LEET, Lexicon, clear_rule_cache, load_lexicon, rule_matches
 from pipeline.text.offensive.prescreen import offensive_candidates
 from pipeline.text.wordarrays import WordArrays, lower_words
 
@@ -33,39 +33,63 @@ _OBFUSCATED = re.compile(r"(?<![\w*@$!])[a-z@$!*0-9]*[a-z][a-z@$!*0-9]*[@$!*0-9]
 _OBFUSCATION_HINT = re.compile(r"[@$*0-9!](?:(?<=[a-z][@$*0-9])|(?<=[@$*0-9])(?=[a-z])|(?<=[a-z]!)(?=[a-z]))")
 
 
+# Every _OBFUSCATED match holds a letter, a sign after it and one more character: the scan runs only
+# from the whitespace before such a spot to the whitespace after it (a book has a few, or none).
+_OBFUSCATION_GATE = re.compile(r"[a-z][@$!*0-9][a-z@$!*0-9]")
+_SPACE = re.compile(r"\s")
+
+
 def _obfuscated_words(lowered: str, lex: Lexicon) -> list[str]:
-    found = []
-    for token in _OBFUSCATED.findall(lowered):
-        plain = token.translate(LEET)
-        if hit := plain if plain in lex.words else lex.masks.get(plain) or lex.masks.get(token):
-            found.append(hit)
+    found, end = [], 0
+    for gate in _OBFUSCATION_GATE.finditer(lowered):
+        if gate.start() < end:  # inside the last span
+            continue
+        start = max(end, lowered.rfind(" ", end, gate.start()) + 1)  # at or before the token's start
+        space = _SPACE.search(lowered, gate.end())
+        end = space.start() if space else len(lowered)  # a token never holds whitespace
+        for token in _OBFUSCATED.findall(lowered, start, end):
+            plain = token.translate(LEET)
+            if hit := plain if plain in lex.words else lex.masks.get(plain) or lex.masks.get(token):
+                found.append(hit)
     return found
 
 
-@lru_cache(maxsize=8)  # line mode asks about the same document twice (line_scores, then offensive_score)
 def match_details(text: str, harmless_senses: bool = True) -> tuple[tuple[tuple[str, float, str], ...], int]:
     """((matched text, weight, category), ... for every match in `text`; its word count).
 
     harmless_senses=False also counts the words (and phrases) whose harmless sense the context selects:
     every match any line of `text` could have alone is then among these."""
+    found, n_words = _matches(text)
+    return tuple((m, w, c) for m, w, c, vetoed in found if not (harmless_senses and vetoed)), n_words
+
+
+@lru_cache(maxsize=8)  # line mode asks about the same document up to three times
+def _matches(text: str) -> tuple[tuple[tuple[str, float, str, bool], ...], int]:
+    """match_details with harmless senses included, each match marked whether a harmless sense vetoes it."""
     lex = load_lexicon()
     lowered, tokens, _ = lower_words(text)
     present = set(tokens)
-    found: list[tuple[str, float, str]] = []
+    found: list[tuple[str, float, str, bool]] = []
     hits = present & lex.words.keys()
     # Words whose harmless sense the context selects ("the ass brayed") count neither alone nor in phrases.
-    innocent = _innocent_senses(hits, present, lex) if harmless_senses else set()
-    for word in hits - innocent:
+    innocent = _innocent_senses(hits, present, lex)
+    for word in hits:
         entry = lex.words[word]
         n = len(entry.cased.findall(text)) if entry.cased else tokens.count(word)
-        found += [(word, entry.weight, entry.category)] * n
+        found += [(word, entry.weight, entry.category, word in innocent)] * n
     if _OBFUSCATION_HINT.search(lowered):
-        found += [(w, lex.words[w].weight, lex.words[w].category) for w in _obfuscated_words(lowered, lex)]
+        found += [(w, lex.words[w].weight, lex.words[w].category, False) for w in _obfuscated_words(lowered, lex)]
     for i in sorted({i for w in present & lex.rules_by_word.keys() for i in lex.rules_by_word[w]}):
         rule = lex.rules[i]
-        if rule.kind == "pattern" or not any(innocent & group for group in rule.triggers[0]):
-            found += [(m, rule.weight, rule.category) for m in rule_matches(rule, lowered, present)]
+        vetoed = rule.kind != "pattern" and any(innocent & group for group in rule.triggers[0])
+        found += [(m, rule.weight, rule.category, vetoed) for m in rule_matches(rule, lowered, present)]
     return tuple(found), len(tokens)
+
+
+def forget() -> None:
+    """Drop the per-text caches (one batch's documents): a document of a later batch is a new question."""
+    _matches.cache_clear()
+    clear_rule_cache()
 
 
 def _innocent_senses(hits: set[str], present: set[str], lex: Lexicon) -> set[str]:
