@@ -161,6 +161,7 @@ def text_functions(corpus: str, package: str = "pipeline") -> tuple[type, dict[s
             pii.redact_pii(texts[i])
 
     def offensive(texts: list[str], words) -> None:
+        getattr(score, "forget", lambda: None)()  # as the filter does per batch: a repeat is no cache hit
         for i in np.flatnonzero(scan.offensive_candidates(words)).tolist():
             score.offensive_score(texts[i])
 
