@@ -307,6 +307,13 @@ def _report_ended(ended: list[bool], cfg) -> None:
           f"--max-new-tokens {cfg.max_new_tokens}", file=sys.stderr)
 
 
+def cmd_serve_model(args) -> int:
+    from flows.model_server import serve_model
+
+    serve_model(args.model, args.host, args.port, args.grace)
+    return 0
+
+
 def cmd_config(args) -> int:
     print(_load(args).model_dump_json(indent=2))
     return 0
@@ -405,6 +412,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "%(default)s)")
     p.add_argument("--format", choices=["hf"], default="hf", help="hf: Hugging Face transformers (default)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve-model", help="serve a registered model over HTTP (MLflow's scoring protocol)",
+                       description="Serve a registered model at /invocations with MLflow's scoring server (the "
+                       "request and response formats of `mlflow models serve`), stricter: unknown param names get "
+                       "HTTP 400, generation stops when the client disconnects, and SIGTERM stops the server after at "
+                       "most --grace seconds. Limits per request come from the version's model_config "
+                       "(register.serve_*).")
+    p.add_argument("--model", default="models:/quill@champion", help="MLflow model URI (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=5001, help="port (default: %(default)s)")
+    p.add_argument("--grace", type=float, default=5.0, metavar="S",
+                   help="seconds requests in flight get after SIGTERM or Ctrl-C (default: %(default)s)")
+    p.set_defaults(func=cmd_serve_model)
 
     p = sub.add_parser("config", help="print the resolved config as JSON")
     _config_args(p)

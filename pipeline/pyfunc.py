@@ -13,17 +13,19 @@ of them, the rest keep the defaults that `quill generate` and the evaluate stage
 
 A request cannot exhaust the server: `LIMITS` (overridden by the model_config the register stage logs,
 from register.serve_*) caps max_new_tokens, the prompts' length and count, and the seconds one request
-may generate for; past that time every row stops where it is, whether or not the client still waits
-(the scoring server does not tell the model that a client went away, so the time limit is what ends an
-abandoned request). Values beyond the caps, NaN or infinite numbers and unknown param names are answered
-with HTTP 400. MLflow's scoring server itself drops param names outside the signature (with a warning)
-before they reach `predict`; called in-process, unknown names are refused here.
+may generate for; past that time every row stops where it is. Generation also stops at the next token
+once the request's cancel event (`CANCELLED`, set by `quill serve-model` when the client disconnects)
+is set. Values beyond the caps, NaN or infinite numbers and unknown param names are answered with HTTP
+400: `quill serve-model` refuses unknown names at the door, called in-process they are refused here
+(`mlflow models serve` drops names outside the signature, with a warning, before they reach `predict`).
 
 This file must not import `pipeline`: a served model needs only `model` (logged with it as code).
 """
 
 import math
+import threading
 import time
+from contextvars import ContextVar
 from typing import Any
 
 import mlflow
@@ -38,6 +40,8 @@ from model.sampling import SETTINGS
 PARAMS = dict(SETTINGS)
 DEFAULT_PARAMS = PARAMS  # the earlier name
 LIMITS = {"max_new_tokens": 512, "max_prompt_chars": 4000, "max_prompts": 64, "time_limit_s": 30.0}
+# The event a server sets when the request's client went away (the context is copied into the worker thread).
+CANCELLED: ContextVar[threading.Event | None] = ContextVar("quill_request_cancelled", default=None)
 
 
 def _invalid(message: str) -> MlflowException:
@@ -88,6 +92,8 @@ def sampling_config(params: dict[str, Any] | None, eos_id: int):
 
 
 class QuillTextGenerator(PythonModel):
+    cancelled = CANCELLED  # where a server finds this model's cancel signal (flows/model_server.py)
+
     def load_context(self, context) -> None:
         """Build the GPT and its tokenizer from the logged checkpoint folder."""
         from model import load_checkpoint
@@ -115,7 +121,8 @@ class QuillTextGenerator(PythonModel):
         # the evaluate stage samples), which also gives an empty prompt a context.
         ids = [self.tokenizer.encode_prompt(p) for p in prompts]
         deadline = time.monotonic() + limits["time_limit_s"]
-        outs = generate(self.model, ids, cfg, stop=lambda _: time.monotonic() > deadline)
+        gone = CANCELLED.get() or threading.Event()
+        outs = generate(self.model, ids, cfg, stop=lambda _: gone.is_set() or time.monotonic() > deadline)
         return [p + self.tokenizer.decode_continuation(i, new) for p, i, new in zip(prompts, ids, outs)]
 
 

@@ -64,3 +64,23 @@ def test_generation_stops_at_the_time_limit(served, monkeypatch):
     monkeypatch.setitem(served.limits, "time_limit_s", 60.0)
     long = predict(served, ["Once"], max_new_tokens=50, strategy="greedy", top_k=0, top_p=0, temperature=0)
     assert len(served.tokenizer.sp.encode(long[0].removeprefix("Once"))) > 2
+
+
+def test_generation_stops_once_the_request_is_cancelled(served):
+    """A server sets the request's CANCELLED event when the client disconnects: rows stop at the next token."""
+    import threading
+
+    from pipeline.pyfunc import CANCELLED
+
+    gone = threading.Event()
+    gone.set()
+    token = CANCELLED.set(gone)
+    try:
+        texts = predict(served, ["Once", "The sea"], max_new_tokens=50, strategy="greedy", temperature=0)
+    finally:
+        CANCELLED.reset(token)
+    new = [served.tokenizer.sp.encode(t.removeprefix(p)) for t, p in zip(texts, ["Once", "The sea"])]
+    assert all(len(ids) <= 2 for ids in new), texts
+    assert QuillTextGenerator.cancelled is CANCELLED, "where flows/model_server.py finds the signal"
+    again = predict(served, ["Once"], max_new_tokens=50, strategy="greedy", temperature=0)
+    assert len(served.tokenizer.sp.encode(again[0].removeprefix("Once"))) > 2, "the next request is not cancelled"

@@ -1,4 +1,5 @@
-"""`mlflow models serve -m models:/quill@champion --env-manager local` answers /invocations with text.
+"""`mlflow models serve -m models:/quill@champion --env-manager local` and `quill serve-model` answer
+/invocations with text.
 
 The server is a real subprocess on loopback (a free port), started against the session's
 registered store; every wait is bounded and the server is stopped in a finally.
@@ -94,5 +95,29 @@ def test_serve_champion_over_http(registered_store, tmp_path: Path):
 
         status, answer = post(f"{base}/invocations", {"inputs": ["Once"], "params": {"strategy": "shout"}})
         assert status == 400 and "strategy" in answer.get("message", ""), answer
+    finally:
+        stop(proc)
+
+
+def test_quill_serve_model_refuses_unknown_params_and_stops_on_sigterm(registered_store, tmp_path: Path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": registered_store, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    log = tmp_path / "server.log"
+    cmd = [str(Path(sys.executable).parent / "quill"), "serve-model", "--port", str(port), "--grace", "2"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        wait_until_healthy(base, proc, log)
+        status, answer = post(f"{base}/invocations", {"inputs": ["Once upon a time"],
+                                                      "params": {"max_new_tokens": 5, "seed": 1}})
+        assert status == 200 and answer["predictions"][0].startswith("Once upon a time"), answer
+        status, answer = post(f"{base}/invocations", {"inputs": ["Once"], "params": {"max_new_token": 5}})
+        assert status == 400 and "unknown params: max_new_token" in answer["message"], answer
+        os.killpg(proc.pid, signal.SIGTERM)
+        # uvicorn shuts down (requests in flight get --grace seconds), then ends by the signal it got
+        assert proc.wait(timeout=30) == -signal.SIGTERM, log.read_text()[-3000:]
+        assert "Finished server process" in log.read_text()
     finally:
         stop(proc)
