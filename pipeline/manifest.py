@@ -118,9 +118,24 @@ class Manifest(BaseModel):
             path = self.run_dir / rel
             if not path.is_file():
                 changed.append(f"{rel} (missing)")
-            elif sha256_file(path) != digest:
+            elif output_digest(path) != digest:
                 changed.append(f"{rel} (sha256 differs)")
         return sorted(set(changed))
+
+
+# Stage outputs this process has hashed, by (device, inode, size, mtime_ns), which a rename keeps and a write
+# or a replacement changes: a stage's outputs are hashed once per run, not again when the next stage checks
+# them as its input (a no-op rerun read every file twice).
+_DIGESTS: dict[tuple[int, int, int, int], str] = {}
+
+
+def output_digest(path: Path) -> str:
+    """sha256_file of a stage output, remembered for this process while the file is unchanged."""
+    st = path.stat()
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if (digest := _DIGESTS.get(key)) is None:
+        digest = _DIGESTS[key] = sha256_file(path)
+    return digest
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -339,7 +354,7 @@ def hash_outputs(base: Path, outputs: dict[str, Any]) -> dict[str, str]:
         for rel in value if isinstance(value, list) else [value]:
             path = base / rel
             files |= {p for p in path.rglob("*") if p.is_file()} if path.is_dir() else {path}
-    return {p.relative_to(base).as_posix(): sha256_file(p) for p in sorted(files) if p.is_file()}
+    return {p.relative_to(base).as_posix(): output_digest(p) for p in sorted(files) if p.is_file()}
 
 
 Work = Callable[[Path], tuple[dict[str, Any], dict[str, Any]]]

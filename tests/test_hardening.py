@@ -120,6 +120,27 @@ def test_a_consumer_refuses_a_changed_file_and_its_stage_redoes_it(cleaned, caps
     stage_inputs(again.path, "filter")  # accepted again
 
 
+def test_a_stage_output_is_hashed_once_per_process_and_a_changed_one_again(cleaned, monkeypatch):
+    """A no-op rerun checks each output as the stage's output and again as the next stage's input: the file
+    is read once (when written, here), while a change in place, even of the same size, is seen."""
+    from pipeline import manifest
+    from pipeline.clean import clean
+
+    hashed: list[str] = []
+    plain = manifest.sha256_file
+    monkeypatch.setattr(manifest, "sha256_file", lambda path, *a: hashed.append(Path(path).name) or plain(path, *a))
+    again = clean(cleaned.inputs[0].path, cleaned.stage_dir, CleanConfig(**PASS_CLEAN))
+    assert again.stats.get("skipped")
+    stage_inputs(again.path, "filter")
+    assert [name for name in hashed if name != "manifest.json"] == [], hashed
+    shard = cleaned.output_list("docs")[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, new bytes (and a new mtime)
+    shard.write_bytes(bytes(data))
+    with pytest.raises(StageInputError, match=rf"clean/{shard.name} \(sha256 differs\)"):
+        stage_inputs(cleaned.path, "filter")
+
+
 def test_a_missing_output_file_is_refused_too(cleaned):
     shard = cleaned.output_list("docs")[0]
     shard.unlink()
