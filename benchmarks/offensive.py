@@ -6,6 +6,9 @@
 
 Sets, each line scored alone as the filter scores a short text (pipeline.text.offensive.classifier.offensive_scores):
 - eval_offensive_blind3.tsv   written for the classifier before any of its results were seen, by category;
+- eval_offensive_blind4.tsv   written before the insult and threat rules of stop 16; its misses guided them, so
+                              it has been looked at since;
+- eval_offensive_blind5.tsv   written after those rules, before measuring them: the blind figure for them;
 - OLID test (official OffensEval 2019 test split), ConvAbuse test split, ToxiGen and Multitarget-CONAN held-out
   splits, HateCheck
   (functional tests, never trained on) from the fetched repositories (benchmarks.offensive_data; skipped when
@@ -38,7 +41,9 @@ from pipeline.text.offensive.model import load_model, text_probs
 from pipeline.text.offensive.score import line_scores
 from pipeline.text.wordarrays import WordArrays
 
-SETS = ("eval_offensive.tsv", "eval_offensive_heldout.tsv", "eval_offensive_blind2.tsv", "eval_offensive_blind3.tsv")
+SETS = ("eval_offensive.tsv", "eval_offensive_heldout.tsv", "eval_offensive_blind2.tsv", "eval_offensive_blind3.tsv",
+        "eval_offensive_blind4.tsv", "eval_offensive_blind5.tsv")
+BLIND = ("eval_offensive_blind3.tsv", "eval_offensive_blind4.tsv", "eval_offensive_blind5.tsv")
 GUTENBERG = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpora" / "gutenberg_creative"
 THRESHOLD = 0.5
 
@@ -132,15 +137,15 @@ def main() -> None:
         results[name] = {c: measure(rows, THRESHOLD, t) for c, t in configs.items()}
         print(f"| {name} | {len(rows)} | " + " | ".join(
             f"{r['precision']:.3f} / {r['recall']:.3f} / {r['f1']:.3f}" for r in results[name].values()) + " |")
-    blind = "eval_offensive_blind3.tsv"
-    print(f"\nShare of lines flagged per category of {blind} (label 1: offensive, should be 1.0; label 0: 0.0)\n")
-    print("| category | label | lines | " + " | ".join(configs) + " |")
-    print("|---|---:|---:|" + "---:|" * len(configs))
-    cats, labels = categories(blind), [label for label, _ in load(blind)]
-    for cat in dict.fromkeys(cats):
-        idx = [i for i, c in enumerate(cats) if c == cat]
-        print(f"| {cat} | {labels[idx[0]]} | {len(idx)} | " + " | ".join(
-            f"{np.mean([results[blind][c]['flagged'][i] for i in idx]):.2f}" for c in configs) + " |")
+    for blind in BLIND:
+        print(f"\nShare of lines flagged per category of {blind} (label 1: offensive, should be 1.0; label 0: 0.0)\n")
+        print("| category | label | lines | " + " | ".join(configs) + " |")
+        print("|---|---:|---:|" + "---:|" * len(configs))
+        cats, labels = categories(blind), [label for label, _ in load(blind)]
+        for cat in dict.fromkeys(cats):
+            idx = [i for i, c in enumerate(cats) if c == cat]
+            print(f"| {cat} | {labels[idx[0]]} | {len(idx)} | " + " | ".join(
+                f"{np.mean([results[blind][c]['flagged'][i] for i in idx]):.2f}" for c in configs) + " |")
     if functionalities:
         name = "HateCheck, all (profanity counts as offensive)"
         print("\nShare of HateCheck cases flagged per functionality (_h: hateful, _nh: not)\n")
@@ -158,9 +163,9 @@ def main() -> None:
         for c, t in configs.items():
             removed, whole, speed = literature(t)
             print(f"| {c} | {removed} | {whole} | {speed:.1f} |" if t else f"| {c} | {removed} | {whole} | |")
-    probe = [t for _, t in load(blind)]
+    probe = [t for _, t in load(BLIND[-1])]
     assert np.array_equal(text_probs(probe), text_probs(probe)), "scores are not deterministic"
-    for name in (blind,):
+    for name in BLIND[1:]:
         for c in list(configs)[1:2]:
             wrong = results[name][c]["wrong"]
             print(f"\nMisclassified in {name} ({c}): {len(wrong)}")

@@ -33,6 +33,8 @@ Exact-only and near-only configurations skip what they do not need.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ from pipeline.io.partfiles import decode_strings, encode_strings, read_parts, wr
 from pipeline.text.dedup import band_keys, bucket_pairs, similar
 
 Run = Callable[[Callable[[dict[str, Any]], Any], list[dict[str, Any]]], list[Any]]
+log = logging.getLogger(__name__)
 
 _ROW_BITS = 32
 _ROW_MASK = (1 << _ROW_BITS) - 1
@@ -62,14 +65,24 @@ def find_duplicates(work: Path, stage_dir: Path, shards: list[dict[str, Any]], c
     n_parts = -(-len(shards) // SHARDS_PER_PARTITION)
     base = {"work": str(work), "stage_dir": str(stage_dir), "cfg": cfg, "n_parts": n_parts}
     per_shard = [{**base, "shard": i, **shard} for i, shard in enumerate(shards)]
-    run(_records, per_shard)
-    run(_buckets, [{**base, "part": p} for p in range(n_parts)])
+    took: dict[str, float] = {}
+
+    def timed(name: str, fn, jobs):  # seconds per step, for the log: where a large corpus spends its time
+        start = time.perf_counter()
+        out = run(fn, jobs)
+        took[name] = took.get(name, 0.0) + time.perf_counter() - start
+        return out
+
+    timed("records", _records, per_shard)
+    timed("buckets", _buckets, [{**base, "part": p} for p in range(n_parts)])
     if cfg.near:
-        pairs = sum(run(_attach, per_shard))
+        pairs = sum(timed("attach", _attach, per_shard))
         n_nodes = max(1, -(-pairs // EDGES_PER_PARTITION))  # verified edges are at most the candidate pairs
-        run(_verify, [{**job, "n_parts": n_nodes} for job in per_shard])
-        _components(Path(work), {**base, "n_parts": n_nodes}, run)
-    run(_names, per_shard)
+        timed("verify", _verify, [{**job, "n_parts": n_nodes} for job in per_shard])
+        _components(Path(work), {**base, "n_parts": n_nodes}, lambda fn, jobs: timed("components", fn, jobs))
+    timed("names", _names, per_shard)
+    log.info("dedup over %d shards, %d partitions: %s", len(shards), n_parts,
+             ", ".join(f"{name} {s:.1f} s" for name, s in took.items()))
 
 
 def drop_list(work: Path, shard: int) -> dict[str, Any]:

@@ -321,3 +321,33 @@ def test_gates_are_derived_from_a_top_level_tail_that_opens_with_letters():
     # An optional opening is dropped: "(?:secretly\s+)?control" scans ~5x slower than "control".
     gate = _gate(r"\b{GROUP}\s+(?:secretly\s+)?(?:control|run)\s+the\s+banks\b", {"GROUP": "(?:x|y)"})
     assert gate is not None and gate.pattern == r"(?:control|run)\s+the\s+banks\b"
+
+
+@pytest.mark.parametrize("text", [
+    "Burn your house down, that's what I'll do.",
+    "You're going to end up in a body bag, mate.",
+    "I hope someone shoots you in the street.",
+    "Traitors like him deserve a bullet.",
+    "Next time we see you, you're dead.",
+    "Your family won't be safe, I promise.",
+    "I'm gonna beat you to a pulp.",
+    "You are so utterly pathetic.",
+    "What a brainless little clown you are.",
+    "Shut up already, you parasite.",
+])
+def test_threats_and_insults_without_swear_words_score_as_offensive(text: str):
+    assert offensive_score(text) >= 0.5, match_details(text)
+
+
+@pytest.mark.parametrize("text", [
+    '"I will eat you up!" said the wolf.',
+    '"Give me the ball or I will hurt you!" the bully shouted.',
+    '"I\'ll beat you to the tree!" laughed Sam.',
+    "Be careful, you'll break your neck on those stairs.",
+    "Watch your back on the mountain path, the guide warned.",
+    "The hunters tracked the deer down by the river.",
+    "You are so kind to help me.",
+    "What a lovely little garden you have.",
+])
+def test_fiction_threats_warnings_and_kind_words_are_not_those(text: str):
+    assert offensive_score(text) < 0.5, match_details(text)
