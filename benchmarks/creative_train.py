@@ -1,5 +1,5 @@
 """Training on works against training on paragraphs: the `small` preset on the TinyStories train sample, with
-the documents of a base revision's ingest -> clean -> filter (default: main, blank-line paragraphs) and of this
+the documents of a base revision's ingest -> clean -> filter (default: d8cd222, blank-line paragraphs) and of this
 tree's (one document per story); tokenize and train are this tree's, with the same number of steps, so the same
 number of training tokens.
 
@@ -71,7 +71,8 @@ def common_bpc(checkpoint: Path, block: int = 0) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--base", default="main")
+    ap.add_argument("--base", default="d8cd222", help="revision whose documents are paragraphs (default: %(default)s, "
+                    "main before works became the unit)")
     ap.add_argument("--steps", type=int, default=2000, help="train.max_steps for both sides (small preset: 2000)")
     ap.add_argument("--out", default=str(RESULTS / "creative_train.md"))
     args = ap.parse_args(argv)

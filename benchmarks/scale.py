@@ -13,11 +13,13 @@ Then runs each stage in a fresh child process, so every peak is that run's own:
 - clean and filter on a local Dask cluster of `--workers` worker processes (one thread each), started
   and its workers' imports of the pipeline before the clock (the scheduler runs in the driver process,
   so the driver figure includes it; compiled kernels load from numba's cache on each worker's first task).
+The filter runs with `offensive.threshold = 1.0`: every document is scored, none dropped as offensive (the
+classifier reads the word salad as ~0.6), so a baseline from before the classifier keeps the same documents.
 Driver peak = ru_maxrss of the child; workers: a process pool's largest worker (RUSAGE_CHILDREN), or each
 Dask worker's own ru_maxrss. "CPU s" adds the driver's and the workers' CPU time, so "docs/s per core"
 (docs / CPU s) is steadier than wall time on a busy machine. `--baseline-src` (a folder holding
-another commit's tree, e.g. `git archive <commit> | tar -x -C /tmp/old`) times that code's filter with
-executor=processes on the same clean output, alternating with this code's.
+another commit's tree, e.g. `git archive <commit> | tar -x -C /tmp/old`) times that code's filter on the
+same clean output with the same executor, right after this code's.
 """
 
 from __future__ import annotations
@@ -106,7 +108,11 @@ elif stage == "clean":
     m = clean(Path({inp!r}), Path({out!r}), CleanConfig(executor=executor, num_workers=workers))
 else:
     from pipeline.filter import filter_docs
-    m = filter_docs(Path({inp!r}), Path({out!r}), FilterConfig(executor=executor, num_workers=workers))
+    # Every document is scored but none dropped as offensive (the classifier reads word salad as ~0.6): so a
+    # baseline from before the classifier drops the same documents, and dedup sees the same input.
+    section = "offensive" if "offensive" in FilterConfig.model_fields else "toxicity"
+    fcfg = FilterConfig(executor=executor, num_workers=workers, **{{section: {{"threshold": 1.0}}}})
+    m = filter_docs(Path({inp!r}), Path({out!r}), fcfg)
 wall = time.perf_counter() - start
 t1 = os.times()
 cpu = (t1.user - t0.user) + (t1.system - t0.system) + (t1.children_user - t0.children_user) + \\
@@ -165,9 +171,9 @@ def main() -> None:
                 fi = run_stage("filter", mode, Path(cl["manifest"]), root / mode / "filter", args.workers)
                 lines.append(row(n_docs, mb, "filter", mode, fi))
                 print(lines[-1], flush=True)
-                if args.baseline_src and mode == "processes":
-                    old = run_stage("filter", mode, Path(cl["manifest"]), root / "baseline" / "filter", args.workers,
-                                    src=args.baseline_src)
+                if args.baseline_src:
+                    old = run_stage("filter", mode, Path(cl["manifest"]), root / "baseline" / mode / "filter",
+                                    args.workers, src=args.baseline_src)
                     lines.append(row(n_docs, mb, "filter (baseline)", mode, old))
                     print(lines[-1], flush=True)
                     same = old["docs_kept"] == fi["docs_kept"] and old["dropped"] == fi["dropped"]
