@@ -12,14 +12,17 @@ copy names the first document with its key; among first copies, a near duplicate
 document of its cluster (the connected component of its verified LSH candidate pairs).
 
 Steps (each a `run` over jobs, exchanging files through `pipeline.io.partfiles` under `work`):
-1. records, per shard: (band, band key, exact key, gid) for every survivor and LSH band, sent to
-   partition hash(band, band key) % P (P = one per `SHARDS_PER_PARTITION` shards). Exact dedup
-   alone: one band keyed by the exact key.
-2. buckets, per partition: runs of equal (band, band key), in gid order, are the LSH buckets. Exact
-   copies have equal signatures, so they share every band and meet in one bucket; in band 0 each
-   copy after the first with its exact key is an exact duplicate of that first one. Without the
-   copies, the buckets' candidate pairs (`bucket_pairs`, as in the single-process grouping) go to
-   the shard of the pair's first document.
+1. exact, per shard: (exact key, gid) of every survivor, sent to partition hash(exact key) % P (P =
+   one per `SHARDS_PER_PARTITION` shards).
+2. copies, per partition: runs of equal exact keys, in gid order: each document after the first is
+   an exact duplicate of that first one (sent to the first one's shard, to be named), and, for near
+   dedup, a copy its own shard leaves out of the LSH records (it would only bridge clusters).
+   records, per shard: (band, band key, gid) for every survivor that is no copy and every LSH band,
+   sent to partition hash(band, band key) % P: 18 bytes a band, where sending the exact key along
+   (to find the copies in the buckets) took 34.
+   buckets, per partition: runs of equal (band, band key), in gid order, are the LSH buckets; their
+   candidate pairs (`bucket_pairs`, as in the single-process grouping) go to the shard of the pair's
+   first document.
 3. attach, per shard: each pair gets the signature of its first document and goes to the shard of
    its second.
 4. verify, per shard: the second signature; pairs that agree on enough positions (`similar`) are
@@ -44,7 +47,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.config import DedupConfig
-from pipeline.io.partfiles import decode_strings, encode_strings, read_parts, write_part, write_parts
+from pipeline.io.partfiles import decode_strings, encode_strings, read_parts, write_blocks, write_parts
 from pipeline.text.dedup import band_keys, bucket_pairs, similar
 
 Run = Callable[[Callable[[dict[str, Any]], Any], list[dict[str, Any]]], list[Any]]
@@ -73,9 +76,13 @@ def find_duplicates(work: Path, stage_dir: Path, shards: list[dict[str, Any]], c
         took[name] = took.get(name, 0.0) + time.perf_counter() - start
         return out
 
-    timed("records", _records, per_shard)
-    timed("buckets", _buckets, [{**base, "part": p} for p in range(n_parts)])
+    parts = [{**base, "part": p} for p in range(n_parts)]
+    if cfg.exact:
+        timed("exact", _exact_records, per_shard)
+        timed("copies", _copies, parts)
     if cfg.near:
+        timed("records", _records, per_shard)
+        timed("buckets", _buckets, parts)
         pairs = sum(timed("attach", _attach, per_shard))
         n_nodes = max(1, -(-pairs // EDGES_PER_PARTITION))  # verified edges are at most the candidate pairs
         timed("verify", _verify, [{**job, "n_parts": n_nodes} for job in per_shard])
@@ -112,25 +119,22 @@ def _key_lanes(keys: np.ndarray) -> np.ndarray:
     return np.frombuffer(keys.tobytes(), "<u8").reshape(len(keys), 2) if len(keys) else np.zeros((0, 2), np.uint64)
 
 
-def _records(job: dict[str, Any]) -> None:
-    cfg: DedupConfig = job["cfg"]
+def _partition(keys: np.ndarray, salt: np.ndarray | int, n_parts: int) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        mixed = (keys ^ (np.asarray(salt).astype(np.uint64) * _PART_MIX)) * _PART_MIX
+    return ((mixed >> np.uint64(32)) % np.uint64(n_parts)).astype(np.int64)
+
+
+def _gids(shard: int, n: int) -> np.ndarray:
+    return (np.int64(shard) << _ROW_BITS) + np.arange(n, dtype=np.int64)
+
+
+def _exact_records(job: dict[str, Any]) -> None:
     shard = job["shard"]
     lanes = _key_lanes(_npz(job, "keys"))
-    n = len(lanes)
-    if not n:
-        return
-    gid = (np.int64(shard) << _ROW_BITS) + np.arange(n, dtype=np.int64)
-    keys = band_keys(_npz(job, "signatures"), cfg.bands) if cfg.near else lanes[:, :1].copy()
-    n_bands = keys.shape[1]
-    band = np.repeat(np.arange(n_bands, dtype=np.uint16)[None, :], n, axis=0).reshape(-1)
-    keys = keys.reshape(-1)
-    with np.errstate(over="ignore"):
-        mixed = (keys ^ (band.astype(np.uint64) * _PART_MIX)) * _PART_MIX
-    dest = ((mixed >> np.uint64(32)) % np.uint64(job["n_parts"])).astype(np.int64)
-    arrays = {"band": band, "key": keys, "gid": np.repeat(gid, n_bands)}
-    if cfg.exact:
-        arrays["exact"] = np.repeat(lanes, n_bands, axis=0)
-    write_parts(Path(job["work"]), "records", shard, dest, arrays)
+    if len(lanes):
+        write_parts(Path(job["work"]), "exact", shard, _partition(lanes[:, 0], 0, job["n_parts"]),
+                    {"lanes": lanes, "gid": _gids(shard, len(lanes))})
 
 
 def _runs(*columns: np.ndarray) -> np.ndarray:
@@ -143,8 +147,44 @@ def _runs(*columns: np.ndarray) -> np.ndarray:
     return np.r_[np.flatnonzero(change), n]
 
 
-def _buckets(job: dict[str, Any]) -> None:
+def _copies(job: dict[str, Any]) -> None:
+    work, part = Path(job["work"]), job["part"]
+    rec = read_parts(work, "exact", part)
+    if rec is None:
+        return
+    lanes, gid = rec["lanes"], rec["gid"]
+    order = np.lexsort((gid, lanes[:, 1], lanes[:, 0]))
+    lanes, gid = lanes[order], gid[order]
+    runs = _runs(lanes[:, 0], lanes[:, 1])
+    copy = np.ones(len(gid), dtype=bool)
+    copy[runs[:-1]] = False
+    rep = np.repeat(gid[runs[:-1]], np.diff(runs))
+    write_parts(work, "reps", part, _shard_of(rep[copy]),
+                {"gid": gid[copy], "rep": rep[copy], "near": np.zeros(int(copy.sum()), dtype=bool)})
+    if job["cfg"].near:
+        write_parts(work, "copies", part, _shard_of(gid[copy]), {"gid": gid[copy]})
+
+
+def _records(job: dict[str, Any]) -> None:
     cfg: DedupConfig = job["cfg"]
+    work, shard = Path(job["work"]), job["shard"]
+    signatures = _npz(job, "signatures")
+    gid = _gids(shard, len(signatures))
+    if cfg.exact and (copies := read_parts(work, "copies", shard)) is not None:
+        keep = np.ones(len(gid), dtype=bool)
+        keep[copies["gid"] & _ROW_MASK] = False
+        signatures, gid = signatures[keep], gid[keep]
+    if not len(gid):
+        return
+    keys = band_keys(signatures, cfg.bands)
+    n_bands = keys.shape[1]
+    band = np.tile(np.arange(n_bands, dtype=np.uint16), len(gid))
+    keys = keys.reshape(-1)
+    write_parts(work, "records", shard, _partition(keys, band, job["n_parts"]),
+                {"band": band, "key": keys, "gid": np.repeat(gid, n_bands)})
+
+
+def _buckets(job: dict[str, Any]) -> None:
     work, part = Path(job["work"]), job["part"]
     rec = read_parts(work, "records", part)
     if rec is None:
@@ -154,26 +194,6 @@ def _buckets(job: dict[str, Any]) -> None:
     order = np.lexsort((key, band))
     band, key, gid = band[order], key[order], gid[order]
     starts = _runs(band, key)
-    if cfg.exact:  # copies share every band key: they are in one bucket (of 2 or more) with their first copy
-        crowded = np.repeat(np.diff(starts) > 1, np.diff(starts))
-        rows = np.flatnonzero(crowded)
-        exact = rec["exact"][order[rows]]
-        sub = np.lexsort((gid[rows], exact[:, 1], exact[:, 0], key[rows], band[rows]))
-        rows, exact = rows[sub], exact[sub]
-        runs = _runs(band[rows], key[rows], exact[:, 0], exact[:, 1])
-        copy = np.ones(len(rows), dtype=bool)
-        copy[runs[:-1]] = False
-        rep = np.repeat(gid[rows[runs[:-1]]], np.diff(runs))
-        named = copy & (band[rows] == 0)  # every document has one band-0 record: each copy is named once
-        write_parts(work, "reps", part, _shard_of(rep[named]),
-                    {"gid": gid[rows[named]], "rep": rep[named], "near": np.zeros(int(named.sum()), dtype=bool)})
-        if not cfg.near:
-            return
-        if copy.any():
-            keep = np.ones(len(gid), dtype=bool)
-            keep[rows[copy]] = False
-            band, key, gid = band[keep], key[keep], gid[keep]
-            starts = _runs(band, key)
     big = np.diff(starts) > 1
     a, b = bucket_pairs(starts[:-1][big], starts[1:][big], gid)
     if len(a):
@@ -308,8 +328,10 @@ def _names(job: dict[str, Any]) -> None:
                            pa.string())
     rep_ids = ids.take(pa.array(reps["rep"] & _ROW_MASK)).combine_chunks()
     dest = _shard_of(reps["gid"])
+    blocks = {}
     for to in np.unique(dest).tolist():
         rows = np.flatnonzero(dest == to)
         data, lengths = encode_strings(rep_ids.take(pa.array(rows)))
-        write_part(work, "drops", to, shard, {"gid": reps["gid"][rows], "near": reps["near"][rows],
-                                              "rep_id_data": data, "rep_id_lengths": lengths})
+        blocks[to] = {"gid": reps["gid"][rows], "near": reps["near"][rows], "rep_id_data": data,
+                      "rep_id_lengths": lengths}
+    write_blocks(work, "drops", shard, blocks)

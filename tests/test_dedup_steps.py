@@ -14,7 +14,7 @@ import pytest
 from pipeline.config import DedupConfig
 from pipeline.dedup_steps import _components, _send_edges, drop_list, find_duplicates
 from pipeline.io.executor import open_executor, run_shards
-from pipeline.io.partfiles import decode_strings, encode_strings, read_parts, write_part, write_parts
+from pipeline.io.partfiles import DESTS_PER_FILE, decode_strings, encode_strings, read_parts, write_blocks, write_parts
 from pipeline.text.dedup import MinHasher, bucket_pairs, exact_keys, near_duplicate_groups
 from pipeline.text.wordarrays import WordArrays
 
@@ -159,9 +159,24 @@ def test_partition_files_route_rows_and_strings(tmp_path):
     assert decode_strings(*encode_strings(pa.array(strings).slice(1))) == strings[1:]
     for source, part in enumerate([strings[:2], strings[2:]]):  # files of several sources concatenate
         data, lengths = encode_strings(part)
-        write_part(tmp_path, "s", 0, source, {"data": data, "lengths": lengths})
+        write_blocks(tmp_path, "s", source, {0: {"data": data, "lengths": lengths}, 1: {"data": data[:0],
+                                                                                        "lengths": lengths[:0]}})
     both = read_parts(tmp_path, "s", 0)
     assert decode_strings(both["data"], both["lengths"]) == strings
+    assert decode_strings(*read_parts(tmp_path, "s", 1).values()) == []
+
+
+def test_partition_files_hold_a_group_of_destinations_each_reader_reads_its_own(tmp_path):
+    dest = np.arange(3 * DESTS_PER_FILE) % (2 * DESTS_PER_FILE + 3)
+    write_parts(tmp_path, "x", 4, dest, {"v": np.arange(len(dest)), "w": np.arange(len(dest))[:, None] * [1, -1]})
+    assert len(list((tmp_path / "x").rglob("*.npy"))) == 3, "one file per group of DESTS_PER_FILE destinations"
+    for d in range(2 * DESTS_PER_FILE + 4):
+        got = read_parts(tmp_path, "x", d)
+        rows = np.flatnonzero(dest == d)
+        if not len(rows):
+            assert got is None
+        else:
+            assert got["v"].tolist() == rows.tolist() and got["w"].tolist() == [[r, -r] for r in rows]
 
 
 def union_find_roots(a: list[int], b: list[int]) -> dict[int, int]:

@@ -1,60 +1,94 @@
 """Partition files: the shuffle between the steps of a job spread over shards, on any executor.
 
     write_parts(work, "pairs", source=3, dest=shard_of_a, arrays={"a": a, "b": b})
+    write_blocks(work, "drops", source=3, blocks={5: {"gid": ..., "ids": ...}, 9: {...}})
     read_parts(work, "pairs", dest=5)  -> {"a": ..., "b": ...} from every source, in source order, or None
 
-A step's task (one per shard or per partition: its `source` number) sends each row of its arrays to
-the task of the next step that `dest` names, as one uncompressed `.npz` per (step, destination,
-source) under `work`: `<work>/<step>/<dest>/<source>.npz`, written to a temporary name and renamed,
-so a reader never sees half a file and a task run twice (a Dask retry) rewrites the same file. The
-driver passes only folder names and numbers between steps; every array stays on disk. Strings
-travel as UTF-8 bytes and offsets (`encode_strings`), never as pickled objects.
+A step's task (one per shard or per partition: its `source` number) sends arrays to the tasks of the next
+step, by destination: `write_parts` routes each row to `dest[row]`, `write_blocks` sends whole arrays
+(strings as bytes, say) per destination. One file per (step, source, group of `DESTS_PER_FILE`
+destinations) under `work`: `<work>/<step>/<group>/<source>.npy` holds the arrays' names, the
+destinations it serves and the byte size of each one's block, then the blocks, each its arrays as `.npy`
+records back to back. A reader seeks to its own block, so a file shared by 8 destinations is not read
+8 times. Shard-to-shard steps of 100 shards write 100 x 13 files instead of 100 x 100 (a file costs
+~0.25 ms to create here), and there is no zip container (an `.npz` cost ~1 ms a file in CRCs and
+directories). Read without pickle. Written to a temporary name and renamed, so a reader never sees
+half a file and a task run twice (a Dask retry) rewrites the same file. The driver passes only folder
+names and numbers between steps; every array stays on disk. Strings travel as UTF-8 bytes and lengths
+(`encode_strings`), never as pickled objects.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-
-def part_path(work: Path, step: str, dest: int, source: int) -> Path:
-    return Path(work) / step / f"{dest:05d}" / f"{source:05d}.npz"
+DESTS_PER_FILE = 8
 
 
-def write_part(work: Path, step: str, dest: int, source: int, arrays: dict[str, np.ndarray]) -> None:
-    path = part_path(work, step, dest, source)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+def part_path(work: Path, step: str, group: int, source: int) -> Path:
+    return Path(work) / step / f"{group:05d}" / f"{source:05d}.npy"
+
+
+def write_blocks(work: Path, step: str, source: int, blocks: dict[int, dict[str, np.ndarray]]) -> None:
+    """Send blocks[dest] (the same array names for every dest) to each destination."""
+    groups: dict[int, list[int]] = {}
+    for dest in sorted(blocks):
+        groups.setdefault(dest // DESTS_PER_FILE, []).append(dest)
+    for group, dests in groups.items():
+        bodies = []
+        for dest in dests:
+            buf = io.BytesIO()
+            for array in blocks[dest].values():
+                np.save(buf, np.ascontiguousarray(array))
+            bodies.append(buf.getvalue())
+        path = part_path(work, step, group, source)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}")
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.array(list(blocks[dests[0]]), dtype=str))
+            np.save(fh, np.array(dests, dtype=np.int64))
+            np.save(fh, np.array([len(b) for b in bodies], dtype=np.int64))
+            for body in bodies:
+                fh.write(body)
+        os.replace(tmp, path)
 
 
 def write_parts(work: Path, step: str, source: int, dest: np.ndarray, arrays: dict[str, np.ndarray]) -> int:
-    """Send row i of every array to destination dest[i]: one file per destination that gets rows, rows in
-    their order here. Returns the number of files written."""
+    """Send row i of every array to destination dest[i], rows in their order here. Returns the number of
+    destinations that get rows."""
     order = np.argsort(dest, kind="stable")
     dest = dest[order]
     cuts = np.flatnonzero(np.r_[True, dest[1:] != dest[:-1]]) if len(dest) else np.zeros(0, np.int64)
     ends = np.r_[cuts[1:], len(dest)]
-    for start, end in zip(cuts.tolist(), ends.tolist()):
-        rows = order[start:end]
-        write_part(work, step, int(dest[start]), source, {name: a[rows] for name, a in arrays.items()})
+    write_blocks(work, step, source, {int(dest[start]): {name: a[order[start:end]] for name, a in arrays.items()}
+                                      for start, end in zip(cuts.tolist(), ends.tolist())})
     return len(cuts)
+
+
+def _read_block(path: Path, dest: int) -> dict[str, np.ndarray] | None:
+    with open(path, "rb") as fh:
+        names = np.load(fh, allow_pickle=False).tolist()
+        dests = np.load(fh, allow_pickle=False)
+        sizes = np.load(fh, allow_pickle=False)
+        at = np.flatnonzero(dests == dest)
+        if not len(at):
+            return None
+        fh.seek(int(sizes[: at[0]].sum()), os.SEEK_CUR)
+        return {name: np.load(fh, allow_pickle=False) for name in names}
 
 
 def read_parts(work: Path, step: str, dest: int) -> dict[str, np.ndarray] | None:
     """Every source's rows for `dest`, concatenated in source order; None when no source sent any."""
-    folder = Path(work) / step / f"{dest:05d}"
-    files = sorted(folder.glob("[0-9]*.npz")) if folder.is_dir() else []
-    if not files:
+    folder = Path(work) / step / f"{dest // DESTS_PER_FILE:05d}"
+    files = sorted(folder.glob("[0-9]*.npy")) if folder.is_dir() else []
+    parts = [part for part in (_read_block(path, dest) for path in files) if part is not None]
+    if not parts:
         return None
-    parts = []
-    for path in files:
-        with np.load(path, allow_pickle=False) as npz:
-            parts.append({name: npz[name] for name in npz.files})
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
