@@ -169,7 +169,7 @@ def test_partition_files_route_rows_and_strings(tmp_path):
 def test_partition_files_hold_a_group_of_destinations_each_reader_reads_its_own(tmp_path):
     dest = np.arange(3 * DESTS_PER_FILE) % (2 * DESTS_PER_FILE + 3)
     write_parts(tmp_path, "x", 4, dest, {"v": np.arange(len(dest)), "w": np.arange(len(dest))[:, None] * [1, -1]})
-    assert len(list((tmp_path / "x").rglob("*.npy"))) == 3, "one file per group of DESTS_PER_FILE destinations"
+    assert len(list((tmp_path / "x").rglob("*.part"))) == 3, "one file per group of DESTS_PER_FILE destinations"
     for d in range(2 * DESTS_PER_FILE + 4):
         got = read_parts(tmp_path, "x", d)
         rows = np.flatnonzero(dest == d)
@@ -177,6 +177,8 @@ def test_partition_files_hold_a_group_of_destinations_each_reader_reads_its_own(
             assert got is None
         else:
             assert got["v"].tolist() == rows.tolist() and got["w"].tolist() == [[r, -r] for r in rows]
+    with pytest.raises(TypeError, match="plain arrays"):
+        write_parts(tmp_path, "y", 0, np.array([0]), {"o": np.array([{"x": 1}], dtype=object)})
 
 
 def union_find_roots(a: list[int], b: list[int]) -> dict[int, int]:
