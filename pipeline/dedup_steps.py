@@ -58,6 +58,7 @@ _ROW_MASK = (1 << _ROW_BITS) - 1
 _PART_MIX = np.uint64(0x9E3779B97F4A7C15)  # spreads (band, key) over partitions; any odd constant does
 SHARDS_PER_PARTITION = 8  # a bucket partition holds ~8 shards' band records (10,000 docs x 16 bands x 34 B each)
 EDGES_PER_PARTITION = 2_000_000  # a components partition holds up to ~2M edges (~100 MB with the sorts)
+JOBS_PER_TASK = 4  # shards or partitions one task of a step handles, one after another
 _MAX_ROUNDS = 200  # large-star / small-star converges in O(log^2 n) rounds: a few for any real corpus
 
 
@@ -72,7 +73,10 @@ def find_duplicates(work: Path, stage_dir: Path, shards: list[dict[str, Any]], c
 
     def timed(name: str, fn, jobs):  # seconds per step, for the log: where a large corpus spends its time
         start = time.perf_counter()
-        out = run(fn, jobs)
+        # Jobs go in batches of up to JOBS_PER_TASK: a Dask task costs milliseconds of scheduling and
+        # transfer, and a step of 100 shards is otherwise 100 tasks of a few milliseconds of work each.
+        batches = [jobs[i : i + JOBS_PER_TASK] for i in range(0, len(jobs), JOBS_PER_TASK)]
+        out = [r for results in run(_in_batch, [{"fn": fn, "jobs": b} for b in batches]) for r in results]
         took[name] = took.get(name, 0.0) + time.perf_counter() - start
         return out
 
@@ -90,6 +94,10 @@ def find_duplicates(work: Path, stage_dir: Path, shards: list[dict[str, Any]], c
     timed("names", _names, per_shard)
     log.info("dedup over %d shards, %d partitions: %s", len(shards), n_parts,
              ", ".join(f"{name} {s:.1f} s" for name, s in took.items()))
+
+
+def _in_batch(batch: dict[str, Any]) -> list[Any]:
+    return [batch["fn"](job) for job in batch["jobs"]]
 
 
 def drop_list(work: Path, shard: int) -> dict[str, Any]:
