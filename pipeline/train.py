@@ -19,6 +19,7 @@ are all-reduced, and only rank 0 writes checkpoints, history, metrics and the ma
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -106,6 +107,9 @@ def train(tok_manifest: Path, out_dir: Path, cfg: TrainConfig, model_cfg: ModelC
     finally:
         torch.set_num_threads(threads)
         if owned:
+            # A DDP model caught in a reference cycle must go while its group lives: collected at interpreter
+            # exit instead, its gloo work aborts the process ("terminate called without an active exception").
+            gc.collect()
             dist.destroy_process_group()
 
 
