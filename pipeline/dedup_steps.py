@@ -11,26 +11,26 @@ named by gid = shard << 32 | row, which orders documents as the corpus does. The
 copy names the first document with its key; among first copies, a near duplicate names the first
 document of its cluster (the connected component of its verified LSH candidate pairs).
 
-Steps (each a `run` over jobs, exchanging files through `pipeline.io.partfiles` under `work`):
+Steps (each a `run` over jobs, 4 jobs a task, exchanging files through `pipeline.io.partfiles` under `work`):
 1. exact, per shard: (exact key, gid) of every survivor, sent to partition hash(exact key) % P (P =
    one per `SHARDS_PER_PARTITION` shards).
 2. copies, per partition: runs of equal exact keys, in gid order: each document after the first is
-   an exact duplicate of that first one (sent to the first one's shard, to be named), and, for near
-   dedup, a copy its own shard leaves out of the LSH records (it would only bridge clusters).
-   records, per shard: (band, band key, gid) for every survivor that is no copy and every LSH band,
-   sent to partition hash(band, band key) % P: 18 bytes a band, where sending the exact key along
-   (to find the copies in the buckets) took 34.
-   buckets, per partition: runs of equal (band, band key), in gid order, are the LSH buckets; their
+   an exact duplicate of that first one (sent to the first one's shard, to be named) and, for near
+   dedup, a copy that its own shard leaves out of the LSH records (it would only bridge clusters).
+3. records, per shard: (band, band key, gid) for every survivor that is no copy and every LSH band,
+   sent to partition hash(band, band key) % P: 18 bytes a band (carrying the exact key along, to find
+   the copies in the buckets instead, took 34).
+4. buckets, per partition: runs of equal (band, band key), in gid order, are the LSH buckets; their
    candidate pairs (`bucket_pairs`, as in the single-process grouping) go to the shard of the pair's
    first document.
-3. attach, per shard: each pair gets the signature of its first document and goes to the shard of
+5. attach, per shard: each pair gets the signature of its first document and goes to the shard of
    its second.
-4. verify, per shard: the second signature; pairs that agree on enough positions (`similar`) are
+6. verify, per shard: the second signature; pairs that agree on enough positions (`similar`) are
    the verified edges.
-5. components, rounds of two steps per partition of the nodes (large-star and small-star, Kiveris et
+7. components, rounds of two steps per partition of the nodes (large-star and small-star, Kiveris et
    al. 2014) until every component of the verified edges is a star around its lowest member: every
    other member is a near duplicate of it. The driver only adds up how many edges each step changed.
-6. names, per shard: the ids of the representatives that live there go to their duplicates' shards.
+8. names, per shard: the ids of the representatives that live there go to their duplicates' shards.
 Exact-only and near-only configurations skip what they do not need.
 """
 
