@@ -250,8 +250,9 @@ def test_a_truncated_checkpoint_is_one_line_and_a_traceback_with_v(tiny_evaluate
     assert code == 2 and "Traceback" in err
 
 
-def test_an_unknown_registered_model_is_one_line(mlflow_registry, capsys):
-    code, err = quill(capsys, "generate", "Once", "--model", "models:/no-such-model@champion")
+@pytest.mark.parametrize("command", [["generate", "Once"], ["serve-model"]])
+def test_an_unknown_registered_model_is_one_line(command, mlflow_registry, capsys):
+    code, err = quill(capsys, *command, "--model", "models:/no-such-model@champion")
     assert code == 2 and "quill: error: models:/no-such-model@champion: no such model in the MLflow registry" in err
     assert "Traceback" not in err
 
