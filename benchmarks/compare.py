@@ -50,6 +50,17 @@ def export_base(rev: str, dest: Path) -> str:
     return commit
 
 
+def local_stages(package: str, sources: list[str], work: Path, cfg):
+    """(ingest, clean, filter manifests) of `sources` through the stages of `package` (this tree's `pipeline`
+    or an exported base) in this process, with `cfg`, a RunConfig of that package's config module."""
+    ingest = importlib.import_module(f"{package}.ingest").ingest
+    clean = importlib.import_module(f"{package}.clean").clean
+    filter_docs = importlib.import_module(f"{package}.filter").filter_docs
+    m_in = ingest(sources, work / "ingest", cfg.ingest)
+    m_cl = clean(m_in.path, work / "clean", cfg.clean, executor="local")
+    return m_in, m_cl, filter_docs(m_cl.path, work / "filter", cfg.filter, executor="local")
+
+
 def _alternate(rounds: int, run) -> dict[str, float]:
     """{"base": least seconds, "current": least seconds} of `run(package)` over alternating rounds."""
     best = {"base": float("inf"), "current": float("inf")}

@@ -23,7 +23,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.compare import BASE, export_base
+from benchmarks.compare import BASE, export_base, local_stages
 from benchmarks.data_stages import REPO, SHARED
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -40,18 +40,12 @@ def body_words(path: Path) -> int:
 
 def run_stages(package: str, sources: list[str], work: Path) -> dict:
     """Ingest, clean and filter with the default config of `package`, locally; kept and quarantined rows."""
-    config = importlib.import_module(f"{package}.config")
-    ingest = importlib.import_module(f"{package}.ingest").ingest
-    clean = importlib.import_module(f"{package}.clean").clean
-    filter_docs = importlib.import_module(f"{package}.filter").filter_docs
     iter_docs = importlib.import_module(f"{package}.io.docshards").iter_docs
     import pyarrow.parquet as pq
 
-    cfg = config.RunConfig()
+    cfg = importlib.import_module(f"{package}.config").RunConfig()
     cfg.filter.audit.enabled = False
-    m_in = ingest(sources, work / "ingest", cfg.ingest)
-    m_cl = clean(m_in.path, work / "clean", cfg.clean, executor="local")
-    m_fi = filter_docs(m_cl.path, work / "filter", cfg.filter, executor="local")
+    m_in, m_cl, m_fi = local_stages(package, sources, work, cfg)
     dropped = [(stage, row) for stage, m in (("clean", m_cl), ("filter", m_fi))
                for p in m.output_list("excluded") for row in pq.read_table(p).to_pylist()]
     return {"ingested": m_in.stats["docs_kept"], "kept": list(iter_docs(m_fi.output_list("docs"))),

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.compare import BASE, export_base
+from benchmarks.compare import BASE, export_base, local_stages
 from benchmarks.data_stages import REPO, SHARED
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -31,15 +31,9 @@ PROMPTS = ["Once upon a time", "Lily saw a big dog.", '"Can I play with you?"']
 
 
 def filtered(package: str, work: Path) -> Path:
-    config = importlib.import_module(f"{package}.config")
-    ingest = importlib.import_module(f"{package}.ingest").ingest
-    clean = importlib.import_module(f"{package}.clean").clean
-    filter_docs = importlib.import_module(f"{package}.filter").filter_docs
-    cfg = config.small()
+    cfg = importlib.import_module(f"{package}.config").small()
     cfg.filter.audit.enabled = False
-    m = ingest([str(STORIES)], work / "ingest", cfg.ingest)
-    m = clean(m.path, work / "clean", cfg.clean, executor="local")
-    return filter_docs(m.path, work / "filter", cfg.filter, executor="local").path
+    return local_stages(package, [str(STORIES)], work, cfg)[2].path
 
 
 def common_bpc(checkpoint: Path, block: int = 0) -> float:

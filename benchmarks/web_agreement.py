@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.compare import BASE, export_base
+from benchmarks.compare import BASE, export_base, local_stages
 from benchmarks.data_stages import REPO, SHARED
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -34,19 +34,13 @@ GRID = {"min_words_web": [0, 50, 80, 100, 150], "max_no_terminal_punct_ratio": [
 
 def stage_verdicts(package: str, source: Path, work: Path) -> tuple[dict[int, str | None], str]:
     """{line number: None if kept, else the reason} for each page, through ingest, clean and filter (web)."""
-    config = importlib.import_module(f"{package}.config")
-    ingest = importlib.import_module(f"{package}.ingest").ingest
-    clean = importlib.import_module(f"{package}.clean").clean
-    filter_docs = importlib.import_module(f"{package}.filter").filter_docs
     iter_docs = importlib.import_module(f"{package}.io.docshards").iter_docs
     import pyarrow.parquet as pq
 
-    cfg = config.RunConfig()
+    cfg = importlib.import_module(f"{package}.config").RunConfig()
     cfg.filter.quality.profile = "web"
     cfg.filter.audit.enabled = False
-    m_in = ingest([str(source)], work / "ingest", cfg.ingest)
-    m_cl = clean(m_in.path, work / "clean", cfg.clean, executor="local")
-    m_fi = filter_docs(m_cl.path, work / "filter", cfg.filter, executor="local")
+    _, m_cl, m_fi = local_stages(package, [str(source)], work, cfg)
     verdict: dict[int, str | None] = {}
     for m in (m_cl, m_fi):
         for p in m.output_list("excluded"):
