@@ -63,16 +63,14 @@ def write_blocks(work: Path, step: str, source: int, blocks: dict[int, dict[str,
         os.replace(tmp, path)
 
 
-def write_parts(work: Path, step: str, source: int, dest: np.ndarray, arrays: dict[str, np.ndarray]) -> int:
-    """Send row i of every array to destination dest[i], rows in their order here. Returns the number of
-    destinations that get rows."""
+def write_parts(work: Path, step: str, source: int, dest: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
+    """Send row i of every array to destination dest[i], rows in their order here."""
     order = np.argsort(dest, kind="stable")
     dest = dest[order]
     cuts = np.flatnonzero(np.r_[True, dest[1:] != dest[:-1]]) if len(dest) else np.zeros(0, np.int64)
     ends = np.r_[cuts[1:], len(dest)]
     write_blocks(work, step, source, {int(dest[start]): {name: a[order[start:end]] for name, a in arrays.items()}
                                       for start, end in zip(cuts.tolist(), ends.tolist())})
-    return len(cuts)
 
 
 def _read_block(path: Path, dest: int) -> dict[str, np.ndarray] | None:
